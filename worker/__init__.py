@@ -1,0 +1,1 @@
+"""MILS engine and worker: optimizer core, model adapters, store and tasks."""

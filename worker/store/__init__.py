@@ -1,0 +1,1 @@
+"""The record of every job: SQLAlchemy models, sessions and queries."""

@@ -1,0 +1,40 @@
+"""Task prompts, written for this project. Each task has one template class.
+
+The prompt shows the current top K as `score: text` lines, best first, and asks
+for N new ones as a numbered list. Later tasks (video, audio, text-to-image)
+subclass `CaptionTemplate` and change the wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from worker.core import Message, Scored
+
+
+@dataclass(frozen=True)
+class CaptionTemplate:
+    subject: str = "an image"
+    system: str = (
+        "You write short, concrete, literal captions. You name the main object, "
+        "what it looks like and where it is. You never explain yourself."
+    )
+
+    def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
+        lines = "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
+        user = (
+            f"We are looking for the caption that best describes {self.subject} you cannot see. "
+            "A judge that can see it scored some captions; a higher score means a better match.\n\n"
+            f"Scored captions, best first (score: caption):\n{lines}\n\n"
+            f"Write {n} new captions that would score higher than all of these. Keep what the "
+            "best ones get right, drop what the worst ones say, and try different details. "
+            f"Each caption at most {max_words} words. Do not repeat a caption above and do not "
+            f"write scores. Answer with a numbered list of {n} captions and nothing else."
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+IMAGE_CAPTION = CaptionTemplate()
+
+TEMPLATES = {"image-caption": IMAGE_CAPTION}
