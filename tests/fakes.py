@@ -166,3 +166,33 @@ class WordOverlapScorer:
     def score_pool(self, features: Any, pool: Sequence[str]) -> list[float]:
         self.pool_calls += 1
         return self._score(features, pool)
+
+
+class HiddenCaptionScorer(WordOverlapScorer):
+    """`WordOverlapScorer` for jobs whose sample is not text (e.g. the PIL image that
+    `TASK_KINDS["image-caption"].decode` returns): the sample is ignored and `target`, a
+    fixed hidden caption, is what texts are scored against. Records the samples it got."""
+
+    name = "fake-hidden-caption-scorer"
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self.samples: list[Any] = []
+
+    def encode_sample(self, sample: Any) -> Any:
+        self.samples.append(sample)
+        return super().encode_sample(self.target)
+
+
+class FailingGenerator(_RecordingGenerator):
+    """Fake LLM that raises on every call (a crashed or misconfigured model)."""
+
+    name = "fake-failing-generator"
+
+    def __init__(self, message: str = "the fake LLM fell over") -> None:
+        super().__init__()
+        self.message = message
+
+    def _complete_one(self, conversation: list[Message], seed: int, index: int) -> str:
+        raise RuntimeError(self.message)

@@ -11,17 +11,7 @@ import click
 
 from worker.core import SettingsError
 from worker.media import MediaError
-
-SAMPLES = {
-    "chelsea": ("skimage", "chelsea.png"), "coffee": ("skimage", "coffee.png"),
-    "astronaut": ("skimage", "astronaut.png"), "rocket": ("skimage", "rocket.jpg"),
-    "camera": ("skimage", "camera.png"), "motorcycle": ("skimage", "motorcycle_left.png"),
-    "horse": ("skimage", "horse.png"), "coins": ("skimage", "coins.png"),
-    "moon": ("skimage", "moon.png"), "hubble": ("skimage", "hubble_deep_field.jpg"),
-    "page": ("skimage", "page.png"), "retina": ("skimage", "retina.jpg"),
-    "china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg"),
-}
-
+from worker.samples import SAMPLES, sample_path
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded models never need the hub
@@ -57,20 +47,20 @@ def caption(image, sample, steps, candidates, top_k, seed, patience, epsilon, ll
 
     from worker.jobs import JobError, create_job, run_in_process
     from worker.media import load_image_file
-    from worker.models import ModelLoadError
-    from worker.models.recogniser_scorer import sample_photo_path
+    from worker.models import ModelLoadError, check_specs
     from worker.store.db import SchemaError, open_store
     from worker.task_kinds import default_settings
 
     if (image is None) == (sample is None):
         raise click.UsageError("give an IMAGE file or --sample NAME (one of them)")
     try:
-        media = load_image_file(image if image else sample_photo_path(*SAMPLES[sample]))
+        media = load_image_file(image if image else sample_path(sample))
         overrides = {k: v for k, v in dict(steps=steps, candidates=candidates, top_k=top_k,
                                            patience=patience, epsilon=epsilon).items() if v is not None}
         settings = default_settings("image-caption", llm).replace(seed=seed, **overrides)
         if settings.prompts_per_step > settings.candidates:
             settings = settings.replace(prompts_per_step=settings.candidates)
+        check_specs(llm, scorer)  # before the job is stored
         _quiet_libraries()
         Session = open_store()
         with Session.begin() as session:

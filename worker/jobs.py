@@ -44,7 +44,9 @@ ModelResolver = Callable[[str, str], Models]
 def default_models(generator: str, scorer: str) -> Models:
     from worker.models import load_generator, load_scorer
 
-    return Models(load_generator(generator), load_scorer(scorer))
+    # The scorer first: a mistyped scorer must not cost an LLM load (a minute on a fresh home).
+    scorer_model = load_scorer(scorer)
+    return Models(load_generator(generator), scorer_model)
 
 
 def store_artifact(session: Session, media: Media) -> Artifact:
@@ -80,8 +82,11 @@ def load_state(session: Session, job_id: int) -> State | None:
     last = session.scalar(select(func.max(Step.step)).where(Step.job_id == job_id))
     if last is None:
         return None
+    # In the order they were scored, as in the in-memory State: ties are broken by it.
     rows = session.execute(
-        select(Candidate.text_key, Candidate.text, Candidate.score).where(Candidate.job_id == job_id)
+        select(Candidate.text_key, Candidate.text, Candidate.score)
+        .where(Candidate.job_id == job_id)
+        .order_by(Candidate.id)
     )
     scored = {key: Scored(text, score) for key, text, score in rows}
     top = session.execute(

@@ -39,7 +39,10 @@ TASK_KINDS: dict[str, TaskKind] = {
         pool_file="image_caption_pool.txt",
         decode=decode_image,
         paper_settings=Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9),
-        embedded_settings=Settings(steps=6, top_k=10, candidates=20, temperature=0.7, top_p=0.9, max_words=15),
+        embedded_settings=Settings(
+            steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
+            max_generation_rounds=2,
+        ),
     ),
 }
 

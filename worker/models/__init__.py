@@ -12,6 +12,7 @@ Models load lazily, once per process (a worker keeps them between jobs).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from worker.core import Generator, Scorer
 
@@ -33,19 +34,36 @@ def load_generator(spec: str = DEFAULT_GENERATOR, device: str | None = None) -> 
     return llm.TransformersGenerator.from_pretrained(spec, device)
 
 
+def check_specs(generator: str, scorer: str) -> None:
+    """Refuse model specs that cannot work, at once and before any model loads (a job with
+    them is never stored). Specs that look right can still fail to load later."""
+    check_generator_spec(generator)
+    check_scorer_spec(scorer)
+
+
+def check_generator_spec(spec: str) -> None:
+    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
+        raise ModelLoadError(f"LLM {spec!r}: no such directory")
+
+
+def check_scorer_spec(spec: str) -> None:
+    """Refuse an unknown scorer spec at once, before any model is loaded."""
+    if spec != "embedded" and not spec.startswith("open_clip:"):
+        raise ModelLoadError(
+            f"unknown scorer {spec!r}: use 'embedded' or 'open_clip:ARCH[@PRETRAINED]'"
+        )
+
+
 @functools.cache
 def load_scorer(spec: str = DEFAULT_SCORER, device: str | None = None) -> Scorer:
+    check_scorer_spec(spec)
     if spec == "embedded":
         from worker.models.recogniser_scorer import RecogniserScorer
 
         return RecogniserScorer.load()
-    if spec.startswith("open_clip:"):
-        from worker.models.clip_scorer import OpenClipScorer
+    from worker.models.clip_scorer import OpenClipScorer
 
-        return OpenClipScorer.from_spec(spec.removeprefix("open_clip:"), device)
-    raise ModelLoadError(
-        f"unknown scorer {spec!r}: use 'embedded' or 'open_clip:ARCH[@PRETRAINED]'"
-    )
+    return OpenClipScorer.from_spec(spec.removeprefix("open_clip:"), device)
 
 
 def pick_device(device: str | None) -> str:

