@@ -54,10 +54,9 @@ def _fresh_feature_cache():
 
 def _release_engine(url: str) -> None:
     """Close every pooled connection of `url`'s cached engine and forget all cached engines."""
-    from worker.store.db import get_engine
+    from worker.store.db import forget_engines
 
-    get_engine(url).dispose()  # creating an engine does not connect, so this is always safe
-    get_engine.cache_clear()
+    forget_engines()
 
 
 def _admin_connection():

@@ -196,3 +196,27 @@ class FailingGenerator(_RecordingGenerator):
 
     def _complete_one(self, conversation: list[Message], seed: int, index: int) -> str:
         raise RuntimeError(self.message)
+
+
+# Factories for "py:tests.fakes:..." model specs, so a real `mils worker` process runs the
+# tiny fakes. MILS_FAKE_STEP_SECONDS makes each generation slow enough to kill a worker mid-step.
+WORKER_TARGET = "a tabby cat sitting on a wooden table in the sun"
+
+
+class SlowScriptedGenerator(ScriptedGenerator):
+    name = "fake-slow-scripted-generator"
+
+    def complete(self, conversations, **kwargs):
+        import os
+        import time
+
+        time.sleep(float(os.environ.get("MILS_FAKE_STEP_SECONDS", "0")))
+        return super().complete(conversations, **kwargs)
+
+
+def worker_generator() -> SlowScriptedGenerator:
+    return SlowScriptedGenerator(extra_words=["tabby", "wooden", "sun", "sitting", "kitten"])
+
+
+def worker_scorer() -> HiddenCaptionScorer:
+    return HiddenCaptionScorer(WORKER_TARGET)

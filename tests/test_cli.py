@@ -113,7 +113,7 @@ def test_bad_model_spec_stores_no_job(inputs, mils_home, tmp_path):
     """A spec that cannot work is refused before the job is created."""
     out = run_mils("caption", str(inputs / "good.png"), "--scorer", "nope", home=mils_home, cwd=tmp_path)
     assert out.returncode == 1
-    from worker.store.db import get_engine, open_store
+    from worker.store.db import forget_engines, open_store
     from worker.store.models import Job
 
     url = f"sqlite:///{mils_home / 'mils.db'}"
@@ -121,8 +121,7 @@ def test_bad_model_spec_stores_no_job(inputs, mils_home, tmp_path):
         with open_store(url)() as session:
             assert session.query(Job).count() == 0
     finally:
-        get_engine(url).dispose()
-        get_engine.cache_clear()
+        forget_engines()
 
 
 def test_help_and_db_upgrade(mils_home, tmp_path):

@@ -262,8 +262,7 @@ def test_resume_in_a_fresh_process_equals_an_uninterrupted_run(db_url, epsilon):
     assert [s[0] for s in trajectory(Session, resumed)[0]] == [0, 1, 2]
 
     # "A new process": no engine, no session factory, no feature cache, fresh plug-ins.
-    store_db.get_engine(db_url).dispose()
-    store_db.get_engine.cache_clear()
+    store_db.forget_engines()
     worker.jobs._features.clear()
     Session = open_store(db_url)
     rest = list(run_in_process(Session, resumed, models_for=Resolver()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import functools
 import json
 import logging
 import os
@@ -13,6 +15,7 @@ from worker.core import SettingsError
 from worker.media import MediaError
 from worker.samples import SAMPLES, sample_path
 
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded models never need the hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,69 +25,241 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-@click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
-def cli(verbose: bool) -> None:
-    """MILS: LLMs that see without training. Generate, score, keep the best; repeat."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _user_errors(fn):
+    """Expected failures become one-line errors with a non-zero exit, never a traceback."""
+    from worker.jobs import JobError
+    from worker.models import ModelLoadError
+    from worker.store.db import SchemaError
+    from worker.tasks import BrokerError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (MediaError, SettingsError, ModelLoadError, JobError, SchemaError, BrokerError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
 
 
-@cli.command()
-@click.argument("image", required=False, type=click.Path(dir_okay=False))
-@click.option("--sample", type=click.Choice(sorted(SAMPLES)), help="Caption a bundled sample photo instead.")
-@click.option("--steps", type=int, help="Optimization steps after the bootstrap.")
-@click.option("--candidates", type=int, help="New candidates per step (N).")
-@click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--patience", type=int, help="Stop after this many steps without improvement.")
-@click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy).")
-@click.option("--llm", default="embedded", show_default=True, help="'embedded' or a Hugging Face model id / local path.")
-@click.option("--scorer", default="embedded", show_default=True, help="'embedded' or 'open_clip:ARCH[@PRETRAINED]'.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def caption(image, sample, steps, candidates, top_k, seed, patience, epsilon, llm, scorer, as_json) -> None:
-    """Caption IMAGE (a file) in this process; the job is kept in the local database."""
-    from tqdm import tqdm
+def _job_options(fn):
+    """The input and settings of a new job, shared by `caption` and `submit`."""
+    options = [
+        click.argument("image", required=False, type=click.Path(dir_okay=False)),
+        click.option("--sample", type=click.Choice(sorted(SAMPLES)), help="Use a bundled sample photo instead."),
+        click.option("--steps", type=int, help="Optimization steps after the bootstrap."),
+        click.option("--candidates", type=int, help="New candidates per step (N)."),
+        click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--patience", type=int, help="Stop after this many steps without improvement."),
+        click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy)."),
+        click.option("--llm", default="embedded", show_default=True,
+                     help="'embedded', a Hugging Face model id / local path, or 'py:MODULE:FACTORY'."),
+        click.option("--scorer", default="embedded", show_default=True,
+                     help="'embedded', 'open_clip:ARCH[@PRETRAINED]', or 'py:MODULE:FACTORY'."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
-    from worker.jobs import JobError, create_job, run_in_process
+
+def _new_job(image, sample, steps, candidates, top_k, seed, patience, epsilon, llm, scorer):
+    """Check everything, then store the job; returns (session factory, job id, settings)."""
+    from worker.jobs import create_job
     from worker.media import load_image_file
-    from worker.models import ModelLoadError, check_specs
-    from worker.store.db import SchemaError, open_store
+    from worker.models import check_specs
+    from worker.store.db import open_store
     from worker.task_kinds import default_settings
 
     if (image is None) == (sample is None):
         raise click.UsageError("give an IMAGE file or --sample NAME (one of them)")
-    try:
-        media = load_image_file(image if image else sample_path(sample))
-        overrides = {k: v for k, v in dict(steps=steps, candidates=candidates, top_k=top_k,
-                                           patience=patience, epsilon=epsilon).items() if v is not None}
-        settings = default_settings("image-caption", llm).replace(seed=seed, **overrides)
-        if settings.prompts_per_step > settings.candidates:
-            settings = settings.replace(prompts_per_step=settings.candidates)
-        check_specs(llm, scorer)  # before the job is stored
-        _quiet_libraries()
-        Session = open_store()
-        with Session.begin() as session:
-            job_id = create_job(session, task="image-caption", settings=settings,
-                                generator=llm, scorer=scorer, media=media).id
-        steps_out = []
-        bar = tqdm(total=settings.steps + 1, desc=f"job {job_id}", unit="step", file=sys.stderr,
-                   disable=None)  # no bar when stderr is not a terminal
-        with bar:
-            for result in run_in_process(Session, job_id):
-                steps_out.append({"step": result.step, "best_score": result.best.score,
-                                  "best_text": result.best.text, "mean_topk": result.mean_topk})
-                bar.update(1)
-                bar.set_postfix(step=result.step, best=f"{result.best.score:.4f}")
-        if not steps_out:
-            raise click.ClickException(f"job {job_id} ran no step")
-    except (MediaError, SettingsError, ModelLoadError, JobError, SchemaError) as exc:
-        raise click.ClickException(str(exc)) from None
+    media = load_image_file(image if image else sample_path(sample))
+    overrides = {k: v for k, v in dict(steps=steps, candidates=candidates, top_k=top_k,
+                                       patience=patience, epsilon=epsilon).items() if v is not None}
+    settings = default_settings("image-caption", llm).replace(seed=seed, **overrides)
+    if settings.prompts_per_step > settings.candidates:
+        settings = settings.replace(prompts_per_step=settings.candidates)
+    check_specs(llm, scorer)  # before the job is stored
+    Session = open_store()
+    with Session.begin() as session:
+        job = create_job(session, task="image-caption", settings=settings, generator=llm, scorer=scorer, media=media)
+        return Session, job.id, settings
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+def cli(verbose: bool) -> None:
+    """MILS: LLMs that see without training. Generate, score, keep the best; repeat."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@_job_options
+@_user_errors
+def caption(as_json, **job) -> None:
+    """Caption IMAGE in this process (no queue); the job is kept in the database."""
+    from tqdm import tqdm
+
+    from worker.jobs import run_in_process
+
+    Session, job_id, settings = _new_job(**job)
+    _quiet_libraries()
+    steps_out = []
+    # No bar when stderr is not a terminal (disable=None).
+    with tqdm(total=settings.steps + 1, desc=f"job {job_id}", unit="step", file=sys.stderr, disable=None) as bar:
+        for result in run_in_process(Session, job_id):
+            steps_out.append({"step": result.step, "best_score": result.best.score,
+                              "best_text": result.best.text, "mean_topk": result.mean_topk})
+            bar.update(1)
+            bar.set_postfix(step=result.step, best=f"{result.best.score:.4f}")
+    if not steps_out:
+        raise click.ClickException(f"job {job_id} ran no step")
     best = steps_out[-1]
     if as_json:
         click.echo(json.dumps({"caption": best["best_text"], "score": best["best_score"],
                                "steps": steps_out, "job_id": job_id}, indent=2))
     else:
         click.echo(best["best_text"])
+
+
+@cli.command()
+@_job_options
+@_user_errors
+def submit(as_json, **job) -> None:
+    """Queue a captioning job for the workers (`mils worker`); prints its id."""
+    from worker.tasks import enqueue, queue_for
+
+    _, job_id, _ = _new_job(**job)
+    enqueue(job_id, 0, queue_for(job["llm"], job["scorer"]))  # after the job's commit
+    click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
+
+
+def _print_summary(summary, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    click.echo(f"job {summary.id} ({summary.task}): {summary.status}, "
+               f"step {max(summary.steps_done - 1, 0)} of {summary.steps_total - 1}")
+    if summary.best_text is not None:
+        click.echo(f"best {summary.best_score:.4f}: {summary.best_text}")
+    if summary.error:
+        click.echo(f"error: {summary.error}")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@_user_errors
+def status(job_id: int, as_json: bool) -> None:
+    """Status, progress and best result of a job."""
+    from worker.lifecycle import get_job, summarize
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        _print_summary(summarize(session, get_job(session, job_id)), as_json)
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@_user_errors
+def cancel(job_id: int) -> None:
+    """Stop a job after the step in flight."""
+    from worker.lifecycle import cancel as cancel_job
+    from worker.store.db import open_store
+
+    with open_store().begin() as session:
+        summary = cancel_job(session, job_id)
+    click.echo(f"job {job_id}: {'cancelled' if summary.status == 'cancelled' else 'stops after the step in flight'}")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@_user_errors
+def resume(job_id: int) -> None:
+    """Continue a cancelled, failed or interrupted job after its last committed step."""
+    from worker.lifecycle import resume as resume_job
+    from worker.store.db import open_store
+    from worker.store.models import Job
+    from worker.tasks import enqueue, queue_for
+
+    with open_store().begin() as session:
+        step = resume_job(session, job_id)
+        job = session.get(Job, job_id)
+        queue = queue_for(job.generator, job.scorer)
+    enqueue(job_id, step, queue)
+    click.echo(f"job {job_id}: resumed at step {step}")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@_user_errors
+def history(job_id: int, fmt: str) -> None:
+    """Every candidate of a job: step, rank, top-K flag, score, text."""
+    from worker.lifecycle import HISTORY_FIELDS, get_job
+    from worker.lifecycle import history as job_history
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        get_job(session, job_id)  # an unknown job fails before anything is printed
+        rows = job_history(session, job_id)
+        if fmt == "csv":
+            writer = csv.DictWriter(sys.stdout, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        else:  # one JSON array, written as the rows stream in
+            sys.stdout.write("[")
+            for i, row in enumerate(rows):
+                sys.stdout.write(("," if i else "") + "\n" + json.dumps(row))
+            sys.stdout.write("\n]\n")
+
+
+@cli.command()
+@click.option("--status", "status_", help="Only jobs in this status.")
+@click.option("--task", help="Only jobs of this task kind.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_user_errors
+def jobs(status_, task, limit, as_json) -> None:
+    """List jobs, newest first."""
+    from worker.lifecycle import list_jobs
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        found = list_jobs(session, status=status_, task=task, limit=limit)
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in found], indent=2))
+        return
+    for s in found:
+        best = f"{s.best_score:.4f} {s.best_text}" if s.best_text else "-"
+        click.echo(f"{s.id}\t{s.status}\t{s.task}\tstep {max(s.steps_done - 1, 0)}/{s.steps_total - 1}\t{best}")
+
+
+@cli.command()
+@click.option("--queues", default="default,gpu", show_default=True, help="Queues to consume.")
+@click.option("--name", default=None, help="Worker node name (default: mils@hostname-pid).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues: str, name: str | None, loglevel: str) -> None:
+    """Run a worker: one process, one step at a time, models loaded once (one per GPU)."""
+    from worker.celery_app import app
+    from worker.store.db import open_store
+
+    open_store()  # refuse to start on a schema behind the code
+    _quiet_libraries()
+    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={loglevel}",
+            "--without-gossip", "--without-mingle"]
+    argv.append(f"--hostname={name or f'mils@%h-{os.getpid()}'}")
+    app.worker_main(argv)
+
+
+@cli.command()
+def reap() -> None:
+    """Mark jobs whose worker died interrupted and resume them (workers also do this)."""
+    from worker.tasks import reap_once
+
+    click.echo(f"resumed {reap_once()} job(s)")
 
 
 @cli.group()

@@ -6,22 +6,25 @@ Celery task calls it once per task. It is idempotent: a step already committed i
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import core
 from worker.core import Generator, Scored, Scorer, Settings, State, StepResult, normalize
 from worker.core.optimizer import should_stop
 from worker.media import Media
-from worker.store.models import Artifact, Candidate, Job, JobStatus, Step, TopEntry, utcnow
+from worker.store.models import Artifact, Candidate, Job, JobEvent, JobStatus, Step, TopEntry, utcnow
 from worker.task_kinds import TASK_KINDS
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def create_job(
     )
     session.add(job)
     session.flush()
+    add_event(session, job, "submitted")
     return job
 
 
@@ -161,11 +165,58 @@ def _sample_features(job: _JobSnapshot, scorer: Scorer, data: bytes) -> Any:
     return _features[key]
 
 
+def next_step_number(session: Session, job_id: int) -> int:
+    last = session.scalar(select(func.max(Step.step)).where(Step.job_id == job_id))
+    return 0 if last is None else last + 1
+
+
+def add_event(session: Session, job: Job, kind: str, detail: str | None = None) -> None:
+    session.add(JobEvent(job_id=job.id, kind=kind, detail=detail))
+
+
+def _set_status(session: Session, job: Job, status: JobStatus, detail: str | None = None) -> None:
+    job.status = status
+    if status.finished:
+        job.finished_at = utcnow()
+    add_event(session, job, status.value, detail)
+
+
+HEARTBEAT_SECONDS = float(os.environ.get("MILS_HEARTBEAT_SECONDS", "10"))
+# Bounded redelivery: a step whose worker died this many times fails the job (resume retries it).
+MAX_STEP_ATTEMPTS = int(os.environ.get("MILS_MAX_STEP_ATTEMPTS", "3"))
+
+
+@contextlib.contextmanager
+def _heartbeat(Session: sessionmaker[Session], job_id: int) -> Iterator[None]:
+    """Keep jobs.heartbeat_at fresh while a long step computes, so the reaper leaves it alone."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with Session.begin() as session:
+                    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+            except SQLAlchemyError as exc:  # the database may be restarting; the step goes on
+                log.warning("heartbeat of job %s failed: %s", job_id, exc)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def execute_step(
-    Session: sessionmaker[Session], job_id: int, models_for: ModelResolver = default_models
+    Session: sessionmaker[Session],
+    job_id: int,
+    models_for: ModelResolver = default_models,
+    expected_step: int | None = None,
 ) -> StepResult | None:
-    """Run and commit the job's next step. None when there is nothing to do (finished,
-    cancelled, or another worker committed the step first)."""
+    """Run and commit the job's next step. None when there is nothing to do: the job is
+    finished or cancelled, `expected_step` is not its next step (a stale or duplicate
+    message), or another worker committed the step first."""
     with Session.begin() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -173,12 +224,16 @@ def execute_step(
         if job.status.finished:
             return None
         if job.cancel_requested:
-            job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+            _set_status(session, job, JobStatus.CANCELLED, "before a step")
+            return None
+        number = next_step_number(session, job_id)
+        if expected_step is not None and expected_step != number:
+            log.info("job %s: step %s is not next (%s); dropping the message", job_id, expected_step, number)
             return None
         state = load_state(session, job_id)
         settings = Settings.from_dict(job.settings)
         if state is not None and should_stop(state, settings):
-            _finish(job)
+            _set_status(session, job, JobStatus.SUCCEEDED)
             return None
         kind = TASK_KINDS[job.task]
         data = job.input.data if job.input else b""
@@ -197,17 +252,28 @@ def execute_step(
                 role: {"name": model.name, "version": getattr(model, "version", "")}
                 for role, model in (("generator", models.generator), ("scorer", models.scorer))
             }
-        job.status, job.heartbeat_at = JobStatus.RUNNING, utcnow()
+        if job.attempt_step == number:
+            job.attempts += 1
+        else:
+            job.attempt_step, job.attempts = number, 1
+        if job.attempts > MAX_STEP_ATTEMPTS:
+            job.error = f"step {number} was started {MAX_STEP_ATTEMPTS} times and never finished"
+            _set_status(session, job, JobStatus.FAILED, job.error)
+            return None
+        if job.status != JobStatus.RUNNING:
+            _set_status(session, job, JobStatus.RUNNING, f"step {number}")
+        job.heartbeat_at = utcnow()
         job.started_at = job.started_at or utcnow()
 
     # The slow part runs outside any transaction: no lock or connection is held meanwhile.
     started_at = utcnow()
     try:
-        features = _sample_features(snapshot, models.scorer, data)
-        if state is None:
-            result = core.bootstrap(kind.pool, models.scorer, features, settings)
-        else:
-            result = core.step(state, models.generator, models.scorer, features, kind.template, settings)
+        with _heartbeat(Session, job_id):
+            features = _sample_features(snapshot, models.scorer, data)
+            if state is None:
+                result = core.bootstrap(kind.pool, models.scorer, features, settings)
+            else:
+                result = core.step(state, models.generator, models.scorer, features, kind.template, settings)
     except Exception as exc:
         _fail(Session, job_id, exc)
         raise
@@ -217,9 +283,9 @@ def execute_step(
             job = session.get(Job, job_id)
             _record_step(session, job, result, started_at)
             if should_stop(result.state, settings):
-                _finish(job)
+                _set_status(session, job, JobStatus.SUCCEEDED)
             elif job.cancel_requested:
-                job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+                _set_status(session, job, JobStatus.CANCELLED, f"after step {result.step}")
     except IntegrityError:
         # (job, step) already committed by another delivery of the same task: keep theirs.
         log.info("job %s step %s was already committed; skipping", job_id, result.step)
@@ -241,12 +307,8 @@ def _fail(Session: sessionmaker[Session], job_id: int, exc: Exception) -> None:
     """Record why the job failed; its committed steps stay, so it can be resumed."""
     with Session.begin() as session:
         job = session.get(Job, job_id)
-        job.status, job.finished_at = JobStatus.FAILED, utcnow()
         job.error = f"{type(exc).__name__}: {exc}"
-
-
-def _finish(job: Job) -> None:
-    job.status, job.finished_at = JobStatus.SUCCEEDED, utcnow()
+        _set_status(session, job, JobStatus.FAILED, job.error)
 
 
 def run_in_process(

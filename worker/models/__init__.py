@@ -6,12 +6,16 @@ Scorer specs:     "embedded" (offline EfficientNet-Lite0 + MiniLM), or
                   "open_clip:ARCH[@PRETRAINED]" where PRETRAINED is a tag or a checkpoint path
                   (e.g. "open_clip:ViT-SO400M-14-SigLIP@webli"); ARCH may be a model-config JSON path.
 
+Both also take "py:MODULE:FACTORY": FACTORY() is called and must return an object with the
+protocol's methods (custom models without changing this package; the tests' tiny fakes).
+
 Models load lazily, once per process (a worker keeps them between jobs).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 
 from worker.core import Generator, Scorer
@@ -29,6 +33,8 @@ DEFAULT_SCORER = "embedded"
 def load_generator(spec: str = DEFAULT_GENERATOR, device: str | None = None) -> Generator:
     from worker.models import llm
 
+    if spec.startswith("py:"):
+        return _from_factory(spec)
     if spec == "embedded":
         return llm.load_embedded_qwen(device)
     return llm.TransformersGenerator.from_pretrained(spec, device)
@@ -48,15 +54,17 @@ def check_generator_spec(spec: str) -> None:
 
 def check_scorer_spec(spec: str) -> None:
     """Refuse an unknown scorer spec at once, before any model is loaded."""
-    if spec != "embedded" and not spec.startswith("open_clip:"):
+    if spec != "embedded" and not spec.startswith(("open_clip:", "py:")):
         raise ModelLoadError(
-            f"unknown scorer {spec!r}: use 'embedded' or 'open_clip:ARCH[@PRETRAINED]'"
+            f"unknown scorer {spec!r}: use 'embedded', 'open_clip:ARCH[@PRETRAINED]' or 'py:MODULE:FACTORY'"
         )
 
 
 @functools.cache
 def load_scorer(spec: str = DEFAULT_SCORER, device: str | None = None) -> Scorer:
     check_scorer_spec(spec)
+    if spec.startswith("py:"):
+        return _from_factory(spec)
     if spec == "embedded":
         from worker.models.recogniser_scorer import RecogniserScorer
 
@@ -72,3 +80,12 @@ def pick_device(device: str | None) -> str:
     if device:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _from_factory(spec: str):
+    module_name, _, attribute = spec.removeprefix("py:").partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ModelLoadError(f"cannot import model factory {spec!r}: {exc}") from None
+    return factory()

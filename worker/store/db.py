@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from alembic import command
@@ -39,9 +38,26 @@ def schema_revision(engine: Engine) -> tuple[str | None, str]:
     return current, head
 
 
-@functools.cache
+_engines: dict[str, Engine] = {}
+
+
 def get_engine(url: str | None = None) -> Engine:
+    """One engine (connection pool) per URL per process."""
     url = url or database_url()
+    if url not in _engines:
+        _engines[url] = _create_engine(url)
+    return _engines[url]
+
+
+def forget_engines(*, close: bool = True) -> None:
+    """Drop this process's engines. After a fork pass close=False: the parent's pooled
+    connections are then abandoned in the child without being closed under the parent."""
+    for engine in _engines.values():
+        engine.dispose(close=close)
+    _engines.clear()
+
+
+def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -83,11 +83,30 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Automatic resumes after an interruption so far (capped, see worker.lifecycle).
+    auto_resumes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Deliveries of the step in flight: a step that keeps killing its worker is not retried forever.
+    attempt_step: Mapped[int | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     result_text: Mapped[str | None] = mapped_column(Text)
     result_score: Mapped[float | None] = mapped_column(Float)
 
     input: Mapped[Artifact | None] = relationship()
     steps: Mapped[list[Step]] = relationship(back_populates="job", order_by="Step.step")
+    events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id")
+
+
+class JobEvent(Base):
+    """What happened to a job and when: submitted, started, cancel requested, cancelled,
+    interrupted, resumed, failed, succeeded. The audit trail of its lifecycle."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class Step(Base):

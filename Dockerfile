@@ -1,0 +1,29 @@
+# MILS job service: one image for `mils db upgrade`, `mils web` and `mils worker`
+# (see docker-compose.yml). torch/torchvision are pinned in pyproject.toml; their PyPI wheels
+# are CUDA builds, so the image uses the GPU on a host with the NVIDIA Container Toolkit and
+# runs on CPU elsewhere.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # SQLite default database and MILS's model caches; mount a volume here.
+    MILS_HOME=/data \
+    # Hugging Face / torch hub downloads of real models go to the same volume.
+    HF_HOME=/data/huggingface \
+    TORCH_HOME=/data/torch
+
+# Install the package (non-editable); .dockerignore keeps the context to the sources it needs.
+WORKDIR /src
+COPY . .
+RUN pip install . && rm -rf /src
+
+# Run as an unprivileged user that owns the data folder.
+RUN useradd --create-home --uid 10001 mils \
+    && mkdir -p /data && chown mils:mils /data
+USER mils
+WORKDIR /data
+
+ENTRYPOINT ["mils"]
+CMD ["--help"]

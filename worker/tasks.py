@@ -1,0 +1,99 @@
+"""Celery tasks: one optimization step of one job per task, and the reaper.
+
+A task gets ids, never ORM objects; it runs `execute_step`, which commits the step in one
+transaction, and only then enqueues the job's next step (a self-continuing chain).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery.signals import worker_ready, worker_shutting_down
+from sqlalchemy.exc import DBAPIError
+
+from worker.celery_app import app
+from worker.jobs import default_models, execute_step, next_step_number
+from worker.lifecycle import reap
+from worker.store.db import open_store
+from worker.store.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+# Specs that run on the machine's CPU; anything else is a real model and goes to the GPU queue.
+CPU_SPECS = ("embedded", "py:")
+REAP_EVERY_SECONDS = float(os.environ.get("MILS_REAP_SECONDS", "30"))
+
+
+def queue_for(generator: str, scorer: str) -> str:
+    on_cpu = all(spec.startswith(CPU_SPECS) for spec in (generator, scorer))
+    return "default" if on_cpu else "gpu"
+
+
+class BrokerError(RuntimeError):
+    """The broker did not take the message (the job itself is safely stored)."""
+
+
+def enqueue(job_id: int, step: int, queue: str) -> None:
+    """Call only after the transaction that made this step due has committed."""
+    try:
+        run_step.apply_async((job_id, step), queue=queue, retry=True,
+                             retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1})
+    except Exception as exc:  # kombu raises several kinds; all mean "not queued"
+        raise BrokerError(
+            f"job {job_id} is stored but the broker did not take step {step} ({exc}); "
+            f"run `mils resume {job_id}` when it is back"
+        ) from None
+
+
+@app.task(
+    # Database restarts, dropped connections: retry the step (it is idempotent).
+    autoretry_for=(DBAPIError,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=30,
+)
+def run_step(job_id: int, step: int) -> None:
+    Session = open_store()
+    execute_step(Session, job_id, default_models, expected_step=step)
+    with Session() as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.status == JobStatus.RUNNING and not job.cancel_requested:
+            # After the commit: the next step is due only once this one is on record.
+            enqueue(job_id, next_step_number(session, job_id), queue_for(job.generator, job.scorer))
+
+
+def reap_once() -> int:
+    """Mark stale jobs interrupted, resume what may be, enqueue it; returns how many resumed."""
+    Session = open_store()
+    with Session.begin() as session:
+        resumed = reap(session)
+        jobs = {job_id: session.get(Job, job_id) for job_id, _ in resumed}  # already loaded
+        queues = {job_id: queue_for(job.generator, job.scorer) for job_id, job in jobs.items()}
+    for job_id, step in resumed:
+        log.warning("job %s was interrupted; resuming it from step %s", job_id, step)
+        enqueue(job_id, step, queues[job_id])
+    return len(resumed)
+
+
+_stop_reaper = threading.Event()
+
+
+@worker_ready.connect
+def _start_reaper(**_kwargs) -> None:
+    """Every worker also reaps (the database's row locks keep two reapers apart)."""
+
+    def loop() -> None:
+        while not _stop_reaper.wait(REAP_EVERY_SECONDS):
+            try:
+                reap_once()
+            except Exception:  # never let the reaper die with the database down
+                log.exception("reaper pass failed")
+
+    threading.Thread(target=loop, name="mils-reaper", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _stop_reaper_thread(**_kwargs) -> None:
+    _stop_reaper.set()
