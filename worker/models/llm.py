@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -129,7 +130,8 @@ def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _build_embedded_qwen_cache(target: Path) -> None:
-    work = target.with_name(target.name + ".partial")
+    # Per process: several workers may start at once on one empty model volume.
+    work = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     gguf = work / "model.gguf"
@@ -156,8 +158,11 @@ def _build_embedded_qwen_cache(target: Path) -> None:
     model.hf_quantizer = None  # else save_pretrained refuses a GGUF-loaded model
     model.save_pretrained(work / "st")
     tokenizer.save_pretrained(work / "st")
-    shutil.rmtree(target, ignore_errors=True)
-    (work / "st").rename(target)  # atomic: a crash mid-build leaves no half cache
+    try:
+        (work / "st").rename(target)  # atomic: a crash mid-build leaves no half cache
+    except OSError:
+        if not (target / "config.json").exists():  # not just another worker finishing first
+            raise
     shutil.rmtree(work, ignore_errors=True)
 
 
