@@ -542,3 +542,13 @@ def test_core_and_fakes_import_no_model_library():
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["1. **0.1898**: A caterpillar in a pond.", "Caption 2: 0.1898: A caterpillar in a pond.",
+     "3. 0.1898: Caption: A caterpillar in a pond."],
+)
+def test_parse_strips_stacked_score_and_label_prefixes(line):
+    # Seen from the embedded 0.5B model: prefixes in any order, scores in bold.
+    assert parse_candidates(line, max_words=15) == ["A caterpillar in a pond."]

@@ -21,9 +21,13 @@ def normalize(text: str) -> str:
 
 
 def _clean(line: str) -> str:
+    line = line.replace("**", "")  # markdown bold, anywhere
     line = _LIST_MARK.sub("", line, count=1)
-    line = _SCORE_PREFIX.sub("", line, count=1)
-    line = _LABEL_PREFIX.sub("", line, count=1)
+    previous = None
+    while previous != line:  # "Caption 3: 0.41: ..." and the like, in any order
+        previous = line
+        line = _SCORE_PREFIX.sub("", line, count=1)
+        line = _LABEL_PREFIX.sub("", line, count=1)
     line = line.strip(_WRAPPERS)
     return " ".join(line.split())
 
