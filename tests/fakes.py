@@ -204,6 +204,10 @@ WORKER_TARGET = "a tabby cat sitting on a wooden table in the sun"
 
 
 class SlowScriptedGenerator(ScriptedGenerator):
+    """`ScriptedGenerator` that sleeps MILS_FAKE_STEP_SECONDS per call and, where
+    MILS_FAKE_FAIL_AFTER_CALLS=N is set, falls over on every call after its N-th (a worker
+    whose model broke: the same spec works on a healthy worker)."""
+
     name = "fake-slow-scripted-generator"
 
     def complete(self, conversations, **kwargs):
@@ -211,6 +215,9 @@ class SlowScriptedGenerator(ScriptedGenerator):
         import time
 
         time.sleep(float(os.environ.get("MILS_FAKE_STEP_SECONDS", "0")))
+        fail_after = os.environ.get("MILS_FAKE_FAIL_AFTER_CALLS")
+        if fail_after is not None and len(self.calls) >= int(fail_after):
+            raise RuntimeError(f"the fake LLM fell over after {fail_after} calls")
         return super().complete(conversations, **kwargs)
 
 

@@ -55,8 +55,17 @@ def default_models(generator: str, scorer: str) -> Models:
 def store_artifact(session: Session, media: Media) -> Artifact:
     artifact = session.get(Artifact, media.sha256)
     if artifact is None:
-        artifact = Artifact(sha256=media.sha256, media_type=media.media_type, size=len(media.data), data=media.data)
-        session.add(artifact)
+        try:
+            with session.begin_nested():  # a savepoint: a lost race must not undo the caller's work
+                artifact = Artifact(sha256=media.sha256, media_type=media.media_type, size=len(media.data),
+                                    data=media.data)
+                session.add(artifact)
+        except IntegrityError:
+            # Another submission of the same content committed it meanwhile (two clients sending
+            # the same file at once): the content is the same, use the stored row.
+            artifact = session.get(Artifact, media.sha256)
+            if artifact is None:
+                raise
     return artifact
 
 
@@ -216,9 +225,12 @@ def execute_step(
 ) -> StepResult | None:
     """Run and commit the job's next step. None when there is nothing to do: the job is
     finished or cancelled, `expected_step` is not its next step (a stale or duplicate
-    message), or another worker committed the step first."""
+    message), or another worker committed the step first.
+
+    Every transaction that decides about the job's status locks its row first (cancel,
+    resume and the reaper lock it too), so none of them decides on a stale copy of it."""
     with Session.begin() as session:
-        job = session.get(Job, job_id)
+        job = _locked_job(session, job_id)
         if job is None:
             raise JobError(f"no job {job_id}")
         if job.status.finished:
@@ -246,7 +258,17 @@ def execute_step(
         _fail(Session, job_id, exc)
         raise
     with Session.begin() as session:
-        job = session.get(Job, job_id)
+        # Look again: the job may have been cancelled, resumed or reaped, or this step
+        # committed by another delivery, while the models loaded.
+        job = _locked_job(session, job_id)
+        if job is None or job.status.finished:
+            return None
+        if job.cancel_requested:
+            _set_status(session, job, JobStatus.CANCELLED, "before a step")
+            return None
+        if next_step_number(session, job_id) != number:
+            log.info("job %s: step %s was committed meanwhile; dropping the message", job_id, number)
+            return None
         if not job.model_versions:
             job.model_versions = {
                 role: {"name": model.name, "version": getattr(model, "version", "")}
@@ -280,17 +302,32 @@ def execute_step(
 
     try:
         with Session.begin() as session:
-            job = session.get(Job, job_id)
+            job = _locked_job(session, job_id)  # a cancel request now waits for this commit
+            if next_step_number(session, job_id) != result.step:
+                raise _AlreadyCommitted
             _record_step(session, job, result, started_at)
-            if should_stop(result.state, settings):
+            if job.status.finished:
+                pass  # cancelled (or failed) while the step ran: the step is kept, the status too
+            elif should_stop(result.state, settings):
                 _set_status(session, job, JobStatus.SUCCEEDED)
             elif job.cancel_requested:
                 _set_status(session, job, JobStatus.CANCELLED, f"after step {result.step}")
-    except IntegrityError:
+    except (IntegrityError, _AlreadyCommitted):
         # (job, step) already committed by another delivery of the same task: keep theirs.
         log.info("job %s step %s was already committed; skipping", job_id, result.step)
         return None
+    log.info("job %s step %s committed", job_id, result.step)
     return result
+
+
+class _AlreadyCommitted(Exception):
+    """Another delivery of the same step committed it first."""
+
+
+def _locked_job(session: Session, job_id: int) -> Job | None:
+    """The job's row, locked until the transaction ends (SELECT ... FOR UPDATE; a no-op on SQLite,
+    whose writers are serialised anyway)."""
+    return session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one_or_none()
 
 
 @dataclass(frozen=True)
@@ -306,7 +343,7 @@ class _JobSnapshot:
 def _fail(Session: sessionmaker[Session], job_id: int, exc: Exception) -> None:
     """Record why the job failed; its committed steps stay, so it can be resumed."""
     with Session.begin() as session:
-        job = session.get(Job, job_id)
+        job = _locked_job(session, job_id)
         job.error = f"{type(exc).__name__}: {exc}"
         _set_status(session, job, JobStatus.FAILED, job.error)
 

@@ -131,7 +131,12 @@ def reap(
     for job in stale:
         job.status = JobStatus.INTERRUPTED
         add_event(session, job, "interrupted", f"no heartbeat since {job.heartbeat_at.isoformat()}")
-        if auto_resume and job.auto_resumes < max_auto_resumes:
+        if job.cancel_requested:
+            # Someone asked it to stop and its worker is gone: it stops, it is not resumed
+            # (resuming would drop the request); `mils resume` can still continue it.
+            job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
+            add_event(session, job, "cancelled", "its worker was lost after the cancel request")
+        elif auto_resume and job.auto_resumes < max_auto_resumes:
             to_enqueue.append((job.id, resume(session, job.id, automatic=True)))
     return to_enqueue
 

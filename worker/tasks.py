@@ -14,10 +14,10 @@ from celery.signals import worker_ready, worker_shutting_down
 from sqlalchemy.exc import DBAPIError
 
 from worker.celery_app import app
-from worker.jobs import default_models, execute_step, next_step_number
+from worker.jobs import default_models, execute_step
 from worker.lifecycle import reap
 from worker.store.db import open_store
-from worker.store.models import Job, JobStatus
+from worker.store.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,19 @@ def enqueue(job_id: int, step: int, queue: str) -> None:
 )
 def run_step(job_id: int, step: int) -> None:
     Session = open_store()
-    execute_step(Session, job_id, default_models, expected_step=step)
+    result = execute_step(Session, job_id, default_models, expected_step=step)
+    if result is None:
+        # This delivery committed nothing (a duplicate or stale message, a finished or cancelled
+        # job): the delivery that committed the step continues the chain, not this one, or
+        # every duplicate would start a chain of its own.
+        return
     with Session() as session:
         job = session.get(Job, job_id)
-        if job is not None and job.status == JobStatus.RUNNING and not job.cancel_requested:
-            # After the commit: the next step is due only once this one is on record.
-            enqueue(job_id, next_step_number(session, job_id), queue_for(job.generator, job.scorer))
+        # After the commit: the next step is due only once this one is on record. Any job not
+        # finished goes on, whatever its status says now (a reaper may have marked it while this
+        # step ran); a cancel requested since is honoured by the next step, before it runs.
+        if job is not None and not job.status.finished:
+            enqueue(job_id, result.step + 1, queue_for(job.generator, job.scorer))
 
 
 def reap_once() -> int:
