@@ -127,7 +127,6 @@ def reap(
         .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
         .with_for_update(skip_locked=True)  # two reapers never take the same job
     ).all()
-    to_enqueue = []
     for job in stale:
         job.status = JobStatus.INTERRUPTED
         add_event(session, job, "interrupted", f"no heartbeat since {job.heartbeat_at.isoformat()}")
@@ -136,9 +135,25 @@ def reap(
             # (resuming would drop the request); `mils resume` can still continue it.
             job.status, job.finished_at = JobStatus.CANCELLED, utcnow()
             add_event(session, job, "cancelled", "its worker was lost after the cancel request")
-        elif auto_resume and job.auto_resumes < max_auto_resumes:
-            to_enqueue.append((job.id, resume(session, job.id, automatic=True)))
+    if not auto_resume:
+        return []
+    # Interrupted now or earlier (e.g. the broker was down at the last try), under the cap.
+    waiting = session.scalars(
+        select(Job)
+        .where(Job.status == JobStatus.INTERRUPTED, Job.auto_resumes < max_auto_resumes)
+        .with_for_update(skip_locked=True)
+    ).all()
+    to_enqueue = [(job.id, resume(session, job.id, automatic=True)) for job in waiting]
     return to_enqueue
+
+
+def undo_automatic_resume(session: Session, job_id: int, reason: str) -> None:
+    """The broker refused the resumed step: the job is interrupted again, the try not counted,
+    and the next reaper pass tries again."""
+    job = get_job(session, job_id, for_update=True)
+    if job.status == JobStatus.QUEUED:
+        job.status, job.auto_resumes = JobStatus.INTERRUPTED, max(job.auto_resumes - 1, 0)
+        add_event(session, job, "resume_failed", reason)
 
 
 HISTORY_FIELDS = ["job_id", "step", "rank", "in_top_k", "score", "text"]

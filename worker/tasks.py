@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from worker.celery_app import app
 from worker.jobs import default_models, execute_step
-from worker.lifecycle import reap
+from worker.lifecycle import reap, undo_automatic_resume
 from worker.store.db import open_store
 from worker.store.models import Job
 
@@ -78,10 +78,17 @@ def reap_once() -> int:
         resumed = reap(session)
         jobs = {job_id: session.get(Job, job_id) for job_id, _ in resumed}  # already loaded
         queues = {job_id: queue_for(job.generator, job.scorer) for job_id, job in jobs.items()}
+    done = 0
     for job_id, step in resumed:
         log.warning("job %s was interrupted; resuming it from step %s", job_id, step)
-        enqueue(job_id, step, queues[job_id])
-    return len(resumed)
+        try:
+            enqueue(job_id, step, queues[job_id])
+            done += 1
+        except BrokerError as exc:
+            log.warning("%s", exc)
+            with Session.begin() as session:
+                undo_automatic_resume(session, job_id, str(exc))
+    return done
 
 
 _stop_reaper = threading.Event()
