@@ -92,8 +92,8 @@ def create_job(
 
 def load_state(session: Session, job_id: int) -> State | None:
     """The optimizer state after the job's last committed step, or None before step 0."""
-    last = session.scalar(select(func.max(Step.step)).where(Step.job_id == job_id))
-    if last is None:
+    last = next_step_number(session, job_id) - 1
+    if last < 0:
         return None
     # In the order they were scored, as in the in-memory State: ties are broken by it.
     rows = session.execute(
