@@ -101,7 +101,8 @@ class TransformersGenerator:
 
 def load_embedded_qwen(device: str | None = None) -> TransformersGenerator:
     """The offline default. The first load joins and checks the GGUF parts and de-quantises
-    them (about 40 s); it then keeps a safetensors copy, so later loads take about a second."""
+    them (about 40 s); it then keeps a safetensors copy, so later loads skip that (about 8 s
+    on 2 cores, most of it the int8 conversion on CPU; BENCHMARKS.md)."""
     cached = cache_dir("models") / EMBEDDED_QWEN_NAME
     if not (cached / "config.json").exists():
         _build_embedded_qwen_cache(cached)
