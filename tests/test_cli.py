@@ -81,7 +81,7 @@ BAD = [
     ("a-folder", ["{in}/a-folder.png"], r"a-folder\.png"),
     ("huge-dimensions", ["{in}/huge.png"], r"huge\.png: image dimensions are too large"),
     ("over-pixel-limit", ["{in}/big.png"], r"big\.png: 8000x6000 pixels is over the 40,000,000-pixel limit"),
-    ("steps-0", ["{in}/good.png", "--steps", "0"], r"steps must be at least 1"),
+    ("steps-0", ["{in}/good.png", "--steps", "0"], r"steps must be between 1 and 1000"),
     ("epsilon-2", ["{in}/good.png", "--epsilon", "2"], r"epsilon must be between 0 and 1"),
     ("steps-not-a-number", ["{in}/good.png", "--steps", "many"], r"'many' is not a valid integer"),
     ("unknown-scorer", ["{in}/good.png", "--scorer", "nope"], r"unknown scorer 'nope'"),

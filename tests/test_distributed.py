@@ -513,7 +513,7 @@ def test_bad_requests_fail_with_one_error_line_and_change_nothing(stack, tmp_pat
         (["resume", str(done_id)], rf"job {done_id} already succeeded"),
         (["cancel", str(done_id)], rf"job {done_id} is already succeeded"),
         (["submit", str(notes), "--llm", GENERATOR, "--scorer", SCORER], r"notes\.png: not an image"),
-        (["submit", *JOB_ARGS[:-6], "--steps", "0"], r"steps must be at least 1"),
+        (["submit", *JOB_ARGS[:-6], "--steps", "0"], r"steps must be between 1 and 1000"),
         (["submit", *JOB_ARGS, "--epsilon", "3"], r"epsilon must be between 0 and 1"),
     ]
     for args, pattern in bad:

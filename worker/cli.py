@@ -29,6 +29,7 @@ def _user_errors(fn):
     """Expected failures become one-line errors with a non-zero exit, never a traceback."""
     from worker.jobs import JobError
     from worker.models import ModelLoadError
+    from worker.queries import QueryError
     from worker.store.db import SchemaError
     from worker.tasks import BrokerError
 
@@ -36,7 +37,8 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (MediaError, SettingsError, ModelLoadError, JobError, SchemaError, BrokerError) as exc:
+        except (MediaError, SettingsError, ModelLoadError, JobError, QueryError, SchemaError,
+                BrokerError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
@@ -64,27 +66,17 @@ def _job_options(fn):
     return fn
 
 
-def _new_job(image, sample, steps, candidates, top_k, seed, patience, epsilon, llm, scorer):
-    """Check everything, then store the job; returns (session factory, job id, settings)."""
-    from worker.jobs import create_job
+def _job_request(image, sample, steps, candidates, top_k, seed, patience, epsilon, llm, scorer):
+    """Check the input and settings of a new job; returns (media, settings)."""
     from worker.media import load_image_file
-    from worker.models import check_specs
-    from worker.store.db import open_store
-    from worker.task_kinds import default_settings
+    from worker.task_kinds import job_settings
 
     if (image is None) == (sample is None):
         raise click.UsageError("give an IMAGE file or --sample NAME (one of them)")
     media = load_image_file(image if image else sample_path(sample))
-    overrides = {k: v for k, v in dict(steps=steps, candidates=candidates, top_k=top_k,
-                                       patience=patience, epsilon=epsilon).items() if v is not None}
-    settings = default_settings("image-caption", llm).replace(seed=seed, **overrides)
-    if settings.prompts_per_step > settings.candidates:
-        settings = settings.replace(prompts_per_step=settings.candidates)
-    check_specs(llm, scorer)  # before the job is stored
-    Session = open_store()
-    with Session.begin() as session:
-        job = create_job(session, task="image-caption", settings=settings, generator=llm, scorer=scorer, media=media)
-        return Session, job.id, settings
+    settings = job_settings("image-caption", llm, steps=steps, candidates=candidates, top_k=top_k,
+                            seed=seed, patience=patience, epsilon=epsilon)
+    return media, settings
 
 
 @click.group()
@@ -104,7 +96,16 @@ def caption(as_json, **job) -> None:
 
     from worker.jobs import run_in_process
 
-    Session, job_id, settings = _new_job(**job)
+    from worker.jobs import create_job
+    from worker.models import check_specs
+    from worker.store.db import open_store
+
+    media, settings = _job_request(**job)
+    check_specs(job["llm"], job["scorer"])  # before the job is stored
+    Session = open_store()
+    with Session.begin() as session:
+        job_id = create_job(session, task="image-caption", settings=settings, generator=job["llm"],
+                            scorer=job["scorer"], media=media).id
     _quiet_libraries()
     steps_out = []
     # No bar when stderr is not a terminal (disable=None).
@@ -129,10 +130,12 @@ def caption(as_json, **job) -> None:
 @_user_errors
 def submit(as_json, **job) -> None:
     """Queue a captioning job for the workers (`mils worker`); prints its id."""
-    from worker.tasks import enqueue, queue_for
+    from worker.store.db import open_store
+    from worker.tasks import submit as submit_job
 
-    _, job_id, _ = _new_job(**job)
-    enqueue(job_id, 0, queue_for(job["llm"], job["scorer"]))  # after the job's commit
+    media, settings = _job_request(**job)
+    job_id = submit_job(open_store(), task="image-caption", media=media, generator=job["llm"],
+                        scorer=job["scorer"], settings=settings)
     click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
 
 
@@ -154,7 +157,7 @@ def _print_summary(summary, as_json: bool) -> None:
 @_user_errors
 def status(job_id: int, as_json: bool) -> None:
     """Status, progress and best result of a job."""
-    from worker.lifecycle import get_job, summarize
+    from worker.queries import get_job, summarize
     from worker.store.db import open_store
 
     with open_store()() as session:
@@ -198,8 +201,8 @@ def resume(job_id: int) -> None:
 @_user_errors
 def history(job_id: int, fmt: str) -> None:
     """Every candidate of a job: step, rank, top-K flag, score, text."""
-    from worker.lifecycle import HISTORY_FIELDS, get_job
-    from worker.lifecycle import history as job_history
+    from worker.queries import HISTORY_FIELDS, get_job
+    from worker.queries import history as job_history
     from worker.store.db import open_store
 
     with open_store()() as session:
@@ -219,16 +222,16 @@ def history(job_id: int, fmt: str) -> None:
 @cli.command()
 @click.option("--status", "status_", help="Only jobs in this status.")
 @click.option("--task", help="Only jobs of this task kind.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_user_errors
 def jobs(status_, task, limit, as_json) -> None:
     """List jobs, newest first."""
-    from worker.lifecycle import list_jobs
+    from worker.queries import list_jobs
     from worker.store.db import open_store
 
     with open_store()() as session:
-        found = list_jobs(session, status=status_, task=task, limit=limit)
+        found = list_jobs(session, status=status_, task=task, limit=limit).items
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in found], indent=2))
         return

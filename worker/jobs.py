@@ -34,6 +34,10 @@ class JobError(ValueError):
     """A request about a job that cannot be honoured (unknown id, wrong state)."""
 
 
+class UnknownJob(JobError):
+    """No job has this id."""
+
+
 @dataclass(frozen=True)
 class Models:
     generator: Generator

@@ -71,9 +71,25 @@ def _open_checked(data: bytes, name: str) -> Image.Image:
     return image
 
 
+# Formats a browser can show and PIL decodes safely; anything else is refused by content,
+# whatever the file is called.
+ALLOWED_IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp",
+                         "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+
+
+def image_media(data: bytes, name: str) -> Media:
+    """Check image bytes (size, format by decoding, pixel count) and wrap them as job input."""
+    if not data:
+        raise MediaError(f"{name}: the file is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise MediaError(f"{name}: {len(data)} bytes is over the {MAX_FILE_BYTES}-byte limit")
+    image = _open_checked(data, name)
+    if image.format not in ALLOWED_IMAGE_FORMATS:
+        raise MediaError(f"{name}: {image.format} images are not accepted; "
+                         f"use one of {', '.join(sorted(ALLOWED_IMAGE_FORMATS))}")
+    return Media(data=data, media_type=ALLOWED_IMAGE_FORMATS[image.format], name=name)
+
+
 def load_image_file(path: str | Path) -> Media:
     """Read and check an image file; returns its bytes with type and name."""
-    data = read_media_file(path)
-    name = Path(path).name
-    image = _open_checked(data, name)
-    return Media(data=data, media_type=Image.MIME.get(image.format or "", "image/unknown"), name=name)
+    return image_media(read_media_file(path), Path(path).name)

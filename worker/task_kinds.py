@@ -50,3 +50,13 @@ TASK_KINDS: dict[str, TaskKind] = {
 def default_settings(task: str, generator: str) -> Settings:
     kind = TASK_KINDS[task]
     return kind.embedded_settings if generator == "embedded" else kind.paper_settings
+
+
+def job_settings(task: str, generator: str, **overrides: Any) -> Settings:
+    """The task's defaults for this generator with what the user set (None = not set);
+    raises SettingsError for values out of range."""
+    settings = default_settings(task, generator).replace(
+        **{name: value for name, value in overrides.items() if value is not None})
+    if settings.prompts_per_step > settings.candidates:
+        settings = settings.replace(prompts_per_step=settings.candidates)
+    return settings

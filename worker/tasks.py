@@ -13,9 +13,14 @@ import threading
 from celery.signals import worker_ready, worker_shutting_down
 from sqlalchemy.exc import DBAPIError
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from worker.celery_app import app
-from worker.jobs import default_models, execute_step
+from worker.core import Settings
+from worker.jobs import create_job, default_models, execute_step
 from worker.lifecycle import reap, undo_automatic_resume
+from worker.media import Media
+from worker.models import check_specs
 from worker.store.db import open_store
 from worker.store.models import Job
 
@@ -45,6 +50,18 @@ def enqueue(job_id: int, step: int, queue: str) -> None:
             f"job {job_id} is stored but the broker did not take step {step} ({exc}); "
             f"run `mils resume {job_id}` when it is back"
         ) from None
+
+
+def submit(Session: sessionmaker[Session], *, task: str, media: Media, generator: str, scorer: str,
+           settings: Settings) -> int:
+    """Store a new job, then queue its first step; returns the job id. The specs are checked
+    before anything is stored. A BrokerError after this means the job is stored, not queued."""
+    check_specs(generator, scorer)
+    with Session.begin() as session:
+        job_id = create_job(session, task=task, settings=settings, generator=generator, scorer=scorer,
+                            media=media).id
+    enqueue(job_id, 0, queue_for(generator, scorer))  # after the commit: the step must find its job
+    return job_id
 
 
 @app.task(

@@ -11,6 +11,11 @@ class SettingsError(ValueError):
     """A setting is out of range; the message says which and why."""
 
 
+# Far above the paper (10 steps, 50 candidates): bounds against a typo that would run for days.
+MAX_STEPS = 1000
+MAX_CANDIDATES = 1000
+
+
 @dataclass(frozen=True)
 class Settings:
     # Optimization steps after the bootstrap (step 0). The paper uses 10.
@@ -37,9 +42,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.steps >= 1, "steps must be at least 1"),
-            (self.top_k >= 1, "top_k must be at least 1"),
-            (self.candidates >= 1, "candidates must be at least 1"),
+            (1 <= self.steps <= MAX_STEPS, f"steps must be between 1 and {MAX_STEPS}"),
+            (1 <= self.top_k <= MAX_CANDIDATES, f"top_k must be between 1 and {MAX_CANDIDATES}"),
+            (1 <= self.candidates <= MAX_CANDIDATES, f"candidates must be between 1 and {MAX_CANDIDATES}"),
             (self.patience is None or self.patience >= 1, "patience must be at least 1 (or unset)"),
             (0.0 <= self.epsilon <= 1.0, "epsilon must be between 0 and 1"),
             (self.temperature > 0.0, "temperature must be positive"),

@@ -136,6 +136,7 @@ class Candidate(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "text_key", name="uq_candidates_job_text"),
         Index("ix_candidates_job_step", "job_id", "step"),
+        Index("ix_candidates_job_score", "job_id", "score"),  # history sorted by score, paged
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -159,3 +160,18 @@ class TopEntry(Base):
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
 
     candidate: Mapped[Candidate] = relationship()
+
+
+class ApiToken(Base):
+    """A credential for the JSON API (`mils token create`). Only the SHA-256 of the token is
+    kept: tokens are 256-bit random strings, so a plain hash cannot be brute-forced, and a
+    leaked database leaks no usable token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
