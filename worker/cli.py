@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
@@ -182,16 +181,10 @@ def cancel(job_id: int) -> None:
 @_user_errors
 def resume(job_id: int) -> None:
     """Continue a cancelled, failed or interrupted job after its last committed step."""
-    from worker.lifecycle import resume as resume_job
     from worker.store.db import open_store
-    from worker.store.models import Job
-    from worker.tasks import enqueue, queue_for
+    from worker.tasks import resume_job
 
-    with open_store().begin() as session:
-        step = resume_job(session, job_id)
-        job = session.get(Job, job_id)
-        queue = queue_for(job.generator, job.scorer)
-    enqueue(job_id, step, queue)
+    step = resume_job(open_store(), job_id)
     click.echo(f"job {job_id}: resumed at step {step}")
 
 
@@ -201,22 +194,14 @@ def resume(job_id: int) -> None:
 @_user_errors
 def history(job_id: int, fmt: str) -> None:
     """Every candidate of a job: step, rank, top-K flag, score, text."""
-    from worker.queries import HISTORY_FIELDS, get_job
+    from worker.queries import get_job, history_csv, history_json
     from worker.queries import history as job_history
     from worker.store.db import open_store
 
     with open_store()() as session:
         get_job(session, job_id)  # an unknown job fails before anything is printed
         rows = job_history(session, job_id)
-        if fmt == "csv":
-            writer = csv.DictWriter(sys.stdout, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        else:  # one JSON array, written as the rows stream in
-            sys.stdout.write("[")
-            for i, row in enumerate(rows):
-                sys.stdout.write(("," if i else "") + "\n" + json.dumps(row))
-            sys.stdout.write("\n]\n")
+        sys.stdout.writelines(history_csv(rows) if fmt == "csv" else history_json(rows))
 
 
 @cli.command()
@@ -263,6 +248,72 @@ def reap() -> None:
     from worker.tasks import reap_once
 
     click.echo(f"resumed {reap_once()} job(s)")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--threads", type=int, default=8, show_default=True, help="Requests served at once.")
+def web(host: str, port: int, threads: int) -> None:
+    """Serve the web front end and the JSON API (waitress). It never loads a model."""
+    import waitress
+
+    from web import create_app
+    from worker.store.db import open_store
+
+    app = create_app()
+    open_store(app.config["DATABASE_URL"])  # refuse to start on a schema behind the code
+    if app.config["AUTH"] == "none" and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo("warning: MILS_WEB_AUTH is not 'token': anyone who can reach this address can "
+                   "submit and cancel jobs", err=True)
+    click.echo(f"MILS web on http://{host}:{port}/ (API description: /api/openapi.json)", err=True)
+    waitress.serve(app, host=host, port=port, threads=threads, ident="mils")
+
+
+@cli.group()
+def token() -> None:
+    """API tokens for the web front end (when run with MILS_WEB_AUTH=token)."""
+
+
+@token.command("create")
+@click.argument("name")
+def token_create(name: str) -> None:
+    """Create a token and print it (the only time it is shown; only its hash is stored)."""
+    from web.auth import create_token
+    from worker.store.db import open_store
+
+    with open_store().begin() as session:
+        click.echo(create_token(session, name))
+
+
+@token.command("list")
+def token_list() -> None:
+    """Tokens: id, name, created, last used, revoked."""
+    from sqlalchemy import select
+
+    from worker.store.db import open_store
+    from worker.store.models import ApiToken
+
+    def when(moment) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+    with open_store()() as session:
+        for t in session.scalars(select(ApiToken).order_by(ApiToken.id)):
+            click.echo(f"{t.id}\t{t.name}\tcreated {when(t.created_at)}\tused {when(t.last_used_at)}"
+                       f"{chr(9) + 'revoked ' + when(t.revoked_at) if t.revoked_at else ''}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke a token by its id (see `mils token list`)."""
+    from web.auth import revoke_token
+    from worker.store.db import open_store
+
+    with open_store().begin() as session:
+        if not revoke_token(session, token_id):
+            raise click.ClickException(f"no active token {token_id}")
+    click.echo(f"token {token_id} revoked")
 
 
 @cli.group()

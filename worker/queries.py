@@ -8,6 +8,8 @@ page 1 costs and no query ever loads a whole history into memory.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.jobs import UnknownJob, next_step_number
-from worker.store.models import Candidate, Job, JobStatus, Step, TopEntry
+from worker.store.models import Candidate, Job, JobEvent, JobStatus, Step, TopEntry
 
 MAX_PAGE = 1000
 
@@ -237,3 +239,44 @@ def history(session: Session, job_id: int, *, batch: int = 1000) -> Iterator[dic
         *(col.desc() if desc else col.asc() for col, desc in CANDIDATE_SORTS["step"]))
     for row in session.execute(query.execution_options(yield_per=batch)):
         yield _candidate_dict(job_id, row)
+
+
+def history_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
+    """History rows as CSV text, in chunks of `flush_every` rows (for streaming)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for i, row in enumerate(rows, 1):
+        writer.writerow(row)
+        if i % flush_every == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def history_json(rows: Iterator[dict]) -> Iterator[str]:
+    """History rows as one JSON array, written as they come."""
+    yield "["
+    for i, row in enumerate(rows):
+        yield ("," if i else "") + "\n" + json.dumps(row)
+    yield "\n]\n"
+
+
+def events_of(session: Session, job_id: int) -> list[dict]:
+    return [{"at": e.at.isoformat(), "kind": e.kind, "detail": e.detail}
+            for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+
+
+def job_detail(session: Session, job_id: int) -> dict:
+    """Everything the job page and `GET /api/jobs/<id>` show, as plain data (one source for both):
+    the summary, per-step best and mean top-K scores, the current top K and the event log."""
+    job = get_job(session, job_id)
+    summary = summarize(session, job)
+    return {
+        **summary.to_dict(),
+        "input_media_type": job.input.media_type if job.input else None,
+        "steps": steps_of(session, job_id),
+        "top_k": top_k(session, job_id, summary.steps_done - 1),
+        "events": events_of(session, job_id),
+    }

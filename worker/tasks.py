@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.celery_app import app
 from worker.core import Settings
 from worker.jobs import create_job, default_models, execute_step
-from worker.lifecycle import reap, undo_automatic_resume
+from worker.lifecycle import reap, resume, undo_automatic_resume
 from worker.media import Media
 from worker.models import check_specs
 from worker.store.db import open_store
@@ -39,6 +39,10 @@ def queue_for(generator: str, scorer: str) -> str:
 class BrokerError(RuntimeError):
     """The broker did not take the message (the job itself is safely stored)."""
 
+    def __init__(self, message: str, job_id: int) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
 
 def enqueue(job_id: int, step: int, queue: str) -> None:
     """Call only after the transaction that made this step due has committed."""
@@ -48,7 +52,7 @@ def enqueue(job_id: int, step: int, queue: str) -> None:
     except Exception as exc:  # kombu raises several kinds; all mean "not queued"
         raise BrokerError(
             f"job {job_id} is stored but the broker did not take step {step} ({exc}); "
-            f"run `mils resume {job_id}` when it is back"
+            f"run `mils resume {job_id}` when it is back", job_id
         ) from None
 
 
@@ -62,6 +66,16 @@ def submit(Session: sessionmaker[Session], *, task: str, media: Media, generator
                             media=media).id
     enqueue(job_id, 0, queue_for(generator, scorer))  # after the commit: the step must find its job
     return job_id
+
+
+def resume_job(Session: sessionmaker[Session], job_id: int) -> int:
+    """A person's resume: queue the job again after its last committed step; returns that step."""
+    with Session.begin() as session:
+        step = resume(session, job_id)
+        job = session.get(Job, job_id)
+        queue = queue_for(job.generator, job.scorer)
+    enqueue(job_id, step, queue)
+    return step
 
 
 @app.task(

@@ -22,7 +22,6 @@ import io
 import importlib.resources
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -1,0 +1,64 @@
+"""The web front end and JSON API (Flask). It reads and writes the store the workers use and
+queues steps for them; it never loads a model.
+
+    create_app()   the application factory (`mils web` serves it with waitress)
+    pages          HTML pages: submit form, jobs list, live job page, downloads
+    api            the JSON API under /api, described by /api/openapi.json
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from flask import Flask, redirect, url_for
+from flask_wtf.csrf import CSRFProtect
+
+from worker.config import data_dir
+from worker.media import MAX_FILE_BYTES
+
+csrf = CSRFProtect()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SECRET_KEY=os.environ.get("MILS_SECRET_KEY") or _local_secret_key(),
+        # "token": the API needs a token (`mils token create`), the pages a login with one.
+        AUTH=os.environ.get("MILS_WEB_AUTH", "none"),
+        DATABASE_URL=None,  # None: worker.config.database_url()
+        # The upload limit of the media module plus room for the form's other fields.
+        MAX_CONTENT_LENGTH=MAX_FILE_BYTES + 64 * 1024,
+        # Tokens live as long as the session: a job page left open for hours can still cancel.
+        WTF_CSRF_TIME_LIMIT=None,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+    )
+    if config:
+        app.config.update(config)
+    if app.config["AUTH"] not in ("none", "token"):
+        raise ValueError(f"MILS_WEB_AUTH must be 'none' or 'token', not {app.config['AUTH']!r}")
+
+    from web import api, auth, db, errors, pages
+
+    db.init_app(app)
+    csrf.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(api.health)
+    csrf.exempt(api.bp)  # the API authenticates by bearer token, not by cookie (see web.auth)
+    app.add_url_rule("/", "index", lambda: redirect(url_for("pages.jobs")))
+    return app
+
+
+def _local_secret_key() -> str:
+    """A random key kept in the data folder, so sessions survive a restart. Several web
+    processes on several machines must share one: set MILS_SECRET_KEY."""
+    path = data_dir() / "web_secret_key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()

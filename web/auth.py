@@ -1,0 +1,128 @@
+"""Access by API token, when the app runs with MILS_WEB_AUTH=token.
+
+One kind of credential, two ways to present it:
+- programs send `Authorization: Bearer <token>` to the JSON API;
+- people paste a token once on /login; the signed session cookie then opens the pages (and
+  lets the pages' own scripts read the API with GET; writes through the API always need the
+  bearer token, so a cookie alone can never be abused by another site to cancel a job).
+
+Tokens are created with `mils token create NAME` and stored as SHA-256 hashes only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request, session,
+                   url_for)
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from wtforms import PasswordField
+from wtforms.validators import InputRequired
+
+from web.db import get_session
+from worker.store.models import ApiToken, utcnow
+
+TOKEN_PREFIX = "mils_"
+
+bp = Blueprint("auth", __name__)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, name: str) -> str:
+    """A new token; the only time it is ever seen in clear."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(name=name, token_sha256=_digest(token)))
+    return token
+
+
+def find_token(session: Session, token: str) -> ApiToken | None:
+    digest = _digest(token)
+    found = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest,
+                                                  ApiToken.revoked_at.is_(None)))
+    # The lookup is by hash (an index), the final check in constant time.
+    return found if found and hmac.compare_digest(found.token_sha256, digest) else None
+
+
+def revoke_token(session: Session, token_id: int) -> bool:
+    token = session.get(ApiToken, token_id)
+    if token is None or token.revoked_at is not None:
+        return False
+    token.revoked_at = utcnow()
+    return True
+
+
+def auth_enabled() -> bool:
+    return current_app.config["AUTH"] == "token"
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _logged_in_token() -> ApiToken | None:
+    token_id = session.get("token_id")
+    if token_id is None:
+        return None
+    token = get_session().get(ApiToken, token_id)
+    return token if token is not None and token.revoked_at is None else None
+
+
+def check_api_request() -> None:
+    """before_request of the API blueprint."""
+    if not auth_enabled():
+        return
+    raw = _bearer_token()
+    if raw is not None:
+        token = find_token(get_session(), raw)
+        if token is None:
+            abort(401, "the API token is unknown or revoked")
+        token.last_used_at = utcnow()
+        get_session().commit()
+        return
+    if request.method in ("GET", "HEAD") and _logged_in_token() is not None:
+        return
+    abort(401, "this API needs a token: send 'Authorization: Bearer <token>' (`mils token create NAME`)")
+
+
+def require_login():
+    """before_request of the pages: without a valid login, go to /login and come back after."""
+    if auth_enabled() and _logged_in_token() is None:
+        return redirect(url_for("auth.login", next=request.full_path))
+    return None
+
+
+class LoginForm(FlaskForm):
+    token = PasswordField("API token", validators=[InputRequired()],
+                          description="A token from `mils token create NAME`.")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        token = find_token(get_session(), form.token.data.strip())
+        if token is None:
+            form.token.errors.append("unknown or revoked token")
+        else:
+            session.clear()
+            session["token_id"] = token.id
+            flash(f"signed in with token {token.name!r}")
+            target = request.args.get("next", "")
+            # Only a path on this site: never redirect to another host.
+            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("index"))
+    return render_template("login.html", form=form), 200 if request.method == "GET" else 401
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    session.clear()
+    return redirect(url_for("auth.login"))

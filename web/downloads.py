@@ -1,0 +1,33 @@
+"""Responses that send stored data out: a job's input media, its history as CSV or JSON.
+The history is streamed row by row from a server-side cursor: any size, constant memory."""
+
+from __future__ import annotations
+
+from flask import Response, stream_with_context
+
+from web.db import get_session
+from worker.queries import QueryError, get_job, history, history_csv, history_json
+
+
+def input_response(job_id: int) -> Response:
+    job = get_job(get_session(), job_id)
+    if job.input is None:
+        return Response(status=404)
+    response = Response(job.input.data, mimetype=job.input.media_type)
+    # Served as the type we decoded it as, never sniffed into something else (e.g. HTML).
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'"
+    response.headers["Cache-Control"] = "private, max-age=86400, immutable"  # content-addressed
+    return response
+
+
+def history_response(job_id: int, fmt: str) -> Response:
+    if fmt not in ("csv", "json"):
+        raise QueryError(f"unknown format {fmt!r}; use csv or json")
+    get_job(get_session(), job_id)  # an unknown job is a 404 before any byte is sent
+    rows = history(get_session(), job_id)
+    chunks = history_csv(rows) if fmt == "csv" else history_json(rows)
+    mimetype = "text/csv" if fmt == "csv" else "application/json"
+    response = Response(stream_with_context(chunks), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="mils-job-{job_id}-history.{fmt}"'
+    return response

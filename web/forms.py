@@ -1,0 +1,49 @@
+"""The submit form (Flask-WTF: CSRF token, field checks, messages next to the fields)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import FloatField, IntegerField, SelectField, StringField
+from wtforms.validators import NumberRange, Optional
+
+from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
+from worker.samples import SAMPLES
+from worker.task_kinds import TASK_KINDS
+
+
+def _defaults(task: str) -> tuple:
+    kind = TASK_KINDS[task]
+    return kind.embedded_settings, kind.paper_settings
+
+
+EMBEDDED, PAPER = _defaults("image-caption")
+
+
+class SubmitForm(FlaskForm):
+    task = SelectField("Task", choices=[(name, name) for name in TASK_KINDS], default="image-caption")
+    image = FileField("Image", description="PNG, JPEG, WebP, GIF, BMP or TIFF, up to 50 MB and 40 megapixels.")
+    sample = SelectField("…or a bundled sample photo", choices=[("", "(none)")] + [(s, s) for s in sorted(SAMPLES)],
+                         default="")
+    steps = IntegerField("Steps", validators=[Optional(), NumberRange(1, MAX_STEPS)], default=EMBEDDED.steps,
+                         description=f"Optimization steps after the bootstrap (paper: {PAPER.steps}).")
+    candidates = IntegerField("Candidates per step (N)", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)],
+                              default=EMBEDDED.candidates,
+                              description=f"New texts the LLM proposes each step (paper: {PAPER.candidates}).")
+    top_k = IntegerField("Top K", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)], default=EMBEDDED.top_k,
+                         description=f"Best texts kept and shown back to the LLM with their scores (paper: {PAPER.top_k}).")
+    seed = IntegerField("Seed", validators=[Optional()], default=0,
+                        description="Same seed, same input, same models: the same job, step for step.")
+    patience = IntegerField("Patience", validators=[Optional(), NumberRange(min=1)],
+                            description="Stop after this many steps without improvement (empty: run every step).")
+    epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)], default=0.0,
+                         description="Chance that a top-K slot shows a random scored text instead (0: greedy).")
+    llm = StringField("Generator (LLM)", default="embedded",
+                      description="'embedded' (Qwen2.5-Coder-0.5B on the CPU), a Hugging Face id or path, or py:MODULE:FACTORY. "
+                                  "The defaults above are the embedded model's; leave fields empty for the paper's.")
+    scorer = StringField("Scorer", default="embedded",
+                         description="'embedded' (EfficientNet-Lite0 + MiniLM), open_clip:ARCH[@PRETRAINED], or py:MODULE:FACTORY.")
+
+    def overrides(self) -> dict:
+        return {name: getattr(self, name).data
+                for name in ("steps", "candidates", "top_k", "seed", "patience", "epsilon")}

@@ -1,0 +1,115 @@
+"""HTML pages: the submit form, the jobs list, the live job page, downloads.
+
+The job page is rendered once in full; htmx then swaps in two fragments rendered by the same
+templates: the live panel (polled every second until the job finishes) and the history table
+(on each sort, filter or page change, and after each new step).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from web import auth
+from web.db import get_session, session_factory
+from web.downloads import history_response, input_response
+from web.forms import SubmitForm
+from web.params import candidate_args, job_list_args
+from web.submission import media_from_request, submit_job
+from worker.core import SettingsError
+from worker.lifecycle import cancel as cancel_job
+from worker.media import MediaError
+from worker.models import ModelLoadError
+from worker.queries import candidates_page, count_candidates, get_job, job_detail, list_jobs
+from worker.store.models import JobStatus
+from worker.task_kinds import TASK_KINDS
+from worker.tasks import BrokerError, resume_job
+
+bp = Blueprint("pages", __name__)
+bp.before_request(auth.require_login)
+
+HISTORY_PAGE = 50
+
+
+@bp.get("/jobs")
+def jobs():
+    args = job_list_args(request.args)
+    page = list_jobs(get_session(), **args)
+    return render_template("jobs.html", page=page, args=args, statuses=[s.value for s in JobStatus],
+                           tasks=list(TASK_KINDS))
+
+
+@bp.route("/jobs/new", methods=["GET", "POST"])
+def submit():
+    form = SubmitForm()
+    if form.validate_on_submit():
+        try:
+            job_id = submit_job(task=form.task.data, llm=form.llm.data.strip() or "embedded",
+                                scorer=form.scorer.data.strip() or "embedded",
+                                media=media_from_request(form.image.data, form.sample.data),
+                                overrides=form.overrides())
+        except BrokerError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("pages.job", job_id=exc.job_id))
+        except (MediaError, SettingsError, ModelLoadError) as exc:
+            form.form_errors.append(str(exc))
+        else:
+            flash(f"job {job_id} submitted")
+            return redirect(url_for("pages.job", job_id=job_id))
+    status = 400 if request.method == "POST" else 200
+    return render_template("submit.html", form=form), status
+
+
+def _history_context(job_id: int, steps_total: int) -> dict:
+    args = candidate_args(request.args, default_limit=HISTORY_PAGE)
+    session = get_session()
+    page = candidates_page(session, job_id, **args)
+    total = count_candidates(session, job_id, step=args["step"], top_only=args["top_only"], q=args["q"])
+    return {"history": page, "history_args": args, "history_total": total, "steps_total": steps_total}
+
+
+@bp.get("/jobs/<int:job_id>")
+def job(job_id: int):
+    detail = job_detail(get_session(), job_id)
+    return render_template("job.html", job=detail, **_history_context(job_id, detail["steps_total"]))
+
+
+@bp.get("/jobs/<int:job_id>/live")
+def job_live(job_id: int):
+    return render_template("_job_live.html", job=job_detail(get_session(), job_id))
+
+
+@bp.get("/jobs/<int:job_id>/candidates")
+def job_candidates(job_id: int):
+    job = get_job(get_session(), job_id)
+    return render_template("_history.html", job={"id": job_id},
+                           **_history_context(job_id, job.settings["steps"] + 1))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def cancel(job_id: int):
+    session = get_session()
+    summary = cancel_job(session, job_id)
+    session.commit()
+    flash(f"job {job_id} cancelled" if summary.status == "cancelled"
+          else f"job {job_id} stops after the step in flight")
+    return redirect(url_for("pages.job", job_id=job_id))
+
+
+@bp.post("/jobs/<int:job_id>/resume")
+def resume(job_id: int):
+    try:
+        step = resume_job(session_factory(), job_id)
+        flash(f"job {job_id} resumed at step {step}")
+    except BrokerError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("pages.job", job_id=job_id))
+
+
+@bp.get("/jobs/<int:job_id>/input")
+def job_input(job_id: int):
+    return input_response(job_id)
+
+
+@bp.get("/jobs/<int:job_id>/history.<fmt>")
+def history(job_id: int, fmt: str):
+    return history_response(job_id, fmt)
