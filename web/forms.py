@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import FloatField, IntegerField, SelectField, StringField
+from wtforms import FloatField, IntegerField, SelectChoice, SelectField, StringField
 from wtforms.validators import NumberRange, Optional
 
 from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
@@ -21,9 +21,9 @@ EMBEDDED, PAPER = _defaults("image-caption")
 
 
 class SubmitForm(FlaskForm):
-    task = SelectField("Task", choices=[(name, name) for name in TASK_KINDS], default="image-caption")
+    task = SelectField("Task", choices=[SelectChoice(name) for name in TASK_KINDS], default="image-caption")
     image = FileField("Image", description="PNG, JPEG, WebP, GIF, BMP or TIFF, up to 50 MB and 40 megapixels.")
-    sample = SelectField("…or a bundled sample photo", choices=[("", "(none)")] + [(s, s) for s in sorted(SAMPLES)],
+    sample = SelectField("…or a bundled sample photo", choices=[SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)],
                          default="")
     steps = IntegerField("Steps", validators=[Optional(), NumberRange(1, MAX_STEPS)], default=EMBEDDED.steps,
                          description=f"Optimization steps after the bootstrap (paper: {PAPER.steps}).")

@@ -121,7 +121,9 @@ class Page:
 
 
 def _page(session: Session, query: Select, order: list[tuple[ColumnElement, bool]],
-          cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+          cursor: str | None, limit: int, key=None) -> tuple[list[Any], str | None]:
+    """Up to `limit` rows after `cursor`, and the cursor of the next page. `key(row)` gives a
+    row's values of the order's columns (default: the row's attributes of the same names)."""
     limit = _check_limit(limit)
     if cursor:
         query = query.where(_after(order, decode_cursor(cursor, len(order))))
@@ -129,7 +131,8 @@ def _page(session: Session, query: Select, order: list[tuple[ColumnElement, bool
     rows = session.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor([getattr(rows[-1], col.key) for col, _ in order]) if more else None
+    key = key or (lambda row: [getattr(row, col.key) for col, _ in order])
+    next_cursor = encode_cursor(key(rows[-1])) if more else None
     return rows, next_cursor
 
 
@@ -158,7 +161,7 @@ def list_jobs(
         query = query.where(Job.task == task)
     if q:
         query = query.where(Job.result_text.icontains(q, autoescape=True))
-    rows, next_cursor = _page(session, query, [(Job.id, True)], cursor, limit)
+    rows, next_cursor = _page(session, query, [(Job.id, True)], cursor, limit, key=lambda row: [row[0].id])
     return Page([summarize(session, job, steps_done) for job, steps_done in rows], next_cursor)
 
 
