@@ -151,13 +151,18 @@ class Stack:
     def reference(self, seed: int) -> dict:
         """The same job run uninterrupted, in this process, as another job of the same database."""
         if seed not in self._references:
-            from worker.cli import _new_job
-            from worker.jobs import Models, run_in_process
+            from worker.cli import _job_request
+            from worker.jobs import Models, create_job, run_in_process
             from worker.models import _from_factory
+            from worker.store.db import open_store
 
             self.monkeypatch.setenv("MILS_DATABASE_URL", self.url)
             self.monkeypatch.syspath_prepend(str(ROOT))  # for the `py:tests.fakes:...` specs
-            Session, job_id, _ = _new_job(None, "chelsea", STEPS, 6, 5, seed, None, None, GENERATOR, SCORER)
+            media, settings = _job_request(None, "chelsea", STEPS, 6, 5, seed, None, None, GENERATOR, SCORER)
+            Session = open_store()
+            with Session.begin() as session:
+                job_id = create_job(session, task="image-caption", settings=settings, generator=GENERATOR,
+                                    scorer=SCORER, media=media).id
             for _ in run_in_process(Session, job_id, lambda g, s: Models(_from_factory(g), _from_factory(s))):
                 pass
             assert job_status(self.url, job_id) == "succeeded"

@@ -16,6 +16,7 @@ from web.forms import SubmitForm
 from web.params import candidate_args, job_list_args
 from web.submission import media_from_request, submit_job
 from worker.core import SettingsError
+from worker.jobs import JobError
 from worker.lifecycle import cancel as cancel_job
 from worker.media import MediaError
 from worker.models import ModelLoadError
@@ -88,19 +89,24 @@ def job_candidates(job_id: int):
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel(job_id: int):
     session = get_session()
-    summary = cancel_job(session, job_id)
-    session.commit()
-    flash(f"job {job_id} cancelled" if summary.status == "cancelled"
-          else f"job {job_id} stops after the step in flight")
+    get_job(session, job_id)  # an unknown job is a 404 page, not a message
+    try:
+        summary = cancel_job(session, job_id)
+        session.commit()
+        flash(f"job {job_id} cancelled" if summary.status == "cancelled"
+              else f"job {job_id} stops after the step in flight")
+    except JobError as exc:  # e.g. it finished meanwhile: say so on its page
+        flash(str(exc), "error")
     return redirect(url_for("pages.job", job_id=job_id))
 
 
 @bp.post("/jobs/<int:job_id>/resume")
 def resume(job_id: int):
+    get_job(get_session(), job_id)
     try:
         step = resume_job(session_factory(), job_id)
         flash(f"job {job_id} resumed at step {step}")
-    except BrokerError as exc:
+    except (JobError, BrokerError) as exc:
         flash(str(exc), "error")
     return redirect(url_for("pages.job", job_id=job_id))
 
