@@ -13,14 +13,14 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.jobs import UnknownJob, next_step_number
-from worker.store.models import Candidate, Job, JobEvent, JobStatus, Step, TopEntry
+from worker.store.models import Artifact, Candidate, Job, JobEvent, JobStatus, Step, TopEntry
 
 MAX_PAGE = 1000
 
@@ -54,9 +54,16 @@ class JobSummary:
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
-        data["created_at"] = self.created_at.isoformat()
-        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        data["created_at"] = iso(self.created_at)
+        data["finished_at"] = iso(self.finished_at)
         return data
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC. SQLite hands back naive datetimes; every time we store is UTC."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
 
 
 def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
@@ -99,13 +106,17 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 
 def _after(order: list[tuple[ColumnElement, bool]], values: list[Any]) -> ColumnElement[bool]:
     """Rows strictly after `values` in `order` ((column, descending) pairs): the keyset predicate
-    (a > x) OR (a = x AND b > y) OR ..., with < for descending columns."""
+    (a > x) OR (a = x AND b > y) OR ..., with < for descending columns. The redundant bound
+    a >= x (a <= x descending) lets the database start an index scan there instead of
+    filtering every earlier row (a deep page would otherwise cost more than the first)."""
     clauses = []
     for i, (column, descending) in enumerate(order):
         equal_before = [col == val for (col, _), val in zip(order[:i], values[:i])]
         beyond = column < values[i] if descending else column > values[i]
         clauses.append(and_(*equal_before, beyond))
-    return or_(*clauses)
+    first, descending = order[0]
+    bound = first <= values[0] if descending else first >= values[0]
+    return and_(bound, or_(*clauses))
 
 
 def _check_limit(limit: int) -> int:
@@ -267,7 +278,7 @@ def history_json(rows: Iterator[dict]) -> Iterator[str]:
 
 
 def events_of(session: Session, job_id: int) -> list[dict]:
-    return [{"at": e.at.isoformat(), "kind": e.kind, "detail": e.detail}
+    return [{"at": iso(e.at), "kind": e.kind, "detail": e.detail}
             for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
 
 
@@ -278,7 +289,7 @@ def job_detail(session: Session, job_id: int) -> dict:
     summary = summarize(session, job)
     return {
         **summary.to_dict(),
-        "input_media_type": job.input.media_type if job.input else None,
+        "input_media_type": session.scalar(select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
         "steps": steps_of(session, job_id),
         "top_k": top_k(session, job_id, summary.steps_done - 1),
         "events": events_of(session, job_id),
