@@ -93,7 +93,8 @@ class Stack:
         self.workers: list[Worker] = []
         self.home = folder / "mils-home"
         self.home.mkdir(parents=True, exist_ok=True)
-        self._references: dict[int, dict] = {}
+        self.task = "image-caption"  # what `submit` and `reference` run
+        self._references: dict[tuple[str, int], dict] = {}
         self.reference_ids: dict[int, int] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -114,7 +115,7 @@ class Stack:
         return worker
 
     def submit(self, seed: int) -> int:
-        out = self.cli("submit", *JOB_ARGS, "--seed", str(seed))
+        out = self.cli("submit", "--task", self.task, *JOB_ARGS, "--seed", str(seed))
         assert out.returncode == 0, out.stdout + out.stderr
         return int(out.stdout.strip())
 
@@ -150,7 +151,7 @@ class Stack:
 
     def reference(self, seed: int) -> dict:
         """The same job run uninterrupted, in this process, as another job of the same database."""
-        if seed not in self._references:
+        if (self.task, seed) not in self._references:
             from worker.cli import _job_request
             from worker.jobs import Models, create_job, run_in_process
             from worker.models import _from_factory
@@ -158,17 +159,18 @@ class Stack:
 
             self.monkeypatch.setenv("MILS_DATABASE_URL", self.url)
             self.monkeypatch.syspath_prepend(str(ROOT))  # for the `py:tests.fakes:...` specs
-            media, settings = _job_request(None, "chelsea", STEPS, 6, 5, seed, None, None, GENERATOR, SCORER)
+            request = _job_request(self.task, None, "chelsea", STEPS, 6, 5, seed, None, None, GENERATOR, SCORER)
             Session = open_store()
             with Session.begin() as session:
-                job_id = create_job(session, task="image-caption", settings=settings, generator=GENERATOR,
-                                    scorer=SCORER, media=media).id
+                job_id = create_job(session, task=request.task, settings=request.settings, generator=GENERATOR,
+                                    scorer=SCORER, media=request.media, options=request.options,
+                                    input_info=request.input_info).id
             for _ in run_in_process(Session, job_id, lambda g, s: Models(_from_factory(g), _from_factory(s))):
                 pass
             assert job_status(self.url, job_id) == "succeeded"
-            self._references[seed] = job_record(self.url, job_id)
+            self._references[self.task, seed] = job_record(self.url, job_id)
             self.reference_ids[seed] = job_id
-        return self._references[seed]
+        return self._references[self.task, seed]
 
     def close(self) -> None:
         for worker in self.workers:
@@ -263,7 +265,9 @@ def recovery_report(stack: Stack, job_id: int, step: int, before: list[Worker], 
 # --------------------------------------------------------------------------- 1. a worker dies
 
 
-def test_worker_sigkilled_mid_step_then_a_new_worker_finishes_the_job(stack):
+@pytest.mark.parametrize("task", ["image-caption", "video-caption"])
+def test_worker_sigkilled_mid_step_then_a_new_worker_finishes_the_job(stack, task):
+    stack.task = task  # a video job: frames sampled from a pan over the photo, per-frame scores
     seed = 11
     first = stack.start_worker("first")
     job_id = stack.submit(seed)

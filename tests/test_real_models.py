@@ -79,11 +79,11 @@ def test_embedded_llm_is_checked_cached_and_seeded(mils_home):
     assert len(generator.tokenizer(first[0], add_special_tokens=False)["input_ids"]) <= 24
 
 
-def _caption(sample: str, home) -> dict:
+def _caption(sample: str, home, command: str = "caption", *args: str) -> dict:
     mils = shutil.which("mils") or pytest.fail("the mils console script is not installed")
     env = {k: v for k, v in os.environ.items() if k != "MILS_DATABASE_URL"}
     env["MILS_HOME"] = str(home)
-    out = subprocess.run([mils, "caption", "--sample", sample, "--json"], env=env,
+    out = subprocess.run([mils, command, "--sample", sample, "--json", *args], env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)  # stdout is only the JSON document
@@ -101,3 +101,14 @@ def test_mils_caption_names_what_is_in_the_photo(sample, pattern, mils_home):
     assert result["score"] == best[-1] and result["caption"] == result["steps"][-1]["best_text"]
     assert isinstance(result["job_id"], int)
     print(sample, "step 0:", best[0], "final:", best[-1], result["caption"], file=sys.stderr)
+
+
+def test_mils_caption_video_names_what_is_in_a_pan_over_a_photo(mils_home):
+    """The embedded default on a 3-second H.264 pan across the chelsea photo (8 frames sampled,
+    each scored by the embedded image scorer; 3 steps to keep the suite short)."""
+    result = _caption("chelsea", mils_home, "caption-video", "--steps", "3")
+    assert re.search(r"\b(cat|cats|kitten|kitty|tabby)\b", result["caption"].lower()), result["caption"]
+    best = [s["best_score"] for s in result["steps"]]
+    assert len(best) == 4 and all(b >= a for a, b in zip(best, best[1:])), best
+    assert len(result["caption"].split()) <= 25
+    print("video chelsea step 0:", best[0], "final:", best[-1], result["caption"], file=sys.stderr)

@@ -280,7 +280,7 @@ def test_load_state_equals_the_in_memory_state(Session, epsilon):
     media = png_media()
     scorer = HiddenCaptionScorer(TARGET)
     in_memory = list(run(KIND.pool, ScriptedGenerator(extra_words=EXTRA), scorer,
-                         KIND.decode(media.data, media.name), KIND.template, settings))
+                         KIND.decode(media.data, media.name, {}), KIND.template, settings))
     assert any(r.improved for r in in_memory[1:]) and any(not r.improved for r in in_memory[1:])
 
     job_id = new_job(Session, settings, media)

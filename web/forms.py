@@ -18,12 +18,15 @@ def _defaults(task: str) -> tuple:
 
 
 EMBEDDED, PAPER = _defaults("image-caption")
+VIDEO = TASK_KINDS["video-caption"]
 
 
 class SubmitForm(FlaskForm):
     task = SelectField("Task", choices=[SelectChoice(name) for name in TASK_KINDS], default="image-caption")
-    image = FileField("Image", description="PNG, JPEG, WebP, GIF, BMP or TIFF, up to 50 MB and 40 megapixels.")
-    sample = SelectField("…or a bundled sample photo", choices=[SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)],
+    image = FileField("Input file", description="An image (PNG, JPEG, WebP, GIF, BMP, TIFF; 40 megapixels at most) "
+                                                "or, for a video task, a video (MP4, WebM, MKV, AVI; 10 minutes at most). "
+                                                "50 MB at most.")
+    sample = SelectField("…or a bundled sample photo (a video task pans across it)", choices=[SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)],
                          default="")
     steps = IntegerField("Steps", validators=[Optional(), NumberRange(1, MAX_STEPS)], default=EMBEDDED.steps,
                          description=f"Optimization steps after the bootstrap (paper: {PAPER.steps}).")
@@ -43,6 +46,17 @@ class SubmitForm(FlaskForm):
                                   "The defaults above are the embedded model's; leave fields empty for the paper's.")
     scorer = StringField("Scorer", default="embedded",
                          description="'embedded' (EfficientNet-Lite0 + MiniLM), open_clip:ARCH[@PRETRAINED], or py:MODULE:FACTORY.")
+
+    frames = IntegerField("Frames (video)", validators=[Optional(), NumberRange(1, 64)],
+                          default=VIDEO.options["frames"].default,
+                          description=VIDEO.options["frames"].help.capitalize() + ".")
+    frame_mode = SelectField("Frame scores (video)", choices=[SelectChoice(c) for c in VIDEO.options["frame_mode"].choices],
+                             default=VIDEO.options["frame_mode"].default,
+                             description=VIDEO.options["frame_mode"].help.capitalize() + ".")
+
+    def options_for(self, kind) -> dict:
+        """The kind's own options from the form (the form shows every kind's; others are ignored)."""
+        return {name: getattr(self, name).data for name in kind.options}
 
     def overrides(self) -> dict:
         return {name: getattr(self, name).data

@@ -14,7 +14,7 @@ from web.db import get_session, session_factory
 from web.downloads import history_response, input_response
 from web.forms import SubmitForm
 from web.params import candidate_args, job_list_args
-from web.submission import media_from_request, submit_job
+from web.submission import media_from_request, submit_job, task_kind
 from worker.core import SettingsError
 from worker.jobs import JobError
 from worker.lifecycle import cancel as cancel_job
@@ -44,10 +44,12 @@ def submit():
     form = SubmitForm()
     if form.validate_on_submit():
         try:
-            job_id = submit_job(task=form.task.data, llm=form.llm.data.strip() or "embedded",
+            kind = task_kind(form.task.data)
+            media, input_info = media_from_request(kind, form.image.data, form.sample.data)
+            job_id = submit_job(kind=kind, media=media, input_info=input_info,
+                                llm=form.llm.data.strip() or "embedded",
                                 scorer=form.scorer.data.strip() or "embedded",
-                                media=media_from_request(form.image.data, form.sample.data),
-                                overrides=form.overrides())
+                                overrides=form.overrides(), options=form.options_for(kind))
         except BrokerError as exc:
             flash(str(exc), "error")
             return redirect(url_for("pages.job", job_id=exc.job_id))

@@ -1,4 +1,4 @@
-"""A new job from a web request (the form or the API): input media, task, models, settings."""
+"""A new job from a web request (the form or the API): task, input, models, settings, options."""
 
 from __future__ import annotations
 
@@ -11,27 +11,41 @@ from werkzeug.utils import secure_filename
 from web.db import session_factory
 from web.params import float_arg, int_arg
 from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
-from worker.media import MAX_FILE_BYTES, Media, MediaError, image_media, load_image_file
-from worker.samples import SAMPLES, sample_path
-from worker.task_kinds import TASK_KINDS, job_settings
+from worker.media import MAX_FILE_BYTES, Media, MediaError
+from worker.samples import SAMPLES, sample_input
+from worker.task_kinds import TASK_KINDS, TaskKind, job_settings
 from worker.tasks import submit
 
 
-def media_from_request(upload: FileStorage | None, sample: str | None) -> Media:
-    """The uploaded image (checked by decoding it, whatever its name says) or a bundled sample."""
+def task_kind(task: str) -> TaskKind:
+    if task not in TASK_KINDS:
+        abort(400, f"unknown task {task!r}; known: {', '.join(TASK_KINDS)}")
+    return TASK_KINDS[task]
+
+
+def media_from_request(kind: TaskKind, upload: FileStorage | None, sample: str | None) -> tuple[Media, dict]:
+    """The uploaded file (checked by decoding it, whatever its name says) or a bundled sample,
+    as the task kind's input; returns the media and what it is (input_info)."""
     has_upload = upload is not None and upload.filename != ""
     if has_upload == bool(sample):
-        abort(400, "send an image file or the name of a bundled sample (one of them)")
+        abort(400, f"send an {kind.input_kind} file or the name of a bundled sample (one of them)")
     if sample:
         if sample not in SAMPLES:
             abort(400, f"unknown sample {sample!r}; known: {', '.join(sorted(SAMPLES))}")
-        return load_image_file(sample_path(sample))
+        return kind.check_input(*sample_input(sample, kind.input_kind))
     data = upload.stream.read(MAX_FILE_BYTES + 1)
     # The client's file name is only a label: made safe, never used as a path.
     name = secure_filename(upload.filename or "") or "upload"
+    if not data:
+        raise MediaError(f"{name}: the file is empty")
     if len(data) > MAX_FILE_BYTES:
         raise MediaError(f"{name}: over the {MAX_FILE_BYTES}-byte limit")
-    return image_media(data, name)
+    return kind.check_input(data, name)
+
+
+def options_from(fields: Mapping[str, str]) -> dict:
+    """Task options sent with a submission (unset ones None); the kind checks them."""
+    return {"frames": int_arg(fields, "frames", low=1), "frame_mode": fields.get("frame_mode") or None}
 
 
 def settings_from(fields: Mapping[str, str], llm: str) -> dict:
@@ -46,8 +60,8 @@ def settings_from(fields: Mapping[str, str], llm: str) -> dict:
     }
 
 
-def submit_job(*, task: str, media: Media, llm: str, scorer: str, overrides: dict) -> int:
-    if task not in TASK_KINDS:
-        abort(400, f"unknown task {task!r}; known: {', '.join(TASK_KINDS)}")
-    settings = job_settings(task, llm, **overrides)
-    return submit(session_factory(), task=task, media=media, generator=llm, scorer=scorer, settings=settings)
+def submit_job(*, kind: TaskKind, media: Media, input_info: dict, llm: str, scorer: str, overrides: dict,
+               options: dict) -> int:
+    settings = job_settings(kind.name, llm, **overrides)
+    return submit(session_factory(), task=kind.name, media=media, generator=llm, scorer=scorer,
+                  settings=settings, options=kind.job_options(options), input_info=input_info)

@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 import click
 
 from worker.core import SettingsError
 from worker.media import MediaError
-from worker.samples import SAMPLES, sample_path
+from worker.samples import SAMPLES
 
 
 def _quiet_libraries() -> None:
@@ -44,10 +45,11 @@ def _user_errors(fn):
 
 
 def _job_options(fn):
-    """The input and settings of a new job, shared by `caption` and `submit`."""
+    """The input and settings of a new job, shared by `caption`, `caption-video` and `submit`."""
     options = [
-        click.argument("image", required=False, type=click.Path(dir_okay=False)),
-        click.option("--sample", type=click.Choice(sorted(SAMPLES)), help="Use a bundled sample photo instead."),
+        click.argument("input_file", metavar="INPUT", required=False, type=click.Path(dir_okay=False)),
+        click.option("--sample", type=click.Choice(sorted(SAMPLES)),
+                     help="Use a bundled sample photo instead (for a video task: a pan across it)."),
         click.option("--steps", type=int, help="Optimization steps after the bootstrap."),
         click.option("--candidates", type=int, help="New candidates per step (N)."),
         click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K)."),
@@ -65,50 +67,60 @@ def _job_options(fn):
     return fn
 
 
-def _job_request(image, sample, steps, candidates, top_k, seed, patience, epsilon, llm, scorer):
-    """Check the input and settings of a new job; returns (media, settings)."""
-    from worker.media import load_image_file
-    from worker.task_kinds import job_settings
+def _video_options(fn):
+    fn = click.option("--frame-mode", type=click.Choice(["per-frame", "pooled"]),
+                      help="per-frame: mean of the frames' scores (default); pooled: score the mean frame.")(fn)
+    return click.option("--frames", type=int, help="Frames sampled evenly over the video (default 8).")(fn)
 
-    if (image is None) == (sample is None):
-        raise click.UsageError("give an IMAGE file or --sample NAME (one of them)")
-    media = load_image_file(image if image else sample_path(sample))
-    settings = job_settings("image-caption", llm, steps=steps, candidates=candidates, top_k=top_k,
+
+@dataclass(frozen=True)
+class JobRequest:
+    task: str
+    media: object  # worker.media.Media
+    input_info: dict
+    settings: object  # worker.core.Settings
+    options: dict
+    llm: str
+    scorer: str
+
+
+def _job_request(task, input_file, sample, steps, candidates, top_k, seed, patience, epsilon, llm, scorer,
+                 **options) -> JobRequest:
+    """Check the input, settings and options of a new job before anything is stored."""
+    from worker.models import check_specs
+    from worker.samples import sample_input
+    from worker.task_kinds import TASK_KINDS, job_settings
+
+    kind = TASK_KINDS[task]
+    if (input_file is None) == (sample is None):
+        raise click.UsageError(f"give an INPUT {kind.input_kind} file or --sample NAME (one of them)")
+    if input_file:
+        media, info = kind.load_file(input_file)
+    else:
+        media, info = kind.check_input(*sample_input(sample, kind.input_kind))
+    settings = job_settings(task, llm, steps=steps, candidates=candidates, top_k=top_k,
                             seed=seed, patience=patience, epsilon=epsilon)
-    return media, settings
+    check_specs(llm, scorer)
+    return JobRequest(task, media, info, settings, kind.job_options(options), llm, scorer)
 
 
-@click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
-def cli(verbose: bool) -> None:
-    """MILS: LLMs that see without training. Generate, score, keep the best; repeat."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-
-
-@cli.command()
-@_job_options
-@_user_errors
-def caption(as_json, **job) -> None:
-    """Caption IMAGE in this process (no queue); the job is kept in the database."""
+def _run_here(request: JobRequest, as_json: bool) -> None:
+    """Store the job, run every step in this process with a progress bar, print the result."""
     from tqdm import tqdm
 
-    from worker.jobs import run_in_process
-
-    from worker.jobs import create_job
-    from worker.models import check_specs
+    from worker.jobs import create_job, run_in_process
     from worker.store.db import open_store
 
-    media, settings = _job_request(**job)
-    check_specs(job["llm"], job["scorer"])  # before the job is stored
     Session = open_store()
     with Session.begin() as session:
-        job_id = create_job(session, task="image-caption", settings=settings, generator=job["llm"],
-                            scorer=job["scorer"], media=media).id
+        job_id = create_job(session, task=request.task, settings=request.settings, generator=request.llm,
+                            scorer=request.scorer, media=request.media, options=request.options,
+                            input_info=request.input_info).id
     _quiet_libraries()
     steps_out = []
+    total = request.settings.steps + 1
     # No bar when stderr is not a terminal (disable=None).
-    with tqdm(total=settings.steps + 1, desc=f"job {job_id}", unit="step", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=total, desc=f"job {job_id}", unit="step", file=sys.stderr, disable=None) as bar:
         for result in run_in_process(Session, job_id):
             steps_out.append({"step": result.step, "best_score": result.best.score,
                               "best_text": result.best.text, "mean_topk": result.mean_topk})
@@ -124,17 +136,50 @@ def caption(as_json, **job) -> None:
         click.echo(best["best_text"])
 
 
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+def cli(verbose: bool) -> None:
+    """MILS: LLMs that see without training. Generate, score, keep the best; repeat."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
 @cli.command()
 @_job_options
 @_user_errors
-def submit(as_json, **job) -> None:
-    """Queue a captioning job for the workers (`mils worker`); prints its id."""
+def caption(as_json, **job) -> None:
+    """Caption an image in this process (no queue); the job is kept in the database."""
+    _run_here(_job_request("image-caption", **job), as_json)
+
+
+@cli.command("caption-video")
+@_job_options
+@_video_options
+@_user_errors
+def caption_video(as_json, **job) -> None:
+    """Caption a video in this process: frames sampled evenly, scored with the image scorer."""
+    _run_here(_job_request("video-caption", **job), as_json)
+
+
+@cli.command()
+@click.option("--task", type=click.Choice(["image-caption", "video-caption"]), default="image-caption",
+              show_default=True)
+@_job_options
+@_video_options
+@_user_errors
+def submit(task, as_json, **job) -> None:
+    """Queue a job for the workers (`mils worker`); prints its id."""
     from worker.store.db import open_store
     from worker.tasks import submit as submit_job
 
-    media, settings = _job_request(**job)
-    job_id = submit_job(open_store(), task="image-caption", media=media, generator=job["llm"],
-                        scorer=job["scorer"], settings=settings)
+    if task != "video-caption":
+        for video_only in ("frames", "frame_mode"):
+            if job.pop(video_only) is not None:
+                raise click.UsageError(f"--{video_only.replace('_', '-')} is for --task video-caption")
+    request = _job_request(task, **job)
+    job_id = submit_job(open_store(), task=task, media=request.media, generator=request.llm,
+                        scorer=request.scorer, settings=request.settings, options=request.options,
+                        input_info=request.input_info)
     click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
 
 

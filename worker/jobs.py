@@ -7,6 +7,7 @@ Celery task calls it once per task. It is idempotent: a step already committed i
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -74,14 +75,19 @@ def store_artifact(session: Session, media: Media) -> Artifact:
 
 
 def create_job(
-    session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media
+    session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
+    options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
 ) -> Job:
+    """Store a new queued job. `options` are checked against the task kind's (defaults filled in)."""
     if task not in TASK_KINDS:
         raise JobError(f"unknown task {task!r}; known: {', '.join(TASK_KINDS)}")
+    options = TASK_KINDS[task].job_options(options or {})
     artifact = store_artifact(session, media)
     job = Job(
         task=task,
         settings=settings.to_dict(),
+        options=options,
+        input_info=input_info or {},
         generator=generator,
         scorer=scorer,
         input_sha256=artifact.sha256,
@@ -168,9 +174,9 @@ _features: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
 
 def _sample_features(job: _JobSnapshot, scorer: Scorer, data: bytes) -> Any:
-    key = (scorer.name, job.input_sha256 or "")
+    key = (scorer.name, job.input_sha256 or "", json.dumps(job.options, sort_keys=True))
     if key not in _features:
-        sample = TASK_KINDS[job.task].decode(data, job.input_name or "input")
+        sample = TASK_KINDS[job.task].decode(data, job.input_name or "input", job.options)
         _features[key] = scorer.encode_sample(sample)
         while len(_features) > 8:
             _features.popitem(last=False)
@@ -253,7 +259,8 @@ def execute_step(
             return None
         kind = TASK_KINDS[job.task]
         data = job.input.data if job.input else b""
-        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, job.input_name)
+        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, job.input_name, dict(job.options or {}))
+        template = kind.template_for(job.input_info or {})
         specs = (job.generator, job.scorer)
 
     try:
@@ -295,11 +302,12 @@ def execute_step(
     started_at = utcnow()
     try:
         with _heartbeat(Session, job_id):
-            features = _sample_features(snapshot, models.scorer, data)
+            scorer = kind.adapt_scorer(models.scorer, snapshot.options)  # e.g. frame by frame for a video
+            features = _sample_features(snapshot, scorer, data)
             if state is None:
-                result = core.bootstrap(kind.pool, models.scorer, features, settings)
+                result = core.bootstrap(kind.pool, scorer, features, settings)
             else:
-                result = core.step(state, models.generator, models.scorer, features, kind.template, settings)
+                result = core.step(state, models.generator, scorer, features, template, settings)
     except Exception as exc:
         _fail(Session, job_id, exc)
         raise
@@ -342,6 +350,7 @@ class _JobSnapshot:
     task: str
     input_sha256: str | None
     input_name: str | None
+    options: dict[str, Any]
 
 
 def _fail(Session: sessionmaker[Session], job_id: int, exc: Exception) -> None:

@@ -24,3 +24,17 @@ def sample_path(name: str) -> Path:
     package, filename = SAMPLES[name]
     # files() on the data folder does not import scikit-image or scikit-learn themselves.
     return Path(str(importlib.resources.files(_PACKAGES[package]) / filename))
+
+
+def sample_input(name: str, input_kind: str) -> tuple[bytes, str]:
+    """A bundled sample as the input of a task kind: the photo itself, or for a video task a
+    3-second pan across it."""
+    path = sample_path(name)
+    if input_kind == "video":
+        from PIL import Image
+
+        from worker.media.video import pan_video
+
+        with Image.open(path) as photo:
+            return pan_video(photo), f"{name}-pan.mp4"
+    return path.read_bytes(), path.name

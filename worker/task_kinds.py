@@ -1,48 +1,160 @@
-"""The kinds of job MILS runs. A kind is a prompt template, an initial pool, a way to decode
-its input, and default settings; the optimizer core and the store are the same for all."""
+"""The kinds of job MILS runs. A kind is a prompt template, an initial pool, how its input is
+checked (at submission) and decoded (in the worker), how the job's scorer is applied to it,
+its own options, and default settings; the optimizer core and the store are the same for all."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from worker.core import Settings
-from worker.core.optimizer import PromptTemplate
-from worker.media import decode_image
-from worker.templates import IMAGE_CAPTION
+from worker.core import Scorer, Settings, SettingsError
+from worker.media import Media, decode_image, image_media, read_media_file
+from worker.templates import IMAGE_CAPTION, VIDEO_CAPTION, CaptionTemplate
+
+
+@dataclass(frozen=True)
+class Option:
+    """A task option: its default, and either its choices or its integer bounds."""
+
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    low: int | None = None
+    high: int | None = None
+
+    def check(self, name: str, value: Any) -> Any:
+        if self.choices:
+            if value not in self.choices:
+                raise SettingsError(f"{name} must be one of {', '.join(self.choices)}, not {value!r}")
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name} must be a whole number, not {value!r}") from None
+        if not (self.low is None or number >= self.low) or not (self.high is None or number <= self.high):
+            raise SettingsError(f"{name} must be between {self.low} and {self.high}, not {number}")
+        return number
+
+
+def _same_scorer(scorer: Scorer, _options: Mapping[str, Any]) -> Scorer:
+    return scorer
 
 
 @dataclass(frozen=True)
 class TaskKind:
     name: str
-    template: PromptTemplate
+    input_kind: str  # "image" | "video": what the CLI, the form and the API accept for it
+    template: CaptionTemplate
     pool_file: str  # in worker/data
-    decode: Callable[[bytes, str], Any]  # input bytes, name -> what the scorer encodes
+    # At submission: check the input bytes; returns the stored media and what it is (input_info).
+    check_input: Callable[[bytes, str], tuple[Media, dict]]
+    # In the worker: input bytes, name, options -> what the scorer encodes.
+    decode: Callable[[bytes, str, Mapping[str, Any]], Any]
     # The paper's settings, for real models on a GPU.
     paper_settings: Settings
     # What the embedded offline models can do on 2 CPU cores in minutes (see README).
     embedded_settings: Settings
+    options: Mapping[str, Option] = field(default_factory=dict)
+    # The job's scorer (by its spec) made fit for this input, e.g. applied frame by frame.
+    adapt_scorer: Callable[[Scorer, Mapping[str, Any]], Scorer] = _same_scorer
+    # The template's subject from the input's info (e.g. "a 12-second video").
+    subject: Callable[[Mapping[str, Any]], str] | None = None
 
     @functools.cached_property
     def pool(self) -> tuple[str, ...]:
         text = (importlib.resources.files("worker") / "data" / self.pool_file).read_text("utf-8")
         return tuple(line.strip() for line in text.splitlines() if line.strip())
 
+    def template_for(self, input_info: Mapping[str, Any]) -> CaptionTemplate:
+        if self.subject is None:
+            return self.template
+        return dataclasses.replace(self.template, subject=self.subject(input_info))
+
+    def job_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The kind's options with what the user gave (None = not given), checked."""
+        unknown = sorted(k for k, v in given.items() if v is not None and k not in self.options)
+        if unknown:
+            raise SettingsError(f"{self.name} has no option {', '.join(unknown)}")
+        return {name: option.check(name, given[name]) if given.get(name) is not None else option.default
+                for name, option in self.options.items()}
+
+    def load_file(self, path: str | Path) -> tuple[Media, dict]:
+        return self.check_input(read_media_file(path), Path(path).name)
+
+
+# --------------------------------------------------------------------------- image
+
+
+def _check_image(data: bytes, name: str) -> tuple[Media, dict]:
+    media = image_media(data, name)
+    image = decode_image(data, name)
+    return media, {"width": image.width, "height": image.height}
+
+
+# --------------------------------------------------------------------------- video
+
+
+def _check_video(data: bytes, name: str) -> tuple[Media, dict]:
+    from worker.media.video import video_media
+
+    media, info = video_media(data, name)
+    return media, info.to_dict()
+
+
+def _decode_video(data: bytes, name: str, options: Mapping[str, Any]) -> list:
+    from worker.media.video import sample_frames
+
+    return sample_frames(data, name, options["frames"])
+
+
+def _frame_scorer(scorer: Scorer, options: Mapping[str, Any]) -> Scorer:
+    from worker.models.frames import FrameScorer
+
+    return FrameScorer(scorer, options["frame_mode"])
+
+
+def _video_subject(info: Mapping[str, Any]) -> str:
+    seconds = info.get("duration") or 0
+    return f"a {seconds:.0f}-second video" if seconds >= 1 else "a very short video"
+
+
+PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)
+EMBEDDED = Settings(steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
+                    max_generation_rounds=2)
 
 TASK_KINDS: dict[str, TaskKind] = {
     "image-caption": TaskKind(
         name="image-caption",
+        input_kind="image",
         template=IMAGE_CAPTION,
         pool_file="image_caption_pool.txt",
-        decode=decode_image,
-        paper_settings=Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9),
-        embedded_settings=Settings(
-            steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
-            max_generation_rounds=2,
-        ),
+        check_input=_check_image,
+        decode=lambda data, name, _options: decode_image(data, name),
+        paper_settings=PAPER,
+        embedded_settings=EMBEDDED,
+    ),
+    "video-caption": TaskKind(
+        name="video-caption",
+        input_kind="video",
+        template=VIDEO_CAPTION,
+        pool_file="video_caption_pool.txt",
+        check_input=_check_video,
+        decode=_decode_video,
+        # The paper asks for 20-25 words for videos.
+        paper_settings=PAPER.replace(max_words=25),
+        embedded_settings=EMBEDDED.replace(max_words=25),
+        options={
+            "frames": Option(8, "frames sampled evenly over the video", low=1, high=64),
+            "frame_mode": Option("per-frame", "per-frame: mean of the frames' scores; pooled: score the "
+                                 "mean frame feature", choices=("per-frame", "pooled")),
+        },
+        adapt_scorer=_frame_scorer,
+        subject=_video_subject,
     ),
 }
 

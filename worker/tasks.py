@@ -57,13 +57,13 @@ def enqueue(job_id: int, step: int, queue: str) -> None:
 
 
 def submit(Session: sessionmaker[Session], *, task: str, media: Media, generator: str, scorer: str,
-           settings: Settings) -> int:
+           settings: Settings, options: dict | None = None, input_info: dict | None = None) -> int:
     """Store a new job, then queue its first step; returns the job id. The specs are checked
     before anything is stored. A BrokerError after this means the job is stored, not queued."""
     check_specs(generator, scorer)
     with Session.begin() as session:
         job_id = create_job(session, task=task, settings=settings, generator=generator, scorer=scorer,
-                            media=media).id
+                            media=media, options=options, input_info=input_info).id
     enqueue(job_id, 0, queue_for(generator, scorer))  # after the commit: the step must find its job
     return job_id
 

@@ -1,8 +1,8 @@
 """Task prompts, written for this project. Each task has one template class.
 
 The prompt shows the current top K as `score: text` lines, best first, and asks
-for N new ones as a numbered list. Later tasks (video, audio, text-to-image)
-subclass `CaptionTemplate` and change the wording.
+for N new ones as a numbered list. Other tasks (video, audio) change its
+wording; each task kind (worker/task_kinds.py) names its template.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class CaptionTemplate:
         "You write short, concrete, literal captions. You name the main object, "
         "what it looks like and where it is. You never explain yourself."
     )
+    length: str = "at most {max_words} words"
 
     def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
         lines = "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
@@ -29,7 +30,7 @@ class CaptionTemplate:
             f"Scored captions, best first (score: caption):\n{lines}\n\n"
             f"Write {n} new captions that would score higher than all of these. Keep what the "
             "best ones get right, drop what the worst ones say, and try different details. "
-            f"Each caption at most {max_words} words. Do not repeat a caption above and do not "
+            f"Each caption {self.length.format(max_words=max_words)}. Do not repeat a caption above and do not "
             f"write scores. Answer with a numbered list of {n} captions and nothing else."
         )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
@@ -37,4 +38,12 @@ class CaptionTemplate:
 
 IMAGE_CAPTION = CaptionTemplate()
 
-TEMPLATES = {"image-caption": IMAGE_CAPTION}
+# The subject is set per job from the video's length ("a 12-second video"), see task_kinds.
+VIDEO_CAPTION = CaptionTemplate(
+    subject="a video",
+    system=(
+        "You write concrete, literal captions of short videos. You name who or what is in it, "
+        "what happens and where. You never explain yourself."
+    ),
+    length="of 20 to {max_words} words",
+)

@@ -77,6 +77,10 @@ class Job(Base):
     model_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     input_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
     input_name: Mapped[str | None] = mapped_column(String(255))
+    # What the input is, measured at submission (e.g. a video's duration, frames, size).
+    input_info: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # The task kind's own options (e.g. frames sampled from a video and how their scores pool).
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -1,0 +1,60 @@
+"""Scoring texts against a video with an image-text scorer: over frames sampled from it.
+
+Two modes:
+- "per-frame": a text's score is the mean of its scores against each frame;
+- "pooled": the frames' features are averaged into one video feature first (mean pooling,
+  rescaled to the frames' mean length), and the text is scored against that.
+For a scorer whose score is a dot product with the sample's feature (CLIP's cosine, the
+embedded scorer) the two rank texts identically and differ only in scale; for scorers that
+are not linear in the sample's feature they differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from worker.core import Scorer
+
+FRAME_MODES = ("per-frame", "pooled")
+
+
+class FrameScorer:
+    def __init__(self, image_scorer: Scorer, mode: str = "per-frame") -> None:
+        if mode not in FRAME_MODES:
+            raise ValueError(f"frame mode must be one of {FRAME_MODES}, not {mode!r}")
+        self.image_scorer = image_scorer
+        self.mode = mode
+        self.name = f"{image_scorer.name}+frames:{mode}"
+        self.version = getattr(image_scorer, "version", "")
+
+    def encode_sample(self, frames: Sequence[Any]) -> list[Any]:
+        features = [self.image_scorer.encode_sample(frame) for frame in frames]
+        if self.mode == "pooled":
+            try:
+                stacked = np.stack(features).astype(np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"the pooled frame mode needs sample features that are vectors; "
+                                 f"{self.image_scorer.name} gives {type(features[0]).__name__}") from None
+            mean = stacked.mean(axis=0)
+            # Keep the scale of one frame's feature: an average of unit vectors is shorter.
+            mean *= np.linalg.norm(stacked, axis=1).mean() / max(np.linalg.norm(mean), 1e-12)
+            return [mean.astype(np.float32)]
+        return features
+
+    def score(self, features: list[Any], texts: Sequence[str]) -> list[float]:
+        return self._mean_over_frames(features, texts, pool=False)
+
+    def score_pool(self, features: list[Any], pool: Sequence[str]) -> list[float]:
+        return self._mean_over_frames(features, pool, pool=True)
+
+    def _mean_over_frames(self, features: list[Any], texts: Sequence[str], pool: bool) -> list[float]:
+        scorer = self.image_scorer
+        if hasattr(scorer, "embed_texts"):  # an embedding scorer: embed the texts once, not per frame
+            embeddings = scorer.pool_embeddings(texts) if pool else scorer.embed_texts(texts)
+            return (embeddings @ np.stack(features).T).mean(axis=1).tolist()
+        score = scorer.score_pool if pool else scorer.score
+        per_frame = np.array([score(f, texts) for f in features])  # (frames, texts)
+        return per_frame.mean(axis=0).tolist()
