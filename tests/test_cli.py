@@ -86,8 +86,8 @@ BAD = [
     ("steps-not-a-number", ["{in}/good.png", "--steps", "many"], r"'many' is not a valid integer"),
     ("unknown-scorer", ["{in}/good.png", "--scorer", "nope"], r"unknown scorer 'nope'"),
     ("unknown-llm", ["{in}/good.png", "--llm", "/nonexistent/model"], r"LLM '/nonexistent/model': no such directory"),
-    ("image-and-sample", ["{in}/good.png", "--sample", "chelsea"], r"give an IMAGE file or --sample NAME"),
-    ("neither-image-nor-sample", [], r"give an IMAGE file or --sample NAME"),
+    ("image-and-sample", ["{in}/good.png", "--sample", "chelsea"], r"give an INPUT image file or --sample NAME"),
+    ("neither-image-nor-sample", [], r"give an INPUT image file or --sample NAME"),
     ("unknown-sample", ["--sample", "nope"], r"Invalid value for '--sample'"),
 ]
 

@@ -19,12 +19,14 @@ def _defaults(task: str) -> tuple:
 
 EMBEDDED, PAPER = _defaults("image-caption")
 VIDEO = TASK_KINDS["video-caption"]
+AUDIO = TASK_KINDS["audio-caption"]
 
 
 class SubmitForm(FlaskForm):
     task = SelectField("Task", choices=[SelectChoice(name) for name in TASK_KINDS], default="image-caption")
     image = FileField("Input file", description="An image (PNG, JPEG, WebP, GIF, BMP, TIFF; 40 megapixels at most) "
-                                                "or, for a video task, a video (MP4, WebM, MKV, AVI; 10 minutes at most). "
+                                                "or, for a video task, a video (MP4, WebM, MKV, AVI; 10 minutes at most), or for an audio "
+                                                "task a recording (WAV, MP3, FLAC, OGG, M4A; 5 minutes at most). "
                                                 "50 MB at most.")
     sample = SelectField("…or a bundled sample photo (a video task pans across it)", choices=[SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)],
                          default="")
@@ -45,7 +47,8 @@ class SubmitForm(FlaskForm):
                       description="'embedded' (Qwen2.5-Coder-0.5B on the CPU), a Hugging Face id or path, or py:MODULE:FACTORY. "
                                   "The defaults above are the embedded model's; leave fields empty for the paper's.")
     scorer = StringField("Scorer", default="embedded",
-                         description="'embedded' (EfficientNet-Lite0 + MiniLM), open_clip:ARCH[@PRETRAINED], or py:MODULE:FACTORY.")
+                         description="'embedded' (EfficientNet-Lite0 + MiniLM), open_clip:ARCH[@PRETRAINED], "
+                                     "clap:ID_OR_PATH (audio), or py:MODULE:FACTORY.")
 
     frames = IntegerField("Frames (video)", validators=[Optional(), NumberRange(1, 64)],
                           default=VIDEO.options["frames"].default,
@@ -53,6 +56,10 @@ class SubmitForm(FlaskForm):
     frame_mode = SelectField("Frame scores (video)", choices=[SelectChoice(c) for c in VIDEO.options["frame_mode"].choices],
                              default=VIDEO.options["frame_mode"].default,
                              description=VIDEO.options["frame_mode"].help.capitalize() + ".")
+
+    clip_seconds = IntegerField("Clip seconds (audio)", validators=[Optional(), NumberRange(1, 30)],
+                                default=AUDIO.options["clip_seconds"].default,
+                                description=AUDIO.options["clip_seconds"].help.capitalize() + ".")
 
     def options_for(self, kind) -> dict:
         """The kind's own options from the form (the form shows every kind's; others are ignored)."""

@@ -45,7 +45,8 @@ def media_from_request(kind: TaskKind, upload: FileStorage | None, sample: str |
 
 def options_from(fields: Mapping[str, str]) -> dict:
     """Task options sent with a submission (unset ones None); the kind checks them."""
-    return {"frames": int_arg(fields, "frames", low=1), "frame_mode": fields.get("frame_mode") or None}
+    return {"frames": int_arg(fields, "frames", low=1), "frame_mode": fields.get("frame_mode") or None,
+            "clip_seconds": int_arg(fields, "clip_seconds", low=1)}
 
 
 def settings_from(fields: Mapping[str, str], llm: str) -> dict:

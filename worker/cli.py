@@ -67,6 +67,11 @@ def _job_options(fn):
     return fn
 
 
+def _audio_options(fn):
+    return click.option("--clip-seconds", type=int,
+                        help="Seconds per clip; a longer recording's clips are averaged (default 10).")(fn)
+
+
 def _video_options(fn):
     fn = click.option("--frame-mode", type=click.Choice(["per-frame", "pooled"]),
                       help="per-frame: mean of the frames' scores (default); pooled: score the mean frame.")(fn)
@@ -161,21 +166,32 @@ def caption_video(as_json, **job) -> None:
     _run_here(_job_request("video-caption", **job), as_json)
 
 
+@cli.command("caption-audio")
+@_job_options
+@_audio_options
+@_user_errors
+def caption_audio(as_json, **job) -> None:
+    """Caption a sound recording in this process, scored by an audio-text model (--scorer clap:...)."""
+    _run_here(_job_request("audio-caption", **job), as_json)
+
+
 @cli.command()
-@click.option("--task", type=click.Choice(["image-caption", "video-caption"]), default="image-caption",
-              show_default=True)
+@click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption"]),
+              default="image-caption", show_default=True)
 @_job_options
 @_video_options
+@_audio_options
 @_user_errors
 def submit(task, as_json, **job) -> None:
     """Queue a job for the workers (`mils worker`); prints its id."""
     from worker.store.db import open_store
+    from worker.task_kinds import TASK_KINDS
     from worker.tasks import submit as submit_job
 
-    if task != "video-caption":
-        for video_only in ("frames", "frame_mode"):
-            if job.pop(video_only) is not None:
-                raise click.UsageError(f"--{video_only.replace('_', '-')} is for --task video-caption")
+    for name, kind in TASK_KINDS.items():  # another kind's options given: say whose they are
+        for option in set(kind.options) - set(TASK_KINDS[task].options):
+            if job.pop(option, None) is not None:
+                raise click.UsageError(f"--{option.replace('_', '-')} is for --task {name}")
     request = _job_request(task, **job)
     job_id = submit_job(open_store(), task=task, media=request.media, generator=request.llm,
                         scorer=request.scorer, settings=request.settings, options=request.options,

@@ -81,6 +81,7 @@ def create_job(
     """Store a new queued job. `options` are checked against the task kind's (defaults filled in)."""
     if task not in TASK_KINDS:
         raise JobError(f"unknown task {task!r}; known: {', '.join(TASK_KINDS)}")
+    TASK_KINDS[task].check_scorer(scorer)
     options = TASK_KINDS[task].job_options(options or {})
     artifact = store_artifact(session, media)
     job = Job(

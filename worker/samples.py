@@ -29,6 +29,10 @@ def sample_path(name: str) -> Path:
 def sample_input(name: str, input_kind: str) -> tuple[bytes, str]:
     """A bundled sample as the input of a task kind: the photo itself, or for a video task a
     3-second pan across it."""
+    if input_kind == "audio":
+        from worker.media import MediaError
+
+        raise MediaError("the bundled samples are photos; an audio task needs an audio file")
     path = sample_path(name)
     if input_kind == "video":
         from PIL import Image

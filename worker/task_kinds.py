@@ -14,7 +14,8 @@ from typing import Any
 
 from worker.core import Scorer, Settings, SettingsError
 from worker.media import Media, decode_image, image_media, read_media_file
-from worker.templates import IMAGE_CAPTION, VIDEO_CAPTION, CaptionTemplate
+from worker.models import ModelLoadError
+from worker.templates import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, CaptionTemplate
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def _same_scorer(scorer: Scorer, _options: Mapping[str, Any]) -> Scorer:
 @dataclass(frozen=True)
 class TaskKind:
     name: str
-    input_kind: str  # "image" | "video": what the CLI, the form and the API accept for it
+    input_kind: str  # "image" | "video" | "audio": what the CLI, the form and the API accept for it
     template: CaptionTemplate
     pool_file: str  # in worker/data
     # At submission: check the input bytes; returns the stored media and what it is (input_info).
@@ -64,6 +65,12 @@ class TaskKind:
     adapt_scorer: Callable[[Scorer, Mapping[str, Any]], Scorer] = _same_scorer
     # The template's subject from the input's info (e.g. "a 12-second video").
     subject: Callable[[Mapping[str, Any]], str] | None = None
+    # Scorer specs this kind cannot use, and why (checked before a job is stored).
+    refused_scorers: Mapping[str, str] = field(default_factory=dict)
+
+    def check_scorer(self, spec: str) -> None:
+        if spec in self.refused_scorers:
+            raise ModelLoadError(self.refused_scorers[spec])
 
     @functools.cached_property
     def pool(self) -> tuple[str, ...]:
@@ -123,6 +130,26 @@ def _video_subject(info: Mapping[str, Any]) -> str:
     return f"a {seconds:.0f}-second video" if seconds >= 1 else "a very short video"
 
 
+# --------------------------------------------------------------------------- audio
+
+
+def _check_audio(data: bytes, name: str) -> tuple[Media, dict]:
+    from worker.media.audio import audio_media
+
+    media, info = audio_media(data, name)
+    return media, info.to_dict()
+
+
+def _decode_audio(data: bytes, name: str, options: Mapping[str, Any]):
+    from worker.media.audio import AudioInput
+
+    return AudioInput(data, name, options["clip_seconds"])
+
+
+def _audio_subject(info: Mapping[str, Any]) -> str:
+    return f"a {max(info.get('duration') or 0, 1):.0f}-second sound recording"
+
+
 PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)
 EMBEDDED = Settings(steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
                     max_generation_rounds=2)
@@ -155,6 +182,24 @@ TASK_KINDS: dict[str, TaskKind] = {
         },
         adapt_scorer=_frame_scorer,
         subject=_video_subject,
+    ),
+    "audio-caption": TaskKind(
+        name="audio-caption",
+        input_kind="audio",
+        template=AUDIO_CAPTION,
+        pool_file="audio_caption_pool.txt",
+        check_input=_check_audio,
+        decode=_decode_audio,
+        # The paper asks for audio captions under 20 words.
+        paper_settings=PAPER.replace(max_words=19),
+        embedded_settings=EMBEDDED.replace(max_words=19),
+        options={"clip_seconds": Option(10, "seconds per clip; a longer recording's clips are averaged",
+                                        low=1, high=30)},
+        subject=_audio_subject,
+        refused_scorers={"embedded": (
+            "audio-caption needs an audio-text scorer: --scorer clap:ID_OR_PATH (e.g. "
+            "clap:laion/clap-htsat-unfused); the embedded scorer sees images only, and no CLAP "
+            "weights are installed offline (see README)")},
     ),
 }
 

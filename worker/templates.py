@@ -47,3 +47,12 @@ VIDEO_CAPTION = CaptionTemplate(
     ),
     length="of 20 to {max_words} words",
 )
+
+# The subject is set per job from the recording's length ("a 7-second sound recording").
+AUDIO_CAPTION = CaptionTemplate(
+    subject="a sound recording",
+    system=(
+        "You write short, literal descriptions of sound recordings. You name what makes each "
+        "sound, what it does and where it seems to be. You never explain yourself."
+    ),
+)

@@ -1,10 +1,14 @@
-// The submit form: a preview of the chosen image or video before it is sent, and only the
+// The submit form: a preview of the chosen image, video or recording before it is sent, and only the
 // chosen task's own options shown.
 (function () {
   "use strict";
   document.addEventListener("DOMContentLoaded", () => {
     const input = document.getElementById("image");
-    const previews = { image: document.getElementById("preview"), video: document.getElementById("preview-video") };
+    const previews = {
+      image: document.getElementById("preview"),
+      video: document.getElementById("preview-video"),
+      audio: document.getElementById("preview-audio"),
+    };
     let url = null;
     input.addEventListener("change", () => {
       if (url) URL.revokeObjectURL(url);
@@ -12,7 +16,8 @@
       const file = input.files[0];
       if (!file) return;
       url = URL.createObjectURL(file);
-      const preview = file.type.startsWith("video/") ? previews.video : previews.image;
+      const kind = file.type.split("/")[0];
+      const preview = previews[kind] || previews.image;
       preview.src = url;
       preview.hidden = false;
     });

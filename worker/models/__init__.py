@@ -54,10 +54,14 @@ def check_generator_spec(spec: str) -> None:
 
 def check_scorer_spec(spec: str) -> None:
     """Refuse an unknown scorer spec at once, before any model is loaded."""
-    if spec != "embedded" and not spec.startswith(("open_clip:", "py:")):
+    if spec != "embedded" and not spec.startswith(("open_clip:", "clap:", "py:")):
         raise ModelLoadError(
-            f"unknown scorer {spec!r}: use 'embedded', 'open_clip:ARCH[@PRETRAINED]' or 'py:MODULE:FACTORY'"
+            f"unknown scorer {spec!r}: use 'embedded', 'open_clip:ARCH[@PRETRAINED]', 'clap:ID_OR_PATH' "
+            "or 'py:MODULE:FACTORY'"
         )
+    if spec.startswith("clap:") and spec.removeprefix("clap:").startswith((".", "/", "~")) \
+            and not Path(spec.removeprefix("clap:")).expanduser().is_dir():
+        raise ModelLoadError(f"CLAP {spec.removeprefix('clap:')!r}: no such directory")
 
 
 @functools.cache
@@ -69,6 +73,10 @@ def load_scorer(spec: str = DEFAULT_SCORER, device: str | None = None) -> Scorer
         from worker.models.recogniser_scorer import RecogniserScorer
 
         return RecogniserScorer.load()
+    if spec.startswith("clap:"):
+        from worker.models.clap_scorer import ClapScorer
+
+        return ClapScorer.from_spec(spec.removeprefix("clap:"), device)
     from worker.models.clip_scorer import OpenClipScorer
 
     return OpenClipScorer.from_spec(spec.removeprefix("open_clip:"), device)
