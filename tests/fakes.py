@@ -227,3 +227,35 @@ def worker_generator() -> SlowScriptedGenerator:
 
 def worker_scorer() -> HiddenCaptionScorer:
     return HiddenCaptionScorer(WORKER_TARGET)
+
+
+class MeanColourScorer:
+    """Fake image-text judge: an image is its unit mean-RGB vector, a text the unit sum of the
+    colour words it names ("red", "green", "blue", ...); the score is their dot product. Cheap,
+    deterministic, and it does look at the picture (text-to-image tests score renders with it)."""
+
+    name = "fake-mean-colour-scorer"
+    version = "1"
+    COLOURS = {"red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1), "yellow": (1, 1, 0),
+               "orange": (1, 0.5, 0), "purple": (0.5, 0, 1), "white": (1, 1, 1), "black": (0.01, 0.01, 0.01)}
+
+    def encode_sample(self, image: Any) -> Any:
+        import numpy as np
+
+        v = np.asarray(image.convert("RGB"), np.float64).reshape(-1, 3).mean(axis=0) + 1e-6
+        return v / np.linalg.norm(v)
+
+    def score(self, features: Any, texts: Sequence[str]) -> list[float]:
+        import numpy as np
+
+        out = []
+        for text in texts:
+            v = sum((np.array(self.COLOURS[w]) for w in normalize(text).split() if w in self.COLOURS), np.zeros(3))
+            out.append(float(v @ features / max(np.linalg.norm(v), 1e-9)))
+        return out
+
+    score_pool = score
+
+
+def colour_scorer() -> MeanColourScorer:
+    return MeanColourScorer()

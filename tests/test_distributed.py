@@ -293,6 +293,53 @@ def test_worker_sigkilled_mid_step_then_a_new_worker_finishes_the_job(stack, tas
         assert f"job {job_id} was interrupted; resuming it from step 3" in second.text()
 
 
+def test_a_text_to_image_job_survives_a_worker_sigkill_mid_step(stack, tmp_path, monkeypatch):
+    """Renders on a tiny random Stable Diffusion (seeded per prompt, so any worker renders the
+    same picture), scored by a fake colour judge; the worker dies while step 3 generates."""
+    from tiny_pipelines import build_text_to_image
+
+    pipeline = "diffusers:" + str(build_text_to_image(tmp_path / "sd"))
+    prompt = "A red fox resting in green grass under a blue sky"
+    args = ["--task", "text-to-image", prompt, "--renderer", pipeline, "--size", "32", "--render-steps", "2",
+            "--llm", GENERATOR, "--scorer", "py:tests.fakes:colour_scorer", "--steps", str(STEPS),
+            "--candidates", "4", "--top-k", "3", "--seed", "21"]
+    first = stack.start_worker("first")
+    out = stack.cli("submit", *args)
+    assert out.returncode == 0, out.stderr
+    job_id = int(out.stdout)
+    stack.wait_mid_step(job_id, 3)
+    first.sigkill()
+    second = stack.start_worker("second")
+
+    # The reference: the same job uninterrupted, in this process.
+    from worker.cli import _job_request
+    from worker.jobs import Models, create_job, run_in_process
+    from worker.models import _from_factory
+    from worker.store.db import open_store
+
+    monkeypatch.setenv("MILS_DATABASE_URL", stack.url)
+    monkeypatch.setenv("MILS_HOME", str(stack.home))  # the same render cache as the workers
+    monkeypatch.syspath_prepend(str(ROOT))
+    request = _job_request("text-to-image", prompt, None, STEPS, 4, 3, 21, None, None, GENERATOR,
+                           "py:tests.fakes:colour_scorer", renderer=pipeline, size=32, render_steps=2, guidance=None)
+    Session = open_store()
+    with Session.begin() as session:
+        reference = create_job(session, task=request.task, settings=request.settings, generator=GENERATOR,
+                               scorer=request.scorer, media=request.media, options=request.options,
+                               input_info=request.input_info).id
+    for _ in run_in_process(Session, reference, lambda g, s: Models(_from_factory(g), _from_factory(s))):
+        pass
+
+    stack.wait_status(job_id, "succeeded", timeout=90)
+    assert first.committed() == [(job_id, s) for s in range(3)]
+    assert second.committed() == [(job_id, s) for s in range(3, STEPS + 1)]
+    got, want = job_record(stack.url, job_id), job_record(stack.url, reference)
+    assert got == want, stack.describe(job_id)
+    renders = query(stack.url, "SELECT count(*), count(artifact_sha256), count(DISTINCT artifact_sha256) "
+                               "FROM candidates WHERE job_id = %s", (job_id,))[0]
+    assert renders[0] == renders[1] == renders[2] > 10  # every candidate prompt has its own render
+
+
 # --------------------------------------------------------------------------- 2. Redis dies
 
 

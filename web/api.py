@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from web import auth
 from web.db import get_session, session_factory
-from web.downloads import history_response, input_response
+from web.downloads import artifact_response, history_response, input_response
 from web.params import candidate_args, job_list_args
 from web.submission import media_from_request, options_from, settings_from, submit_job, task_kind
 from worker.lifecycle import cancel
@@ -39,7 +39,7 @@ def create_job():
     form = request.form
     llm = form.get("llm") or "embedded"
     kind = task_kind(form.get("task") or "image-caption")
-    media, input_info = media_from_request(kind, request.files.get("file"), form.get("sample"))
+    media, input_info = media_from_request(kind, request.files.get("file"), form.get("sample"), form.get("prompt"))
     try:
         job_id = submit_job(kind=kind, media=media, input_info=input_info, llm=llm,
                             scorer=form.get("scorer") or "embedded", overrides=settings_from(form, llm),
@@ -80,6 +80,12 @@ def history(job_id: int):
 @bp.get("/jobs/<int:job_id>/input")
 def job_input(job_id: int):
     return input_response(job_id)
+
+
+@bp.get("/artifacts/<sha256>")
+def artifact(sha256: str):
+    """Stored media by content hash: job inputs and what candidates made (renders)."""
+    return artifact_response(sha256)
 
 
 @bp.post("/jobs/<int:job_id>/cancel")

@@ -1,19 +1,31 @@
-"""Responses that send stored data out: a job's input media, its history as CSV or JSON.
+"""Responses that send stored data out: a job's input, renders, its history as CSV or JSON.
 The history is streamed row by row from a server-side cursor: any size, constant memory."""
 
 from __future__ import annotations
 
-from flask import Response, stream_with_context
+from flask import Response, abort, stream_with_context
 
 from web.db import get_session
 from worker.queries import QueryError, get_job, history, history_csv, history_json
+from worker.store.models import Artifact
 
 
 def input_response(job_id: int) -> Response:
     job = get_job(get_session(), job_id)
     if job.input is None:
         return Response(status=404)
-    response = Response(job.input.data, mimetype=job.input.media_type)
+    return media_response(job.input)
+
+
+def artifact_response(sha256: str) -> Response:
+    artifact = get_session().get(Artifact, sha256)
+    if artifact is None:
+        abort(404, f"no artifact {sha256}")
+    return media_response(artifact)
+
+
+def media_response(artifact: Artifact) -> Response:
+    response = Response(artifact.data, mimetype=artifact.media_type)
     # Served as the type we decoded it as, never sniffed into something else (e.g. HTML).
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'"

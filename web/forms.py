@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import FloatField, IntegerField, SelectChoice, SelectField, StringField
+from wtforms import FloatField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
 from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
@@ -20,6 +20,7 @@ def _defaults(task: str) -> tuple:
 EMBEDDED, PAPER = _defaults("image-caption")
 VIDEO = TASK_KINDS["video-caption"]
 AUDIO = TASK_KINDS["audio-caption"]
+T2I = TASK_KINDS["text-to-image"]
 
 
 class SubmitForm(FlaskForm):
@@ -60,6 +61,19 @@ class SubmitForm(FlaskForm):
     clip_seconds = IntegerField("Clip seconds (audio)", validators=[Optional(), NumberRange(1, 30)],
                                 default=AUDIO.options["clip_seconds"].default,
                                 description=AUDIO.options["clip_seconds"].help.capitalize() + ".")
+
+    prompt = TextAreaField("Prompt (text to image)", validators=[Optional()],
+                           description="The description the picture should match; candidate prompts are "
+                                       "rendered and scored against it.")
+    renderer = StringField("Renderer", validators=[Optional()],
+                           description=T2I.options["renderer"].help.capitalize() + ".")
+    size = IntegerField("Size", validators=[Optional(), NumberRange(16, 2048)], default=T2I.options["size"].default,
+                        description=T2I.options["size"].help.capitalize() + ".")
+    render_steps = IntegerField("Render steps", validators=[Optional(), NumberRange(1, 200)],
+                                default=T2I.options["render_steps"].default,
+                                description=T2I.options["render_steps"].help.capitalize() + ".")
+    guidance = FloatField("Guidance", validators=[Optional(), NumberRange(0, 50)], default=T2I.options["guidance"].default,
+                          description=T2I.options["guidance"].help.capitalize() + ".")
 
     def options_for(self, kind) -> dict:
         """The kind's own options from the form (the form shows every kind's; others are ignored)."""

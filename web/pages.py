@@ -11,7 +11,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from web import auth
 from web.db import get_session, session_factory
-from web.downloads import history_response, input_response
+from web.downloads import artifact_response, history_response, input_response
 from web.forms import SubmitForm
 from web.params import candidate_args, job_list_args
 from web.submission import media_from_request, submit_job, task_kind
@@ -45,7 +45,7 @@ def submit():
     if form.validate_on_submit():
         try:
             kind = task_kind(form.task.data)
-            media, input_info = media_from_request(kind, form.image.data, form.sample.data)
+            media, input_info = media_from_request(kind, form.image.data, form.sample.data, form.prompt.data)
             job_id = submit_job(kind=kind, media=media, input_info=input_info,
                                 llm=form.llm.data.strip() or "embedded",
                                 scorer=form.scorer.data.strip() or "embedded",
@@ -116,6 +116,11 @@ def resume(job_id: int):
 @bp.get("/jobs/<int:job_id>/input")
 def job_input(job_id: int):
     return input_response(job_id)
+
+
+@bp.get("/artifacts/<sha256>")
+def artifact(sha256: str):
+    return artifact_response(sha256)
 
 
 @bp.get("/jobs/<int:job_id>/history.<fmt>")

@@ -23,9 +23,14 @@ def task_kind(task: str) -> TaskKind:
     return TASK_KINDS[task]
 
 
-def media_from_request(kind: TaskKind, upload: FileStorage | None, sample: str | None) -> tuple[Media, dict]:
-    """The uploaded file (checked by decoding it, whatever its name says) or a bundled sample,
-    as the task kind's input; returns the media and what it is (input_info)."""
+def media_from_request(kind: TaskKind, upload: FileStorage | None, sample: str | None,
+                       prompt: str | None = None) -> tuple[Media, dict]:
+    """The uploaded file (checked by decoding it, whatever its name says), a bundled sample, or
+    for a text task the prompt, as the task kind's input; returns the media and its input_info."""
+    if kind.input_kind == "text":
+        if not prompt or not prompt.strip():
+            abort(400, f"{kind.name} needs a prompt (the text the picture should match)")
+        return kind.check_input(prompt.encode(), "prompt.txt")
     has_upload = upload is not None and upload.filename != ""
     if has_upload == bool(sample):
         abort(400, f"send an {kind.input_kind} file or the name of a bundled sample (one of them)")
@@ -46,7 +51,9 @@ def media_from_request(kind: TaskKind, upload: FileStorage | None, sample: str |
 def options_from(fields: Mapping[str, str]) -> dict:
     """Task options sent with a submission (unset ones None); the kind checks them."""
     return {"frames": int_arg(fields, "frames", low=1), "frame_mode": fields.get("frame_mode") or None,
-            "clip_seconds": int_arg(fields, "clip_seconds", low=1)}
+            "clip_seconds": int_arg(fields, "clip_seconds", low=1), "renderer": fields.get("renderer") or None,
+            "size": int_arg(fields, "size", low=1), "render_steps": int_arg(fields, "render_steps", low=1),
+            "guidance": float_arg(fields, "guidance")}
 
 
 def settings_from(fields: Mapping[str, str], llm: str) -> dict:

@@ -67,6 +67,18 @@ def _job_options(fn):
     return fn
 
 
+def _render_options(fn):
+    options = [
+        click.option("--renderer", help="The text-to-image pipeline: diffusers:ID_OR_PATH (required)."),
+        click.option("--size", type=int, help="Width and height of the renders (default 512)."),
+        click.option("--render-steps", type=int, help="Denoising steps per render (default 30)."),
+        click.option("--guidance", type=float, help="Classifier-free guidance scale (default 7.5)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def _audio_options(fn):
     return click.option("--clip-seconds", type=int,
                         help="Seconds per clip; a longer recording's clips are averaged (default 10).")(fn)
@@ -97,9 +109,13 @@ def _job_request(task, input_file, sample, steps, candidates, top_k, seed, patie
     from worker.task_kinds import TASK_KINDS, job_settings
 
     kind = TASK_KINDS[task]
-    if (input_file is None) == (sample is None):
+    if kind.input_kind == "text":  # the input is the prompt itself
+        if input_file is None or sample is not None:
+            raise click.UsageError("give the PROMPT text (and no --sample)")
+        media, info = kind.check_input(input_file.encode(), "prompt.txt")
+    elif (input_file is None) == (sample is None):
         raise click.UsageError(f"give an INPUT {kind.input_kind} file or --sample NAME (one of them)")
-    if input_file:
+    elif input_file:
         media, info = kind.load_file(input_file)
     else:
         media, info = kind.check_input(*sample_input(sample, kind.input_kind))
@@ -135,7 +151,8 @@ def _run_here(request: JobRequest, as_json: bool) -> None:
         raise click.ClickException(f"job {job_id} ran no step")
     best = steps_out[-1]
     if as_json:
-        click.echo(json.dumps({"caption": best["best_text"], "score": best["best_score"],
+        key = "prompt" if request.task == "text-to-image" else "caption"
+        click.echo(json.dumps({key: best["best_text"], "score": best["best_score"],
                                "steps": steps_out, "job_id": job_id}, indent=2))
     else:
         click.echo(best["best_text"])
@@ -176,11 +193,22 @@ def caption_audio(as_json, **job) -> None:
 
 
 @cli.command()
-@click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption"]),
+@_job_options
+@_render_options
+@_user_errors
+def t2i(as_json, **job) -> None:
+    """Rewrite the prompt INPUT for a text-to-image model: each candidate prompt is rendered
+    (--renderer) and the picture scored against the original prompt by the image scorer."""
+    _run_here(_job_request("text-to-image", **job), as_json)
+
+
+@cli.command()
+@click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption", "text-to-image"]),
               default="image-caption", show_default=True)
 @_job_options
 @_video_options
 @_audio_options
+@_render_options
 @_user_errors
 def submit(task, as_json, **job) -> None:
     """Queue a job for the workers (`mils worker`); prints its id."""

@@ -22,8 +22,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import core
-from worker.core import Generator, Scored, Scorer, Settings, State, StepResult, normalize
-from worker.core.optimizer import should_stop
+from worker.core import Generator, Scorer, Settings, State, StepResult, normalize
+from worker.core.optimizer import as_scored, should_stop
 from worker.media import Media
 from worker.store.models import Artifact, Candidate, Job, JobEvent, JobStatus, Step, TopEntry, utcnow
 from worker.task_kinds import TASK_KINDS
@@ -108,13 +108,13 @@ def load_state(session: Session, job_id: int) -> State | None:
         return None
     # In the order they were scored, as in the in-memory State: ties are broken by it.
     rows = session.execute(
-        select(Candidate.text_key, Candidate.text, Candidate.score)
+        select(Candidate.text_key, Candidate.text, Candidate.score, Candidate.details)
         .where(Candidate.job_id == job_id)
         .order_by(Candidate.id)
     )
-    scored = {key: Scored(text, score) for key, text, score in rows}
+    scored = {key: as_scored(text, (score, details) if details else score) for key, text, score, details in rows}
     top = session.execute(
-        select(Candidate.text, Candidate.score)
+        select(Candidate.text_key)
         .join(TopEntry, TopEntry.candidate_id == Candidate.id)
         .where(TopEntry.job_id == job_id, TopEntry.step == last)
         .order_by(TopEntry.rank)
@@ -127,12 +127,17 @@ def load_state(session: Session, job_id: int) -> State | None:
         if flag:
             break
         stale += 1
-    return State(step=last, top=tuple(Scored(t, s) for t, s in top), scored=scored, stale=stale)
+    return State(step=last, top=tuple(scored[key] for key, in top), scored=scored, stale=stale)
 
 
-def _record_step(session: Session, job: Job, result: StepResult, started_at: datetime) -> None:
+def _record_step(session: Session, job: Job, result: StepResult, started_at: datetime,
+                 made: dict[str, Media]) -> None:
+    """Store the step's candidates (with what they made, in `made` by text), the new top K
+    and the step's summary, in the caller's transaction."""
+    artifacts = {text: store_artifact(session, media).sha256 for text, media in made.items()}
     rows = [
-        Candidate(job_id=job.id, step=result.step, text=c.text, text_key=normalize(c.text), score=c.score)
+        Candidate(job_id=job.id, step=result.step, text=c.text, text_key=normalize(c.text), score=c.score,
+                  details=dict(c.details) or None, artifact_sha256=artifacts.get(c.text))
         for c in result.candidates
     ]
     session.add_all(rows)
@@ -303,12 +308,17 @@ def execute_step(
     started_at = utcnow()
     try:
         with _heartbeat(Session, job_id):
-            scorer = kind.adapt_scorer(models.scorer, snapshot.options)  # e.g. frame by frame for a video
+            # e.g. applied frame by frame to a video, or to renders of text-to-image prompts
+            scorer = kind.adapt_scorer(models.scorer, snapshot.options, settings)
             features = _sample_features(snapshot, scorer, data)
             if state is None:
-                result = core.bootstrap(kind.pool, scorer, features, settings)
+                pool = kind.initial_pool(data, snapshot.input_name or "input", snapshot.options)
+                result = core.bootstrap(pool, scorer, features, settings)
             else:
                 result = core.step(state, models.generator, scorer, features, template, settings)
+            # What the candidates made (e.g. renders), read before any lock is taken.
+            made_by = getattr(scorer, "artifact_for", None)
+            made = {c.text: m for c in result.candidates if made_by and (m := made_by(c.text)) is not None}
     except Exception as exc:
         _fail(Session, job_id, exc)
         raise
@@ -318,7 +328,7 @@ def execute_step(
             job = _locked_job(session, job_id)  # a cancel request now waits for this commit
             if next_step_number(session, job_id) != result.step:
                 raise _AlreadyCommitted
-            _record_step(session, job, result, started_at)
+            _record_step(session, job, result, started_at, made)
             if job.status.finished:
                 pass  # cancelled (or failed) while the step ran: the step is kept, the status too
             elif should_stop(result.state, settings):

@@ -208,16 +208,17 @@ CANDIDATE_SORTS: dict[str, list[tuple[ColumnElement, bool]]] = {
     "-score": [(Candidate.score, True), (Candidate.id, False)],
     "score": [(Candidate.score, False), (Candidate.id, False)],
 }
-HISTORY_FIELDS = ["job_id", "step", "rank", "in_top_k", "score", "text"]
+HISTORY_FIELDS = ["job_id", "step", "rank", "in_top_k", "score", "text", "details", "artifact_sha256"]
 
 
 def _candidate_dict(job_id: int, row) -> dict:
     return {"job_id": job_id, "step": row.step, "rank": row.rank, "in_top_k": row.rank is not None,
-            "score": row.score, "text": row.text}
+            "score": row.score, "text": row.text, "details": row.details, "artifact_sha256": row.artifact_sha256}
 
 
 def _candidate_query(job_id: int, step: int | None, top_only: bool, q: str | None) -> Select:
-    query = (select(Candidate.id, Candidate.step, Candidate.rank, Candidate.score, Candidate.text)
+    query = (select(Candidate.id, Candidate.step, Candidate.rank, Candidate.score, Candidate.text,
+                    Candidate.details, Candidate.artifact_sha256)
              .where(Candidate.job_id == job_id))
     if step is not None:
         query = query.where(Candidate.step == step)
@@ -261,7 +262,7 @@ def history_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     for i, row in enumerate(rows, 1):
-        writer.writerow(row)
+        writer.writerow({**row, "details": json.dumps(row["details"]) if row["details"] else ""})
         if i % flush_every == 0:
             yield buffer.getvalue()
             buffer.seek(0)

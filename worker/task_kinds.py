@@ -7,51 +7,68 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.core import Scorer, Settings, SettingsError
-from worker.media import Media, decode_image, image_media, read_media_file
-from worker.models import ModelLoadError
-from worker.templates import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, CaptionTemplate
+from worker.media import Media, MediaError, decode_image, image_media, read_media_file
+from worker.models import ModelLoadError, check_renderer_spec
+from worker.core.optimizer import PromptTemplate
+from worker.templates import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, PromptRewriteTemplate
 
 
 @dataclass(frozen=True)
 class Option:
-    """A task option: its default, and either its choices or its integer bounds."""
+    """A task option: its type and default (None: it must be given), and its choices or bounds."""
 
     default: Any
     help: str
+    type: type = int
     choices: tuple[str, ...] = ()
-    low: int | None = None
-    high: int | None = None
+    low: float | None = None
+    high: float | None = None
+    validate: Callable[[Any], None] | None = None  # raises with a message when the value is wrong
 
     def check(self, name: str, value: Any) -> Any:
+        value = self._typed(name, value)
+        if self.validate is not None:
+            self.validate(value)
+        return value
+
+    def _typed(self, name: str, value: Any) -> Any:
         if self.choices:
             if value not in self.choices:
                 raise SettingsError(f"{name} must be one of {', '.join(self.choices)}, not {value!r}")
             return value
+        if self.type is str:
+            text = str(value).strip()
+            if not text:
+                raise SettingsError(f"{name} must not be empty")
+            return text
         try:
-            number = int(value)
+            number = self.type(value)
+            if self.type is int and number != float(value):
+                raise ValueError
         except (TypeError, ValueError):
-            raise SettingsError(f"{name} must be a whole number, not {value!r}") from None
+            kind = "a whole number" if self.type is int else "a number"
+            raise SettingsError(f"{name} must be {kind}, not {value!r}") from None
         if not (self.low is None or number >= self.low) or not (self.high is None or number <= self.high):
             raise SettingsError(f"{name} must be between {self.low} and {self.high}, not {number}")
         return number
 
 
-def _same_scorer(scorer: Scorer, _options: Mapping[str, Any]) -> Scorer:
+def _same_scorer(scorer: Scorer, _options: Mapping[str, Any], _settings: Settings) -> Scorer:
     return scorer
 
 
 @dataclass(frozen=True)
 class TaskKind:
     name: str
-    input_kind: str  # "image" | "video" | "audio": what the CLI, the form and the API accept for it
-    template: CaptionTemplate
-    pool_file: str  # in worker/data
+    input_kind: str  # "image" | "video" | "audio" | "text": what the CLI, the form and the API accept
+    template: PromptTemplate
+    pool_file: str  # in worker/data ("" when the pool comes from the input, pool_from_input)
     # At submission: check the input bytes; returns the stored media and what it is (input_info).
     check_input: Callable[[bytes, str], tuple[Media, dict]]
     # In the worker: input bytes, name, options -> what the scorer encodes.
@@ -62,9 +79,11 @@ class TaskKind:
     embedded_settings: Settings
     options: Mapping[str, Option] = field(default_factory=dict)
     # The job's scorer (by its spec) made fit for this input, e.g. applied frame by frame.
-    adapt_scorer: Callable[[Scorer, Mapping[str, Any]], Scorer] = _same_scorer
-    # The template's subject from the input's info (e.g. "a 12-second video").
-    subject: Callable[[Mapping[str, Any]], str] | None = None
+    adapt_scorer: Callable[[Scorer, Mapping[str, Any], Settings], Scorer] = _same_scorer
+    # The initial pool from the input (e.g. plain rewrites of a prompt), instead of pool_file.
+    pool_from_input: Callable[[Any], Sequence[str]] | None = None
+    # Fields of the template set from the input's info (e.g. subject="a 12-second video").
+    subject: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
     # Scorer specs this kind cannot use, and why (checked before a job is stored).
     refused_scorers: Mapping[str, str] = field(default_factory=dict)
 
@@ -77,18 +96,30 @@ class TaskKind:
         text = (importlib.resources.files("worker") / "data" / self.pool_file).read_text("utf-8")
         return tuple(line.strip() for line in text.splitlines() if line.strip())
 
-    def template_for(self, input_info: Mapping[str, Any]) -> CaptionTemplate:
+    def initial_pool(self, data: bytes, name: str, options: Mapping[str, Any]) -> Sequence[str]:
+        if self.pool_from_input is None:
+            return self.pool
+        return self.pool_from_input(self.decode(data, name, options))
+
+    def template_for(self, input_info: Mapping[str, Any]) -> PromptTemplate:
         if self.subject is None:
             return self.template
-        return dataclasses.replace(self.template, subject=self.subject(input_info))
+        return dataclasses.replace(self.template, **self.subject(input_info))
 
     def job_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The kind's options with what the user gave (None = not given), checked."""
         unknown = sorted(k for k, v in given.items() if v is not None and k not in self.options)
         if unknown:
             raise SettingsError(f"{self.name} has no option {', '.join(unknown)}")
-        return {name: option.check(name, given[name]) if given.get(name) is not None else option.default
-                for name, option in self.options.items()}
+        options = {}
+        for name, option in self.options.items():
+            if given.get(name) is not None:
+                options[name] = option.check(name, given[name])
+            elif option.default is None:
+                raise SettingsError(f"{self.name} needs {name}: {option.help}")
+            else:
+                options[name] = option.default
+        return options
 
     def load_file(self, path: str | Path) -> tuple[Media, dict]:
         return self.check_input(read_media_file(path), Path(path).name)
@@ -119,7 +150,7 @@ def _decode_video(data: bytes, name: str, options: Mapping[str, Any]) -> list:
     return sample_frames(data, name, options["frames"])
 
 
-def _frame_scorer(scorer: Scorer, options: Mapping[str, Any]) -> Scorer:
+def _frame_scorer(scorer: Scorer, options: Mapping[str, Any], _settings: Settings) -> Scorer:
     from worker.models.frames import FrameScorer
 
     return FrameScorer(scorer, options["frame_mode"])
@@ -127,7 +158,7 @@ def _frame_scorer(scorer: Scorer, options: Mapping[str, Any]) -> Scorer:
 
 def _video_subject(info: Mapping[str, Any]) -> str:
     seconds = info.get("duration") or 0
-    return f"a {seconds:.0f}-second video" if seconds >= 1 else "a very short video"
+    return {"subject": f"a {seconds:.0f}-second video" if seconds >= 1 else "a very short video"}
 
 
 # --------------------------------------------------------------------------- audio
@@ -147,8 +178,60 @@ def _decode_audio(data: bytes, name: str, options: Mapping[str, Any]):
 
 
 def _audio_subject(info: Mapping[str, Any]) -> str:
-    return f"a {max(info.get('duration') or 0, 1):.0f}-second sound recording"
+    return {"subject": f"a {max(info.get('duration') or 0, 1):.0f}-second sound recording"}
 
+
+# --------------------------------------------------------------------------- text to image
+
+MAX_PROMPT_CHARS = 1000
+
+
+def _check_prompt(data: bytes, name: str) -> tuple[Media, dict]:
+    try:
+        prompt = " ".join(data.decode("utf-8").split())
+    except UnicodeDecodeError:
+        raise MediaError(f"{name}: the prompt is not UTF-8 text") from None
+    if len(prompt) < 3:
+        raise MediaError(f"{name}: the prompt is empty or too short")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise MediaError(f"{name}: {len(prompt)} characters is over the {MAX_PROMPT_CHARS}-character limit")
+    data = prompt.encode()
+    return Media(data=data, media_type="text/plain; charset=utf-8", name=name), {"prompt": prompt}
+
+
+# Plain rewrites of the original prompt: step 0's pool (every one is rendered, so it is small).
+PROMPT_FRAMINGS = ["{p}", "A photo of {p}", "{p}, highly detailed", "{p}, professional photograph, sharp focus",
+                   "A painting of {p}", "{p}, cinematic lighting", "A close-up of {p}", "{p}, wide shot",
+                   "A digital illustration of {p}", "{p}, natural light, 35mm photo"]
+
+
+def _prompt_pool(prompt: str) -> list[str]:
+    p = prompt.rstrip(" .")
+    lowered = p[0].lower() + p[1:] if p[:1].isupper() and not p[1:2].isupper() else p
+    return [f.format(p=lowered if not f.startswith("{p}") else p) for f in PROMPT_FRAMINGS]
+
+
+def _render_scorer(scorer: Scorer, options: Mapping[str, Any], settings: Settings) -> Scorer:
+    from worker.models.render import Renderer, RenderScorer
+
+    renderer = Renderer(options["renderer"], seed=settings.seed, size=options["size"],
+                        steps=options["render_steps"], guidance=options["guidance"])
+    return RenderScorer(scorer, renderer)
+
+
+def _multiple_of_8(size: int) -> None:
+    if size % 8:
+        raise SettingsError(f"size must be a multiple of 8 (the latent grid), not {size}")
+
+
+RENDER_OPTIONS = {
+    "renderer": Option(None, "the text-to-image pipeline, diffusers:ID_OR_PATH (no weights are offline here)",
+                       type=str, validate=check_renderer_spec),
+    "size": Option(512, "width and height of the renders in pixels, a multiple of 8", low=16, high=2048,
+                   validate=_multiple_of_8),
+    "render_steps": Option(30, "denoising steps per render", low=1, high=200),
+    "guidance": Option(7.5, "classifier-free guidance scale", type=float, low=0.0, high=50.0),
+}
 
 PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)
 EMBEDDED = Settings(steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
@@ -200,6 +283,20 @@ TASK_KINDS: dict[str, TaskKind] = {
             "audio-caption needs an audio-text scorer: --scorer clap:ID_OR_PATH (e.g. "
             "clap:laion/clap-htsat-unfused); the embedded scorer sees images only, and no CLAP "
             "weights are installed offline (see README)")},
+    ),
+    "text-to-image": TaskKind(
+        name="text-to-image",
+        input_kind="text",
+        template=PromptRewriteTemplate(),
+        pool_file="",
+        check_input=_check_prompt,
+        decode=lambda data, _name, _options: data.decode("utf-8"),
+        paper_settings=PAPER.replace(max_words=40),
+        embedded_settings=EMBEDDED.replace(max_words=30),
+        options=RENDER_OPTIONS,
+        adapt_scorer=_render_scorer,
+        pool_from_input=_prompt_pool,
+        subject=lambda info: {"original": info.get("prompt", "")},
     ),
 }
 

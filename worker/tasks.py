@@ -31,9 +31,15 @@ CPU_SPECS = ("embedded", "py:")
 REAP_EVERY_SECONDS = float(os.environ.get("MILS_REAP_SECONDS", "30"))
 
 
-def queue_for(generator: str, scorer: str) -> str:
-    on_cpu = all(spec.startswith(CPU_SPECS) for spec in (generator, scorer))
+def queue_for(*specs: str) -> str:
+    """The queue of a job whose models (generator, scorer, and e.g. a renderer) are `specs`."""
+    on_cpu = all(spec.startswith(CPU_SPECS) for spec in specs)
     return "default" if on_cpu else "gpu"
+
+
+def job_queue(job: Job) -> str:
+    renderer = (job.options or {}).get("renderer")
+    return queue_for(job.generator, job.scorer, *([renderer] if renderer else []))
 
 
 class BrokerError(RuntimeError):
@@ -62,9 +68,10 @@ def submit(Session: sessionmaker[Session], *, task: str, media: Media, generator
     before anything is stored. A BrokerError after this means the job is stored, not queued."""
     check_specs(generator, scorer)
     with Session.begin() as session:
-        job_id = create_job(session, task=task, settings=settings, generator=generator, scorer=scorer,
-                            media=media, options=options, input_info=input_info).id
-    enqueue(job_id, 0, queue_for(generator, scorer))  # after the commit: the step must find its job
+        job = create_job(session, task=task, settings=settings, generator=generator, scorer=scorer,
+                         media=media, options=options, input_info=input_info)
+        job_id, queue = job.id, job_queue(job)
+    enqueue(job_id, 0, queue)  # after the commit: the step must find its job
     return job_id
 
 
@@ -73,7 +80,7 @@ def resume_job(Session: sessionmaker[Session], job_id: int) -> int:
     with Session.begin() as session:
         step = resume(session, job_id)
         job = session.get(Job, job_id)
-        queue = queue_for(job.generator, job.scorer)
+        queue = job_queue(job)
     enqueue(job_id, step, queue)
     return step
 
@@ -99,7 +106,7 @@ def run_step(job_id: int, step: int) -> None:
         # finished goes on, whatever its status says now (a reaper may have marked it while this
         # step ran); a cancel requested since is honoured by the next step, before it runs.
         if job is not None and not job.status.finished:
-            enqueue(job_id, result.step + 1, queue_for(job.generator, job.scorer))
+            enqueue(job_id, result.step + 1, job_queue(job))
 
 
 def reap_once() -> int:
@@ -108,7 +115,7 @@ def reap_once() -> int:
     with Session.begin() as session:
         resumed = reap(session)
         jobs = {job_id: session.get(Job, job_id) for job_id, _ in resumed}  # already loaded
-        queues = {job_id: queue_for(job.generator, job.scorer) for job_id, job in jobs.items()}
+        queues = {job_id: job_queue(job) for job_id, job in jobs.items()}
     done = 0
     for job_id, step in resumed:
         log.warning("job %s was interrupted; resuming it from step %s", job_id, step)

@@ -56,3 +56,30 @@ AUDIO_CAPTION = CaptionTemplate(
         "sound, what it does and where it seems to be. You never explain yourself."
     ),
 )
+
+
+@dataclass(frozen=True)
+class PromptRewriteTemplate:
+    """Text-to-image prompt rewriting: the scored texts are prompts, judged by the picture a
+    text-to-image model makes from them against the user's original description."""
+
+    original: str = ""  # set per job (see task_kinds)
+    system: str = (
+        "You write prompts for a text-to-image model. A good prompt names the subject, the "
+        "setting, the composition, the lighting and the style in concrete words. You never "
+        "explain yourself."
+    )
+
+    def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
+        lines = "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
+        user = (
+            f'We want a picture that matches this description: "{self.original}".\n'
+            "Each prompt below was given to a text-to-image model, and a judge scored the picture "
+            "it made against the description; a higher score means a better match.\n\n"
+            f"Prompts, best first (score: prompt):\n{lines}\n\n"
+            f"Write {n} new prompts that would make pictures scoring higher than all of these. Keep "
+            "what the best ones get right, add concrete visual details and try different wordings. "
+            f"Each prompt at most {max_words} words. Do not repeat a prompt above and do not write "
+            f"scores. Answer with a numbered list of {n} prompts and nothing else."
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]

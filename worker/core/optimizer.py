@@ -22,6 +22,17 @@ from worker.core.settings import Settings
 class Scored:
     text: str
     score: float
+    # The parts of the score worth showing the generator, e.g. (("style", 0.12), ("content", 0.4)).
+    details: tuple[tuple[str, float], ...] = ()
+
+
+def as_scored(text: str, score: Any) -> Scored:
+    """A scorer's answer for one text: a number, or (number, {part: value}) when the score has
+    parts (see Scorer.score)."""
+    if isinstance(score, tuple):
+        total, parts = score
+        return Scored(text, float(total), tuple((k, float(v)) for k, v in parts.items()))
+    return Scored(text, float(score))
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,7 @@ def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Sett
     started = time.perf_counter()
     scores = scorer.score_pool(features, texts)
     scoring_seconds = time.perf_counter() - started
-    candidates = tuple(Scored(t, float(s)) for t, s in zip(texts, scores, strict=True))
+    candidates = tuple(as_scored(t, s) for t, s in zip(texts, scores, strict=True))
     rng = random.Random(derive_seed(settings.seed, 0))
     state = State(
         step=0,
@@ -159,21 +170,21 @@ def step(
     generated = time.perf_counter()
     scores = scorer.score(features, texts) if texts else []
     scoring_seconds = time.perf_counter() - generated
-    candidates = tuple(Scored(t, float(s)) for t, s in zip(texts, scores, strict=True))
+    candidates = tuple(as_scored(t, s) for t, s in zip(texts, scores, strict=True))
 
-    scored = dict(state.scored)
-    scored.update((normalize(c.text), c) for c in candidates)
+    seen = dict(state.scored)
+    seen.update((normalize(c.text), c) for c in candidates)
     # Old top first: on equal scores the incumbent stays, so the best never goes down.
     pool = list(state.top) + list(candidates)
     if settings.epsilon > 0.0:  # exploration may pick any candidate scored so far
         in_pool = set(pool)
-        pool += [c for c in scored.values() if c not in in_pool]
+        pool += [c for c in seen.values() if c not in in_pool]
     rng = random.Random(derive_seed(settings.seed, number))
     top = select_top(pool, settings.top_k, settings.epsilon, rng)
     improved = _improved(greedy_top(list(state.scored.values()), settings.top_k),
-                         greedy_top(list(scored.values()), settings.top_k))
+                         greedy_top(list(seen.values()), settings.top_k))
     assert top[0].score >= state.best.score, "elitism: the best score went down"
-    new_state = State(number, top, scored, 0 if improved else state.stale + 1)
+    new_state = State(number, top, seen, 0 if improved else state.stale + 1)
     return StepResult(number, candidates, new_state, improved, generated - started, scoring_seconds)
 
 

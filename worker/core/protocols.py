@@ -39,8 +39,9 @@ class Scorer(Protocol):
         """Features of the test sample, computed once per job."""
         ...
 
-    def score(self, features: Any, texts: Sequence[str]) -> list[float]:
-        """One score per text."""
+    def score(self, features: Any, texts: Sequence[str]) -> list[Any]:
+        """One score per text: a float, or (float, {part: value}) when the score is made of
+        parts the generator should see (e.g. style and content distances)."""
         ...
 
     def score_pool(self, features: Any, pool: Sequence[str]) -> list[float]:

@@ -64,6 +64,15 @@ def check_scorer_spec(spec: str) -> None:
         raise ModelLoadError(f"CLAP {spec.removeprefix('clap:')!r}: no such directory")
 
 
+def check_renderer_spec(spec: str) -> None:
+    """Refuse a renderer spec that cannot work, before a job with it is stored."""
+    if not spec.startswith("diffusers:") or spec == "diffusers:":
+        raise ModelLoadError(f"unknown renderer {spec!r}: use 'diffusers:ID_OR_PATH'")
+    source = spec.removeprefix("diffusers:")
+    if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
+        raise ModelLoadError(f"diffusers pipeline {source!r}: no such directory")
+
+
 @functools.cache
 def load_scorer(spec: str = DEFAULT_SCORER, device: str | None = None) -> Scorer:
     check_scorer_spec(spec)

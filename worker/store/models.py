@@ -151,6 +151,10 @@ class Candidate(Base):
     score: Mapped[float]
     # Rank in the top K right after its own step (1 = best), or None when it did not make it.
     rank: Mapped[int | None]
+    # The parts of the score the generator was shown (e.g. {"style": .., "content": ..}).
+    details: Mapped[dict[str, Any] | None]
+    # What the candidate made, when it makes something (a text-to-image render).
+    artifact_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
 
 
 class TopEntry(Base):
