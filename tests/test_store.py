@@ -25,7 +25,7 @@ from worker.models import ModelLoadError
 from worker.store import db as store_db
 from worker.store.db import SchemaError, alembic_config, open_store, schema_revision, upgrade
 from worker.store.models import Candidate, Job, JobStatus, Step, TopEntry
-from worker.task_kinds import TASK_KINDS
+from worker.task_kinds import TASK_KINDS, JobInput
 
 TARGET = "a small orange cat sleeping on a red wooden chair in the garden"
 EXTRA = ["sleeping", "kitten", "orange", "chair", "garden", "wooden"]
@@ -280,7 +280,7 @@ def test_load_state_equals_the_in_memory_state(Session, epsilon):
     media = png_media()
     scorer = HiddenCaptionScorer(TARGET)
     in_memory = list(run(KIND.pool, ScriptedGenerator(extra_words=EXTRA), scorer,
-                         KIND.decode(media.data, media.name, {}), KIND.template, settings))
+                         KIND.decode(JobInput(media.data, media.name, {}, settings)), KIND.template, settings))
     assert any(r.improved for r in in_memory[1:]) and any(not r.improved for r in in_memory[1:])
 
     job_id = new_job(Session, settings, media)

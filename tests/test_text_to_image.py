@@ -20,7 +20,7 @@ from services import mils_executable
 from tiny_pipelines import build_text_to_image
 
 from worker.models.render import Renderer
-from worker.task_kinds import TASK_KINDS
+from worker.task_kinds import TASK_KINDS, JobInput
 
 ROOT = Path(__file__).resolve().parent.parent
 T2I = TASK_KINDS["text-to-image"]
@@ -66,7 +66,7 @@ def test_mils_t2i_rewrites_a_prompt_and_keeps_every_render(pipeline, tmp_path):
     assert len(best) == 3 and best == sorted(best) and result["prompt"] == result["steps"][-1]["best_text"]
     history = list(__import__("csv").DictReader(io.StringIO(
         _mils("history", str(result["job_id"]), home=home).stdout)))
-    assert len(history) >= len(T2I.initial_pool(PROMPT.encode(), "p", {})) + 1
+    assert len(history) >= len(T2I.initial_pool(JobInput(PROMPT.encode(), "p", {}, T2I.paper_settings))) + 1
     renders = {row["artifact_sha256"] for row in history}
     assert "" not in renders and len(renders) == len(history)  # one render per candidate prompt
     summary = json.loads(_mils("status", str(result["job_id"]), "--json", home=home).stdout)

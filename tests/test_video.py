@@ -26,7 +26,7 @@ from worker.media import MediaError
 from worker.media.video import MAX_VIDEO_SECONDS, pan_video, probe_video, sample_frames
 from worker.models.frames import FrameScorer
 from worker.samples import sample_path
-from worker.task_kinds import TASK_KINDS
+from worker.task_kinds import TASK_KINDS, JobInput
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = TASK_KINDS["video-caption"]
@@ -110,7 +110,8 @@ def test_a_webm_and_an_animated_gif_are_videos_too():
     webm = grey_video(range(0, 120, 10), codec="libvpx-vp9", fmt="webm")
     media, info = VIDEO.check_input(webm, "clip.webm")
     assert media.media_type == "video/webm" and info["codec"] == "vp9"
-    assert len(VIDEO.decode(webm, "clip.webm", {"frames": 3, "frame_mode": "pooled"})) == 3
+    job = JobInput(webm, "clip.webm", {"frames": 3, "frame_mode": "pooled"}, VIDEO.embedded_settings)
+    assert len(VIDEO.decode(job)) == 3
 
 
 # --------------------------------------------------------------------------- scoring frames

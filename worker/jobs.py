@@ -26,7 +26,7 @@ from worker.core import Generator, Scorer, Settings, State, StepResult, normaliz
 from worker.core.optimizer import as_scored, should_stop
 from worker.media import Media
 from worker.store.models import Artifact, Candidate, Job, JobEvent, JobStatus, Step, TopEntry, utcnow
-from worker.task_kinds import TASK_KINDS
+from worker.task_kinds import TASK_KINDS, JobInput
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,10 @@ def _record_step(session: Session, job: Job, result: StepResult, started_at: dat
 _features: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
 
-def _sample_features(job: _JobSnapshot, scorer: Scorer, data: bytes) -> Any:
-    key = (scorer.name, job.input_sha256 or "", json.dumps(job.options, sort_keys=True))
+def _sample_features(job: _JobSnapshot, scorer: Scorer) -> Any:
+    key = (scorer.name, job.input_sha256 or "", json.dumps(dict(job.input.options), sort_keys=True))
     if key not in _features:
-        sample = TASK_KINDS[job.task].decode(data, job.input_name or "input", job.options)
+        sample = TASK_KINDS[job.task].decode(job.input)
         _features[key] = scorer.encode_sample(sample)
         while len(_features) > 8:
             _features.popitem(last=False)
@@ -264,8 +264,7 @@ def execute_step(
             _set_status(session, job, JobStatus.SUCCEEDED)
             return None
         kind = TASK_KINDS[job.task]
-        data = job.input.data if job.input else b""
-        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, job.input_name, dict(job.options or {}))
+        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, _job_input(session, job, settings))
         template = kind.template_for(job.input_info or {})
         specs = (job.generator, job.scorer)
 
@@ -309,10 +308,10 @@ def execute_step(
     try:
         with _heartbeat(Session, job_id):
             # e.g. applied frame by frame to a video, or to renders of text-to-image prompts
-            scorer = kind.adapt_scorer(models.scorer, snapshot.options, settings)
-            features = _sample_features(snapshot, scorer, data)
+            scorer = kind.adapt_scorer(models.scorer, snapshot.input)
+            features = _sample_features(snapshot, scorer)
             if state is None:
-                pool = kind.initial_pool(data, snapshot.input_name or "input", snapshot.options)
+                pool = kind.initial_pool(snapshot.input)
                 result = core.bootstrap(pool, scorer, features, settings)
             else:
                 result = core.step(state, models.generator, scorer, features, template, settings)
@@ -360,8 +359,22 @@ class _JobSnapshot:
     id: int
     task: str
     input_sha256: str | None
-    input_name: str | None
-    options: dict[str, Any]
+    input: JobInput
+
+
+ATTACHMENT_SUFFIX = "_sha256"  # an option naming other stored media by hash (e.g. style_sha256)
+
+
+def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
+    attachments = {}
+    for name, value in (job.options or {}).items():
+        if name.endswith(ATTACHMENT_SUFFIX) and value:
+            artifact = session.get(Artifact, value)
+            if artifact is None:
+                raise JobError(f"job {job.id}: its {name} {value} is not stored")
+            attachments[name.removesuffix(ATTACHMENT_SUFFIX)] = artifact.data
+    return JobInput(data=job.input.data if job.input else b"", name=job.input_name or "input",
+                    options=dict(job.options or {}), settings=settings, attachments=attachments)
 
 
 def _fail(Session: sessionmaker[Session], job_id: int, exc: Exception) -> None:

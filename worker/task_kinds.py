@@ -59,8 +59,24 @@ class Option:
         return number
 
 
-def _same_scorer(scorer: Scorer, _options: Mapping[str, Any], _settings: Settings) -> Scorer:
+@dataclass(frozen=True)
+class JobInput:
+    """What a kind's worker-side functions get: the stored input and the job's choices."""
+
+    data: bytes
+    name: str
+    options: Mapping[str, Any]
+    settings: Settings
+    # Other stored media the options name by hash (option "style_sha256" -> its bytes).
+    attachments: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def _same_scorer(scorer: Scorer, _job: JobInput) -> Scorer:
     return scorer
+
+
+def _no_scorer_check(_spec: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,35 +87,29 @@ class TaskKind:
     pool_file: str  # in worker/data ("" when the pool comes from the input, pool_from_input)
     # At submission: check the input bytes; returns the stored media and what it is (input_info).
     check_input: Callable[[bytes, str], tuple[Media, dict]]
-    # In the worker: input bytes, name, options -> what the scorer encodes.
-    decode: Callable[[bytes, str, Mapping[str, Any]], Any]
+    # In the worker: the job's input -> what the scorer encodes.
+    decode: Callable[[JobInput], Any]
     # The paper's settings, for real models on a GPU.
     paper_settings: Settings
     # What the embedded offline models can do on 2 CPU cores in minutes (see README).
     embedded_settings: Settings
     options: Mapping[str, Option] = field(default_factory=dict)
     # The job's scorer (by its spec) made fit for this input, e.g. applied frame by frame.
-    adapt_scorer: Callable[[Scorer, Mapping[str, Any], Settings], Scorer] = _same_scorer
+    adapt_scorer: Callable[[Scorer, JobInput], Scorer] = _same_scorer
     # The initial pool from the input (e.g. plain rewrites of a prompt), instead of pool_file.
-    pool_from_input: Callable[[Any], Sequence[str]] | None = None
+    pool_from_input: Callable[[JobInput], Sequence[str]] | None = None
     # Fields of the template set from the input's info (e.g. subject="a 12-second video").
     subject: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
-    # Scorer specs this kind cannot use, and why (checked before a job is stored).
-    refused_scorers: Mapping[str, str] = field(default_factory=dict)
-
-    def check_scorer(self, spec: str) -> None:
-        if spec in self.refused_scorers:
-            raise ModelLoadError(self.refused_scorers[spec])
+    # Refuses (ModelLoadError) a scorer spec this kind cannot use, before a job is stored.
+    check_scorer: Callable[[str], None] = _no_scorer_check
 
     @functools.cached_property
     def pool(self) -> tuple[str, ...]:
         text = (importlib.resources.files("worker") / "data" / self.pool_file).read_text("utf-8")
         return tuple(line.strip() for line in text.splitlines() if line.strip())
 
-    def initial_pool(self, data: bytes, name: str, options: Mapping[str, Any]) -> Sequence[str]:
-        if self.pool_from_input is None:
-            return self.pool
-        return self.pool_from_input(self.decode(data, name, options))
+    def initial_pool(self, job: JobInput) -> Sequence[str]:
+        return self.pool if self.pool_from_input is None else self.pool_from_input(job)
 
     def template_for(self, input_info: Mapping[str, Any]) -> PromptTemplate:
         if self.subject is None:
@@ -144,16 +154,16 @@ def _check_video(data: bytes, name: str) -> tuple[Media, dict]:
     return media, info.to_dict()
 
 
-def _decode_video(data: bytes, name: str, options: Mapping[str, Any]) -> list:
+def _decode_video(job: JobInput) -> list:
     from worker.media.video import sample_frames
 
-    return sample_frames(data, name, options["frames"])
+    return sample_frames(job.data, job.name, job.options["frames"])
 
 
-def _frame_scorer(scorer: Scorer, options: Mapping[str, Any], _settings: Settings) -> Scorer:
+def _frame_scorer(scorer: Scorer, job: JobInput) -> Scorer:
     from worker.models.frames import FrameScorer
 
-    return FrameScorer(scorer, options["frame_mode"])
+    return FrameScorer(scorer, job.options["frame_mode"])
 
 
 def _video_subject(info: Mapping[str, Any]) -> str:
@@ -171,10 +181,18 @@ def _check_audio(data: bytes, name: str) -> tuple[Media, dict]:
     return media, info.to_dict()
 
 
-def _decode_audio(data: bytes, name: str, options: Mapping[str, Any]):
+def _decode_audio(job: JobInput):
     from worker.media.audio import AudioInput
 
-    return AudioInput(data, name, options["clip_seconds"])
+    return AudioInput(job.data, job.name, job.options["clip_seconds"])
+
+
+def _needs_an_audio_scorer(spec: str) -> None:
+    if spec == "embedded":
+        raise ModelLoadError(
+            "audio-caption needs an audio-text scorer: --scorer clap:ID_OR_PATH (e.g. "
+            "clap:laion/clap-htsat-unfused); the embedded scorer sees images only, and no CLAP "
+            "weights are installed offline (see README)")
 
 
 def _audio_subject(info: Mapping[str, Any]) -> str:
@@ -205,16 +223,17 @@ PROMPT_FRAMINGS = ["{p}", "A photo of {p}", "{p}, highly detailed", "{p}, profes
                    "A digital illustration of {p}", "{p}, natural light, 35mm photo"]
 
 
-def _prompt_pool(prompt: str) -> list[str]:
-    p = prompt.rstrip(" .")
+def _prompt_pool(job: JobInput) -> list[str]:
+    p = job.data.decode("utf-8").rstrip(" .")
     lowered = p[0].lower() + p[1:] if p[:1].isupper() and not p[1:2].isupper() else p
     return [f.format(p=lowered if not f.startswith("{p}") else p) for f in PROMPT_FRAMINGS]
 
 
-def _render_scorer(scorer: Scorer, options: Mapping[str, Any], settings: Settings) -> Scorer:
+def _render_scorer(scorer: Scorer, job: JobInput) -> Scorer:
     from worker.models.render import Renderer, RenderScorer
 
-    renderer = Renderer(options["renderer"], seed=settings.seed, size=options["size"],
+    options = job.options
+    renderer = Renderer(options["renderer"], seed=job.settings.seed, size=options["size"],
                         steps=options["render_steps"], guidance=options["guidance"])
     return RenderScorer(scorer, renderer)
 
@@ -244,7 +263,7 @@ TASK_KINDS: dict[str, TaskKind] = {
         template=IMAGE_CAPTION,
         pool_file="image_caption_pool.txt",
         check_input=_check_image,
-        decode=lambda data, name, _options: decode_image(data, name),
+        decode=lambda job: decode_image(job.data, job.name),
         paper_settings=PAPER,
         embedded_settings=EMBEDDED,
     ),
@@ -279,10 +298,7 @@ TASK_KINDS: dict[str, TaskKind] = {
         options={"clip_seconds": Option(10, "seconds per clip; a longer recording's clips are averaged",
                                         low=1, high=30)},
         subject=_audio_subject,
-        refused_scorers={"embedded": (
-            "audio-caption needs an audio-text scorer: --scorer clap:ID_OR_PATH (e.g. "
-            "clap:laion/clap-htsat-unfused); the embedded scorer sees images only, and no CLAP "
-            "weights are installed offline (see README)")},
+        check_scorer=_needs_an_audio_scorer,
     ),
     "text-to-image": TaskKind(
         name="text-to-image",
@@ -290,7 +306,7 @@ TASK_KINDS: dict[str, TaskKind] = {
         template=PromptRewriteTemplate(),
         pool_file="",
         check_input=_check_prompt,
-        decode=lambda data, _name, _options: data.decode("utf-8"),
+        decode=lambda job: job.data.decode("utf-8"),
         paper_settings=PAPER.replace(max_words=40),
         embedded_settings=EMBEDDED.replace(max_words=30),
         options=RENDER_OPTIONS,
