@@ -74,7 +74,7 @@ def test_mils_t2i_rewrites_a_prompt_and_keeps_every_render(pipeline, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["t2i", PROMPT], r"text-to-image needs renderer"),
+    (["t2i", PROMPT], r"text-to-image needs the text-to-image pipeline, diffusers:ID_OR_PATH"),
     (["t2i", PROMPT, "--renderer", "stable-diffusion"], r"unknown renderer 'stable-diffusion'"),
     (["t2i", PROMPT, "--renderer", "diffusers:/no/such/pipeline"], r"'/no/such/pipeline': no such directory"),
     (["t2i", " ", "--renderer", "{pipeline}"], r"prompt.txt: the prompt is empty or too short"),
@@ -121,7 +121,7 @@ def test_the_api_and_pages_show_renders(pipeline, pg_url, tmp_path):
         refused = client.post("/api/jobs", data={"task": "text-to-image", "renderer": pipeline})
         assert refused.status_code == 400 and "needs a prompt" in refused.get_json()["error"]["message"]
         no_renderer = client.post("/api/jobs", data={"task": "text-to-image", "prompt": PROMPT})
-        assert no_renderer.status_code == 400 and "needs renderer" in no_renderer.get_json()["error"]["message"]
+        assert no_renderer.status_code == 400 and "needs the text-to-image pipeline" in no_renderer.get_json()["error"]["message"]
         assert [j["id"] for j in client.get("/api/jobs").get_json()["jobs"]] == [job["id"]]
     finally:
         _use_broker(before)

@@ -14,7 +14,7 @@ from web import auth
 from web.db import get_session, session_factory
 from web.downloads import artifact_response, history_response, input_response
 from web.params import candidate_args, job_list_args
-from web.submission import media_from_request, options_from, settings_from, submit_job, task_kind
+from web.submission import attachments_from, media_from_request, options_from, settings_from, submit_job, task_kind
 from worker.lifecycle import cancel
 from worker.queries import candidates_page, count_candidates, get_job, job_detail, list_jobs, summarize
 from worker.tasks import BrokerError, resume_job
@@ -43,7 +43,8 @@ def create_job():
     try:
         job_id = submit_job(kind=kind, media=media, input_info=input_info, llm=llm,
                             scorer=form.get("scorer") or "embedded", overrides=settings_from(form, llm),
-                            options=options_from(form))
+                            options=options_from(form),
+                            attachments=attachments_from(kind, request.files.get("style_file"), form.get("style_sample")))
     except BrokerError as exc:  # stored, not queued: say so, with the id to resume it by
         return jsonify({"error": {"status": 503, "message": str(exc), "job_id": exc.job_id}}), 503
     body = job_detail(get_session(), job_id) | {"links": _links(job_id)}

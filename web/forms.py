@@ -21,6 +21,7 @@ EMBEDDED, PAPER = _defaults("image-caption")
 VIDEO = TASK_KINDS["video-caption"]
 AUDIO = TASK_KINDS["audio-caption"]
 T2I = TASK_KINDS["text-to-image"]
+STYLE = TASK_KINDS["style-transfer"]
 
 
 class SubmitForm(FlaskForm):
@@ -75,9 +76,22 @@ class SubmitForm(FlaskForm):
     guidance = FloatField("Guidance", validators=[Optional(), NumberRange(0, 50)], default=T2I.options["guidance"].default,
                           description=T2I.options["guidance"].help.capitalize() + ".")
 
+    style_image = FileField("Style image", description="The artwork whose style the edits should take.")
+    style_sample = SelectField("…or a bundled photo as the style", default="",
+                               choices=[SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)])
+    editor = StringField("Editor", validators=[Optional()],
+                         description=STYLE.options["editor"].help.capitalize() + ".")
+    image_guidance = FloatField("Image guidance", validators=[Optional(), NumberRange(0, 50)],
+                                default=STYLE.options["image_guidance"].default,
+                                description=STYLE.options["image_guidance"].help.capitalize() + ".")
+    content_weight = FloatField("Content weight", validators=[Optional(), NumberRange(0, 100)],
+                                default=STYLE.options["content_weight"].default,
+                                description=STYLE.options["content_weight"].help.capitalize() + ".")
+
     def options_for(self, kind) -> dict:
-        """The kind's own options from the form (the form shows every kind's; others are ignored)."""
-        return {name: getattr(self, name).data for name in kind.options}
+        """The kind's own options from the form (the form shows every kind's; others are ignored;
+        the style image comes as an attachment)."""
+        return {name: getattr(self, name).data for name in kind.options if hasattr(self, name)}
 
     def overrides(self) -> dict:
         return {name: getattr(self, name).data

@@ -14,7 +14,7 @@ from web.db import get_session, session_factory
 from web.downloads import artifact_response, history_response, input_response
 from web.forms import SubmitForm
 from web.params import candidate_args, job_list_args
-from web.submission import media_from_request, submit_job, task_kind
+from web.submission import attachments_from, media_from_request, submit_job, task_kind
 from worker.core import SettingsError
 from worker.jobs import JobError
 from worker.lifecycle import cancel as cancel_job
@@ -49,7 +49,8 @@ def submit():
             job_id = submit_job(kind=kind, media=media, input_info=input_info,
                                 llm=form.llm.data.strip() or "embedded",
                                 scorer=form.scorer.data.strip() or "embedded",
-                                overrides=form.overrides(), options=form.options_for(kind))
+                                overrides=form.overrides(), options=form.options_for(kind),
+                                attachments=attachments_from(kind, form.style_image.data, form.style_sample.data))
         except BrokerError as exc:
             flash(str(exc), "error")
             return redirect(url_for("pages.job", job_id=exc.job_id))

@@ -38,14 +38,36 @@ def media_from_request(kind: TaskKind, upload: FileStorage | None, sample: str |
         if sample not in SAMPLES:
             abort(400, f"unknown sample {sample!r}; known: {', '.join(sorted(SAMPLES))}")
         return kind.check_input(*sample_input(sample, kind.input_kind))
-    data = upload.stream.read(MAX_FILE_BYTES + 1)
     # The client's file name is only a label: made safe, never used as a path.
-    name = secure_filename(upload.filename or "") or "upload"
+    return kind.check_input(*_uploaded(upload, "upload"))
+
+
+def _uploaded(upload: FileStorage, label: str) -> tuple[bytes, str]:
+    data = upload.stream.read(MAX_FILE_BYTES + 1)
+    name = secure_filename(upload.filename or "") or label
     if not data:
         raise MediaError(f"{name}: the file is empty")
     if len(data) > MAX_FILE_BYTES:
         raise MediaError(f"{name}: over the {MAX_FILE_BYTES}-byte limit")
-    return kind.check_input(data, name)
+    return data, name
+
+
+def attachments_from(kind: TaskKind, upload: FileStorage | None, sample: str | None) -> dict[str, Media]:
+    """The style image of a style-transfer job (an upload or a bundled sample); nothing for others."""
+    if "style_sha256" not in kind.options:
+        return {}
+    has_upload = upload is not None and upload.filename != ""
+    if has_upload and sample:
+        abort(400, "send a style image file or a bundled sample as the style (one of them)")
+    if sample:
+        if sample not in SAMPLES:
+            abort(400, f"unknown sample {sample!r}; known: {', '.join(sorted(SAMPLES))}")
+        data, name = sample_input(sample, "image")
+    elif has_upload:
+        data, name = _uploaded(upload, "style")
+    else:
+        return {}  # the kind's options say what is missing
+    return {"style": TASK_KINDS["image-caption"].check_input(data, name)[0]}
 
 
 def options_from(fields: Mapping[str, str]) -> dict:
@@ -53,7 +75,9 @@ def options_from(fields: Mapping[str, str]) -> dict:
     return {"frames": int_arg(fields, "frames", low=1), "frame_mode": fields.get("frame_mode") or None,
             "clip_seconds": int_arg(fields, "clip_seconds", low=1), "renderer": fields.get("renderer") or None,
             "size": int_arg(fields, "size", low=1), "render_steps": int_arg(fields, "render_steps", low=1),
-            "guidance": float_arg(fields, "guidance")}
+            "guidance": float_arg(fields, "guidance"), "editor": fields.get("editor") or None,
+            "image_guidance": float_arg(fields, "image_guidance"),
+            "content_weight": float_arg(fields, "content_weight")}
 
 
 def settings_from(fields: Mapping[str, str], llm: str) -> dict:
@@ -69,7 +93,7 @@ def settings_from(fields: Mapping[str, str], llm: str) -> dict:
 
 
 def submit_job(*, kind: TaskKind, media: Media, input_info: dict, llm: str, scorer: str, overrides: dict,
-               options: dict) -> int:
+               options: dict, attachments: dict[str, Media] | None = None) -> int:
     settings = job_settings(kind.name, llm, **overrides)
     return submit(session_factory(), task=kind.name, media=media, generator=llm, scorer=scorer,
-                  settings=settings, options=kind.job_options(options), input_info=input_info)
+                  settings=settings, options=options, input_info=input_info, attachments=attachments)

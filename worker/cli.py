@@ -79,6 +79,19 @@ def _render_options(fn):
     return fn
 
 
+def _style_options(fn):
+    options = [
+        click.option("--style", "style_file", type=click.Path(dir_okay=False), help="The style image (required)."),
+        click.option("--style-sample", type=click.Choice(sorted(SAMPLES)), help="A bundled photo as the style image."),
+        click.option("--editor", help="The instruction-editing pipeline: diffusers:ID_OR_PATH (required)."),
+        click.option("--image-guidance", type=float, help="How closely an edit follows the photo (default 1.5)."),
+        click.option("--content-weight", type=float, help="Weight of the content distance (default 1.0)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def _audio_options(fn):
     return click.option("--clip-seconds", type=int,
                         help="Seconds per clip; a longer recording's clips are averaged (default 10).")(fn)
@@ -99,13 +112,14 @@ class JobRequest:
     options: dict
     llm: str
     scorer: str
+    attachments: dict  # name -> worker.media.Media
 
 
 def _job_request(task, input_file, sample, steps, candidates, top_k, seed, patience, epsilon, llm, scorer,
-                 **options) -> JobRequest:
+                 style_file=None, style_sample=None, **options) -> JobRequest:
     """Check the input, settings and options of a new job before anything is stored."""
     from worker.models import check_specs
-    from worker.samples import sample_input
+    from worker.samples import sample_input, sample_path
     from worker.task_kinds import TASK_KINDS, job_settings
 
     kind = TASK_KINDS[task]
@@ -122,7 +136,15 @@ def _job_request(task, input_file, sample, steps, candidates, top_k, seed, patie
     settings = job_settings(task, llm, steps=steps, candidates=candidates, top_k=top_k,
                             seed=seed, patience=patience, epsilon=epsilon)
     check_specs(llm, scorer)
-    return JobRequest(task, media, info, settings, kind.job_options(options), llm, scorer)
+    kind.check_scorer(scorer)
+    attachments = {}
+    if style_file or style_sample:
+        if style_file and style_sample:
+            raise click.UsageError("give --style FILE or --style-sample NAME (one of them)")
+        style_path = style_file or sample_path(style_sample)
+        attachments["style"] = TASK_KINDS["image-caption"].load_file(style_path)[0]
+        options["style_sha256"] = attachments["style"].sha256
+    return JobRequest(task, media, info, settings, kind.job_options(options), llm, scorer, attachments)
 
 
 def _run_here(request: JobRequest, as_json: bool) -> None:
@@ -136,7 +158,7 @@ def _run_here(request: JobRequest, as_json: bool) -> None:
     with Session.begin() as session:
         job_id = create_job(session, task=request.task, settings=request.settings, generator=request.llm,
                             scorer=request.scorer, media=request.media, options=request.options,
-                            input_info=request.input_info).id
+                            input_info=request.input_info, attachments=request.attachments).id
     _quiet_libraries()
     steps_out = []
     total = request.settings.steps + 1
@@ -151,8 +173,9 @@ def _run_here(request: JobRequest, as_json: bool) -> None:
         raise click.ClickException(f"job {job_id} ran no step")
     best = steps_out[-1]
     if as_json:
-        key = "prompt" if request.task == "text-to-image" else "caption"
-        click.echo(json.dumps({key: best["best_text"], "score": best["best_score"],
+        from worker.task_kinds import TASK_KINDS
+
+        click.echo(json.dumps({TASK_KINDS[request.task].output: best["best_text"], "score": best["best_score"],
                                "steps": steps_out, "job_id": job_id}, indent=2))
     else:
         click.echo(best["best_text"])
@@ -203,12 +226,28 @@ def t2i(as_json, **job) -> None:
 
 
 @cli.command()
-@click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption", "text-to-image"]),
+@_job_options
+@_style_options
+@_render_options
+@_user_errors
+def style(as_json, **job) -> None:
+    """Restyle the image INPUT like the --style image: candidate editing instructions are applied
+    by the --editor pipeline and scored by style (Gram) and content distances."""
+    for render_only in ("renderer",):
+        if job.pop(render_only) is not None:
+            raise click.UsageError("--renderer is for `mils t2i`; style transfer uses --editor")
+    _run_here(_job_request("style-transfer", **job), as_json)
+
+
+@cli.command()
+@click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption", "text-to-image",
+                                           "style-transfer"]),
               default="image-caption", show_default=True)
 @_job_options
 @_video_options
 @_audio_options
 @_render_options
+@_style_options
 @_user_errors
 def submit(task, as_json, **job) -> None:
     """Queue a job for the workers (`mils worker`); prints its id."""
@@ -223,7 +262,7 @@ def submit(task, as_json, **job) -> None:
     request = _job_request(task, **job)
     job_id = submit_job(open_store(), task=task, media=request.media, generator=request.llm,
                         scorer=request.scorer, settings=request.settings, options=request.options,
-                        input_info=request.input_info)
+                        input_info=request.input_info, attachments=request.attachments)
     click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
 
 

@@ -77,12 +77,17 @@ def store_artifact(session: Session, media: Media) -> Artifact:
 def create_job(
     session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
+    attachments: dict[str, Media] | None = None,
 ) -> Job:
-    """Store a new queued job. `options` are checked against the task kind's (defaults filled in)."""
+    """Store a new queued job. `options` are checked against the task kind's (defaults filled in);
+    `attachments` are more input media (e.g. a style image), stored and named in the options."""
     if task not in TASK_KINDS:
         raise JobError(f"unknown task {task!r}; known: {', '.join(TASK_KINDS)}")
     TASK_KINDS[task].check_scorer(scorer)
-    options = TASK_KINDS[task].job_options(options or {})
+    options = dict(options or {})
+    for name, attachment in (attachments or {}).items():
+        options[name + ATTACHMENT_SUFFIX] = store_artifact(session, attachment).sha256
+    options = TASK_KINDS[task].job_options(options)
     artifact = store_artifact(session, media)
     job = Job(
         task=task,

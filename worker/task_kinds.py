@@ -16,7 +16,7 @@ from worker.core import Scorer, Settings, SettingsError
 from worker.media import Media, MediaError, decode_image, image_media, read_media_file
 from worker.models import ModelLoadError, check_renderer_spec
 from worker.core.optimizer import PromptTemplate
-from worker.templates import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, PromptRewriteTemplate
+from worker.templates import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, PromptRewriteTemplate, StyleTemplate
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,8 @@ class TaskKind:
     pool_from_input: Callable[[JobInput], Sequence[str]] | None = None
     # Fields of the template set from the input's info (e.g. subject="a 12-second video").
     subject: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    # What the result is called (the CLI's --json key).
+    output: str = "caption"
     # Refuses (ModelLoadError) a scorer spec this kind cannot use, before a job is stored.
     check_scorer: Callable[[str], None] = _no_scorer_check
 
@@ -126,7 +128,7 @@ class TaskKind:
             if given.get(name) is not None:
                 options[name] = option.check(name, given[name])
             elif option.default is None:
-                raise SettingsError(f"{self.name} needs {name}: {option.help}")
+                raise SettingsError(f"{self.name} needs {option.help}")
             else:
                 options[name] = option.default
         return options
@@ -252,6 +254,48 @@ RENDER_OPTIONS = {
     "guidance": Option(7.5, "classifier-free guidance scale", type=float, low=0.0, high=50.0),
 }
 
+# --------------------------------------------------------------------------- style transfer
+
+
+def _style_scorer(scorer: Scorer, job: JobInput) -> Scorer:
+    from worker.models.render import Renderer
+    from worker.models.style import StyleScorer
+
+    options = job.options
+    content = _fit(decode_image(job.data, job.name), options["size"])
+    editor = Renderer(options["editor"], seed=job.settings.seed, size=options["size"], steps=options["render_steps"],
+                      guidance=options["guidance"], image=content, image_guidance=options["image_guidance"])
+    style = decode_image(job.attachments["style"], "style image")
+    return StyleScorer(scorer, editor, style, options["content_weight"])
+
+
+def _fit(image, size: int):
+    """The image scaled so its longer side is `size`, both sides a multiple of 8 (the latent grid)."""
+    scale = size / max(image.size)
+    width, height = (max(8, round(side * scale / 8) * 8) for side in image.size)
+    return image.resize((width, height))
+
+
+def _needs_the_cnn_scorer(spec: str) -> None:
+    if spec != "embedded" and not spec.startswith("py:"):
+        raise ModelLoadError("style-transfer measures style and content with the embedded scorer's CNN "
+                             "(EfficientNet-Lite0 activations): use --scorer embedded")
+
+
+STYLE_OPTIONS = {
+    "editor": Option(None, "the instruction-editing pipeline, diffusers:ID_OR_PATH (e.g. an InstructPix2Pix "
+                           "checkpoint; no weights are offline here)", type=str, validate=check_renderer_spec),
+    # Set at submission from the style image, which is stored like any input.
+    "style_sha256": Option(None, "a style image (the CLI's --style, the API's style_file)", type=str),
+    "size": Option(512, "the longer side of the edited image in pixels", low=16, high=2048),
+    "render_steps": Option(30, "denoising steps per edit", low=1, high=200),
+    "guidance": Option(7.5, "text guidance scale", type=float, low=0.0, high=50.0),
+    "image_guidance": Option(1.5, "image guidance scale (how closely an edit follows the photo)", type=float,
+                             low=0.0, high=50.0),
+    "content_weight": Option(1.0, "weight of the content distance against the style distance", type=float,
+                             low=0.0, high=100.0),
+}
+
 PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)
 EMBEDDED = Settings(steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
                     max_generation_rounds=2)
@@ -312,7 +356,22 @@ TASK_KINDS: dict[str, TaskKind] = {
         options=RENDER_OPTIONS,
         adapt_scorer=_render_scorer,
         pool_from_input=_prompt_pool,
+        output="prompt",
         subject=lambda info: {"original": info.get("prompt", "")},
+    ),
+    "style-transfer": TaskKind(
+        name="style-transfer",
+        input_kind="image",
+        template=StyleTemplate(),
+        pool_file="style_instruction_pool.txt",
+        check_input=_check_image,
+        decode=lambda job: decode_image(job.data, job.name),
+        paper_settings=PAPER.replace(max_words=20),
+        embedded_settings=EMBEDDED.replace(max_words=20),
+        options=STYLE_OPTIONS,
+        adapt_scorer=_style_scorer,
+        output="instruction",
+        check_scorer=_needs_the_cnn_scorer,
     ),
 }
 

@@ -38,8 +38,8 @@ def queue_for(*specs: str) -> str:
 
 
 def job_queue(job: Job) -> str:
-    renderer = (job.options or {}).get("renderer")
-    return queue_for(job.generator, job.scorer, *([renderer] if renderer else []))
+    pipelines = [spec for name, spec in (job.options or {}).items() if name in ("renderer", "editor") and spec]
+    return queue_for(job.generator, job.scorer, *pipelines)
 
 
 class BrokerError(RuntimeError):
@@ -63,13 +63,14 @@ def enqueue(job_id: int, step: int, queue: str) -> None:
 
 
 def submit(Session: sessionmaker[Session], *, task: str, media: Media, generator: str, scorer: str,
-           settings: Settings, options: dict | None = None, input_info: dict | None = None) -> int:
+           settings: Settings, options: dict | None = None, input_info: dict | None = None,
+           attachments: dict[str, Media] | None = None) -> int:
     """Store a new job, then queue its first step; returns the job id. The specs are checked
     before anything is stored. A BrokerError after this means the job is stored, not queued."""
     check_specs(generator, scorer)
     with Session.begin() as session:
         job = create_job(session, task=task, settings=settings, generator=generator, scorer=scorer,
-                         media=media, options=options, input_info=input_info)
+                         media=media, options=options, input_info=input_info, attachments=attachments)
         job_id, queue = job.id, job_queue(job)
     enqueue(job_id, 0, queue)  # after the commit: the step must find its job
     return job_id

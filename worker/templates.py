@@ -83,3 +83,36 @@ class PromptRewriteTemplate:
             f"scores. Answer with a numbered list of {n} prompts and nothing else."
         )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+@dataclass(frozen=True)
+class StyleTemplate:
+    """Style transfer: the scored texts are editing instructions; each score is shown with its
+    two parts, the style distance and the content distance (lower is better for both)."""
+
+    system: str = (
+        "You write short instructions for an image-editing model that restyle a photo. You name "
+        "the medium, the technique, the colours and the texture. You never explain yourself."
+    )
+
+    def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
+        def line(c: Scored) -> str:
+            parts = dict(c.details)
+            return (f"{c.score:.4f} (style {parts.get('style', float('nan')):.4f}, "
+                    f"content {parts.get('content', float('nan')):.4f}): {c.text}")
+
+        lines = "\n".join(line(c) for c in examples)
+        user = (
+            "We want to restyle a photo so that it looks like a reference artwork you cannot see, "
+            "while keeping what the photo shows. An image-editing model applied each instruction "
+            "below to the photo. A judge measured the style distance (how far the result's colours "
+            "and textures are from the artwork's) and the content distance (how much of the photo's "
+            "layout and objects was lost); lower is better for both, and the score is minus their "
+            "weighted sum, so a higher score is better.\n\n"
+            f"Instructions, best first (score (style, content): instruction):\n{lines}\n\n"
+            f"Write {n} new instructions that would score higher than all of these: move the style "
+            "toward what the best ones do, and keep the content distance low. "
+            f"Each instruction at most {max_words} words. Do not repeat an instruction above and do "
+            f"not write scores. Answer with a numbered list of {n} instructions and nothing else."
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]

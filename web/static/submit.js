@@ -24,7 +24,7 @@
     const task = document.getElementById("task");
     const showOptions = () => {
       document.querySelectorAll(".task-options").forEach((group) => {
-        group.hidden = group.dataset.task !== task.value;
+        group.hidden = !group.dataset.task.split(" ").includes(task.value);
       });
     };
     task.addEventListener("change", showOptions);

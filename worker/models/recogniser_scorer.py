@@ -90,6 +90,22 @@ class RecogniserScorer(EmbeddingScorer):
         x = (x - 127.0) / 128.0  # the Lite models were trained on inputs in [-1, 1]
         return self.recogniser(x).softmax(-1)[0].numpy()  # (1000,)
 
+    @torch.inference_mode()
+    def feature_maps(self, image: Image.Image, blocks: Sequence[int], size: int = INPUT_SIZE) -> dict[int, torch.Tensor]:
+        """The recogniser's activations after the given blocks, for the whole image resized to
+        size x size (style and content distances are computed from them, see models.style)."""
+        pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
+        x = (torch.from_numpy(pixels).permute(2, 0, 1)[None] - 127.0) / 128.0
+        found: dict[int, torch.Tensor] = {}
+        hooks = [self.recogniser._blocks[b].register_forward_hook(
+            lambda _m, _i, out, b=b: found.__setitem__(b, out[0].detach())) for b in blocks]
+        try:
+            self.recogniser(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return found
+
     def _image_vector(self, image: Image.Image) -> np.ndarray:
         vector = self.class_probabilities(image) @ self.label_embeddings  # (dim,)
         return vector / np.linalg.norm(vector)

@@ -40,7 +40,7 @@ def load_pipeline(spec: str, device: str | None = None):
     device = pick_device(device)
     try:
         pipeline = DiffusionPipeline.from_pretrained(
-            source, torch_dtype=torch.float32 if device == "cpu" else torch.float16)
+            source, dtype=torch.float32 if device == "cpu" else torch.float16)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load diffusers pipeline {source!r}: {exc}") from None
     pipeline.set_progress_bar_config(disable=True)
@@ -104,34 +104,44 @@ class Renderer:
         return list(pipeline(**kwargs).images)
 
 
-class RenderScorer:
+class MakesArtifacts:
+    """A scorer whose candidates make pictures: they are kept as the candidates' artifacts
+    (worker.jobs stores what `artifact_for` gives)."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, bytes] = {}
+
+    def keep(self, texts: Sequence[str], pngs: Sequence[bytes]) -> None:
+        self._made.update(zip(texts, pngs))
+
+    def artifact_for(self, text: str):
+        from worker.media import Media
+
+        png = self._made.get(text)
+        if png is None:
+            return None
+        return Media(data=png, media_type="image/png", name=f"render-{hashlib.sha256(png).hexdigest()[:12]}.png")
+
+
+class RenderScorer(MakesArtifacts):
     """Text-to-image prompt rewriting: a candidate prompt is rendered, and the render is scored
-    against the job's ORIGINAL prompt by an image-text scorer. The renders are kept as the
-    candidates' artifacts (`artifact_for`)."""
+    against the job's ORIGINAL prompt by an image-text scorer."""
 
     def __init__(self, image_scorer, renderer: Renderer) -> None:
+        super().__init__()
         self.image_scorer = image_scorer
         self.renderer = renderer
         self.name = f"{image_scorer.name}+render:{renderer.spec}"
         self.version = f"{getattr(image_scorer, 'version', '')}+{pipeline_version(renderer.spec)}"
-        self._made: dict[str, bytes] = {}
 
     def encode_sample(self, original_prompt: str) -> str:
         return original_prompt
 
     def score(self, original_prompt: str, prompts: Sequence[str]) -> list[float]:
         renders = self.renderer.render(prompts)
-        self._made.update(zip(prompts, renders))
+        self.keep(prompts, renders)
         scorer = self.image_scorer
         return [float(scorer.score(scorer.encode_sample(Image.open(io.BytesIO(png)).convert("RGB")),
                                    [original_prompt])[0]) for png in renders]
 
     score_pool = score
-
-    def artifact_for(self, prompt: str):
-        from worker.media import Media
-
-        png = self._made.get(prompt)
-        if png is None:
-            return None
-        return Media(data=png, media_type="image/png", name=f"render-{hashlib.sha256(png).hexdigest()[:12]}.png")
