@@ -13,6 +13,7 @@ The short timings (heartbeat 0.5 s, stale after 4 s, reaper every 1 s, visibilit
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -338,6 +339,27 @@ def test_a_text_to_image_job_survives_a_worker_sigkill_mid_step(stack, tmp_path,
     renders = query(stack.url, "SELECT count(*), count(artifact_sha256), count(DISTINCT artifact_sha256) "
                                "FROM candidates WHERE job_id = %s", (job_id,))[0]
     assert renders[0] == renders[1] == renders[2] > 10  # every candidate prompt has its own render
+
+
+def test_an_arithmetic_job_waits_for_its_parts_then_runs_on_the_workers(stack, tmp_path):
+    """`mils arithmetic --queue`: the photo's captioning job and the arithmetic job are queued
+    together; the arithmetic step finds its parent unfinished, is queued again a moment later
+    (MILS_PARENT_POLL_SECONDS), and runs once the caption is in."""
+    from tiny_pipelines import build_text_to_image
+
+    pipeline = "diffusers:" + str(build_text_to_image(tmp_path / "sd"))
+    stack.start_worker("only", MILS_PARENT_POLL_SECONDS="0.5", MILS_FAKE_STEP_SECONDS="0.2")
+    out = stack.cli("arithmetic", "--sample", "chelsea", "--text", "a green hat", "--renderer", pipeline, "--size", "32",
+                    "--render-steps", "2", "--llm", GENERATOR, "--scorer", "py:tests.fakes:colour_scorer",
+                    "--steps", "2", "--candidates", "3", "--top-k", "3", "--queue", "--json")
+    assert out.returncode == 0, out.stderr
+    ids = json.loads(out.stdout)
+    stack.wait_status(ids["job_id"], "succeeded", timeout=120)
+    assert job_status(stack.url, ids["parents"][0]) == "succeeded"
+    assert committed_steps(stack.url, ids["job_id"]) == [0, 1, 2]
+    assert "waits for job(s)" in stack.workers[0].text()  # it was early, and asked again
+    links = query(stack.url, "SELECT position, parent_id FROM job_links WHERE job_id = %s", (ids["job_id"],))
+    assert links == [(0, ids["parents"][0])]
 
 
 # --------------------------------------------------------------------------- 2. Redis dies

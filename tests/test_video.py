@@ -193,12 +193,13 @@ def test_unknown_frame_mode_and_bad_frame_counts_are_refused():
 
 
 def test_the_video_prompt_says_how_long_the_video_is_and_asks_for_20_to_25_words():
-    template = VIDEO.template_for({"duration": 12.4})
+    template = VIDEO.template_for(JobInput(b"", "v", {}, VIDEO.paper_settings, info={"duration": 12.4}))
     messages = template.messages([Scored("A cat on a rug.", 0.3)], 5, VIDEO.paper_settings.max_words)
     user = messages[-1]["content"]
     assert "a 12-second video" in user and "of 20 to 25 words" in user and "0.3000: A cat on a rug." in user
     assert "video" in messages[0]["content"]
-    assert "a very short video" in VIDEO.template_for({"duration": 0.4}).messages([], 1, 25)[-1]["content"]
+    short = VIDEO.template_for(JobInput(b"", "v", {}, VIDEO.paper_settings, info={"duration": 0.4}))
+    assert "a very short video" in short.messages([], 1, 25)[-1]["content"]
 
 
 # --------------------------------------------------------------------------- through the CLI and the API

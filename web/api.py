@@ -14,7 +14,8 @@ from web import auth
 from web.db import get_session, session_factory
 from web.downloads import artifact_response, history_response, input_response
 from web.params import candidate_args, job_list_args
-from web.submission import attachments_from, media_from_request, options_from, settings_from, submit_job, task_kind
+from web.submission import (attachments_from, media_from_request, options_from, settings_from, submit_arithmetic,
+                            submit_job, task_kind)
 from worker.lifecycle import cancel
 from worker.queries import candidates_page, count_candidates, get_job, job_detail, list_jobs, summarize
 from worker.tasks import BrokerError, resume_job
@@ -39,6 +40,8 @@ def create_job():
     form = request.form
     llm = form.get("llm") or "embedded"
     kind = task_kind(form.get("task") or "image-caption")
+    if kind.name == "arithmetic":
+        return _created(submit_arithmetic(form, request.files.getlist("parts"), llm))
     media, input_info = media_from_request(kind, request.files.get("file"), form.get("sample"), form.get("prompt"))
     try:
         job_id = submit_job(kind=kind, media=media, input_info=input_info, llm=llm,
@@ -47,6 +50,10 @@ def create_job():
                             attachments=attachments_from(kind, request.files.get("style_file"), form.get("style_sample")))
     except BrokerError as exc:  # stored, not queued: say so, with the id to resume it by
         return jsonify({"error": {"status": 503, "message": str(exc), "job_id": exc.job_id}}), 503
+    return _created(job_id)
+
+
+def _created(job_id: int):
     body = job_detail(get_session(), job_id) | {"links": _links(job_id)}
     return jsonify(body), 201, {"Location": url_for("api.job", job_id=job_id)}
 

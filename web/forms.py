@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from flask_wtf.file import FileField
+from flask_wtf.file import FileField, MultipleFileField
 from wtforms import FloatField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
@@ -87,6 +87,13 @@ class SubmitForm(FlaskForm):
     content_weight = FloatField("Content weight", validators=[Optional(), NumberRange(0, 100)],
                                 default=STYLE.options["content_weight"].default,
                                 description=STYLE.options["content_weight"].help.capitalize() + ".")
+
+    parts = MultipleFileField("Parts (arithmetic)",
+                              description="Images and sound recordings to combine; each is captioned by its own job.")
+    text = TextAreaField("Text parts (arithmetic)", validators=[Optional()],
+                         description="More parts as text, one per line.")
+    audio_scorer = StringField("Audio scorer (arithmetic)", validators=[Optional()],
+                               description="For sound parts: clap:ID_OR_PATH.")
 
     def options_for(self, kind) -> dict:
         """The kind's own options from the form (the form shows every kind's; others are ignored;

@@ -14,7 +14,7 @@ from web.db import get_session, session_factory
 from web.downloads import artifact_response, history_response, input_response
 from web.forms import SubmitForm
 from web.params import candidate_args, job_list_args
-from web.submission import attachments_from, media_from_request, submit_job, task_kind
+from web.submission import attachments_from, media_from_request, submit_arithmetic, submit_job, task_kind
 from worker.core import SettingsError
 from worker.jobs import JobError
 from worker.lifecycle import cancel as cancel_job
@@ -44,6 +44,11 @@ def submit():
     form = SubmitForm()
     if form.validate_on_submit():
         try:
+            if form.task.data == "arithmetic":
+                job_id = submit_arithmetic(request.form, request.files.getlist("parts"),
+                                           form.llm.data.strip() or "embedded")
+                flash(f"job {job_id} submitted with its parts' jobs")
+                return redirect(url_for("pages.job", job_id=job_id))
             kind = task_kind(form.task.data)
             media, input_info = media_from_request(kind, form.image.data, form.sample.data, form.prompt.data)
             job_id = submit_job(kind=kind, media=media, input_info=input_info,

@@ -13,6 +13,7 @@ from web.params import float_arg, int_arg
 from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
 from worker.media import MAX_FILE_BYTES, Media, MediaError
 from worker.samples import SAMPLES, sample_input
+from worker.models import check_specs
 from worker.task_kinds import TASK_KINDS, TaskKind, job_settings
 from worker.tasks import submit
 
@@ -97,3 +98,29 @@ def submit_job(*, kind: TaskKind, media: Media, input_info: dict, llm: str, scor
     settings = job_settings(kind.name, llm, **overrides)
     return submit(session_factory(), task=kind.name, media=media, generator=llm, scorer=scorer,
                   settings=settings, options=options, input_info=input_info, attachments=attachments)
+
+
+def submit_arithmetic(fields: Mapping[str, str], uploads: list[FileStorage], llm: str) -> int:
+    """An arithmetic job from its parts: uploaded images or recordings (in order), then texts
+    (the `text` fields, or the lines of one). Its parents are queued with it."""
+    from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
+    from worker.tasks import enqueue, job_queue
+
+    getlist = getattr(fields, "getlist", lambda name: [fields[name]] if name in fields else [])
+    parts = [part_from_file(*_uploaded(u, "part")) for u in uploads if u.filename]
+    parts += [part_from_text(line) for text in getlist("text") for line in text.splitlines() if line.strip()]
+    scorer, audio_scorer = fields.get("scorer") or "embedded", fields.get("audio_scorer") or None
+    check_specs(llm, scorer)
+    if audio_scorer:
+        check_specs(llm, audio_scorer)
+    kind = TASK_KINDS["arithmetic"]
+    settings = job_settings("arithmetic", llm, **settings_from(fields, llm))
+    options = kind.job_options({k: v for k, v in options_from(fields).items() if k in kind.options})
+    Session = session_factory()
+    with Session.begin() as session:
+        job, parents = create_arithmetic_job(session, parts=parts, llm=llm, scorer=scorer,
+                                             audio_scorer=audio_scorer, settings=settings, options=options)
+        queued = [(j.id, job_queue(j)) for j in [*parents, job]]
+    for job_id, queue in queued:
+        enqueue(job_id, 0, queue)  # the arithmetic job waits for its parents by itself
+    return queued[-1][0]

@@ -266,6 +266,69 @@ def submit(task, as_json, **job) -> None:
     click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
 
 
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--text", "texts", multiple=True, help="A text part (repeatable); parts keep their order: files, samples, texts.")
+@click.option("--sample", "samples", multiple=True, type=click.Choice(sorted(SAMPLES)), help="A bundled photo as a part.")
+@click.option("--steps", type=int, help="Optimization steps of the combined prompt.")
+@click.option("--candidates", type=int, help="New prompts per step (N).")
+@click.option("--top-k", type=int, help="Best prompts kept and shown to the LLM (K).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--llm", default="embedded", show_default=True, help="The LLM of every step (parts and combination).")
+@click.option("--scorer", default="embedded", show_default=True, help="The image-text scorer (image parts, renders).")
+@click.option("--audio-scorer", help="The audio-text scorer of audio parts: clap:ID_OR_PATH.")
+@_render_options
+@click.option("--queue", "queued", is_flag=True, help="Queue the jobs for the workers instead of running them here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_user_errors
+def arithmetic(files, texts, samples, steps, candidates, top_k, seed, llm, scorer, audio_scorer, queued, as_json,
+               **render) -> None:
+    """Combine inputs across modalities: each image or sound FILE is captioned by MILS (its own
+    job), the LLM combines the captions and texts into one prompt, and it is rendered."""
+    from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
+    from worker.jobs import run_in_process
+    from worker.media import read_media_file
+    from worker.models import check_specs
+    from worker.samples import sample_input
+    from worker.store.db import open_store
+    from worker.task_kinds import TASK_KINDS, job_settings
+    from worker.tasks import enqueue, job_queue
+
+    parts = [part_from_file(read_media_file(f), os.path.basename(f)) for f in files]
+    parts += [part_from_file(*sample_input(name, "image")) for name in samples]
+    parts += [part_from_text(t) for t in texts]
+    check_specs(llm, scorer)
+    if audio_scorer:
+        check_specs(llm, audio_scorer)
+    settings = job_settings("arithmetic", llm, steps=steps, candidates=candidates, top_k=top_k, seed=seed)
+    options = TASK_KINDS["arithmetic"].job_options(render)
+    Session = open_store()
+    with Session.begin() as session:
+        job, parents = create_arithmetic_job(session, parts=parts, llm=llm, scorer=scorer, audio_scorer=audio_scorer,
+                                             settings=settings, options=options)
+        job_id, parent_ids = job.id, [p.id for p in parents]
+        queues = {j.id: job_queue(j) for j in [*parents, job]}
+    if queued:
+        for queued_id, queue in queues.items():  # the arithmetic job waits for its parents by itself
+            enqueue(queued_id, 0, queue)
+        click.echo(json.dumps({"job_id": job_id, "parents": parent_ids}) if as_json else job_id)
+        return
+    _quiet_libraries()
+    for parent_id in parent_ids:
+        for _ in run_in_process(Session, parent_id):
+            pass
+    results = list(run_in_process(Session, job_id))
+    if not results:
+        raise click.ClickException(f"job {job_id} ran no step (a part's job failed? see `mils status`)")
+    best = results[-1].best
+    if as_json:
+        click.echo(json.dumps({"prompt": best.text, "score": best.score, "job_id": job_id, "parents": parent_ids,
+                               "steps": [{"step": r.step, "best_score": r.best.score, "best_text": r.best.text}
+                                         for r in results]}, indent=2))
+    else:
+        click.echo(best.text)
+
+
 def _print_summary(summary, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))

@@ -25,7 +25,7 @@ from worker import core
 from worker.core import Generator, Scorer, Settings, State, StepResult, normalize
 from worker.core.optimizer import as_scored, should_stop
 from worker.media import Media
-from worker.store.models import Artifact, Candidate, Job, JobEvent, JobStatus, Step, TopEntry, utcnow
+from worker.store.models import Artifact, Candidate, Job, JobEvent, JobLink, JobStatus, Step, TopEntry, utcnow
 from worker.task_kinds import TASK_KINDS, JobInput
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ class JobError(ValueError):
 
 class UnknownJob(JobError):
     """No job has this id."""
+
+
+class WaitingForParents(JobError):
+    """The job is built on jobs that have not finished yet; its first step runs after them."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,8 @@ def execute_step(
         if expected_step is not None and expected_step != number:
             log.info("job %s: step %s is not next (%s); dropping the message", job_id, expected_step, number)
             return None
+        if number == 0 and not _parents_ready(session, job):
+            return None  # a parent failed: so did this job
         state = load_state(session, job_id)
         settings = Settings.from_dict(job.settings)
         if state is not None and should_stop(state, settings):
@@ -270,7 +276,6 @@ def execute_step(
             return None
         kind = TASK_KINDS[job.task]
         snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, _job_input(session, job, settings))
-        template = kind.template_for(job.input_info or {})
         specs = (job.generator, job.scorer)
 
     try:
@@ -313,6 +318,7 @@ def execute_step(
     try:
         with _heartbeat(Session, job_id):
             # e.g. applied frame by frame to a video, or to renders of text-to-image prompts
+            template = kind.template_for(snapshot.input)
             scorer = kind.adapt_scorer(models.scorer, snapshot.input)
             features = _sample_features(snapshot, scorer)
             if state is None:
@@ -370,6 +376,22 @@ class _JobSnapshot:
 ATTACHMENT_SUFFIX = "_sha256"  # an option naming other stored media by hash (e.g. style_sha256)
 
 
+def _parents_ready(session: Session, job: Job) -> bool:
+    """True when every job this one is built on succeeded (or it has none). A failed or
+    cancelled parent fails this job; one still on its way raises WaitingForParents."""
+    parents = session.execute(select(Job.id, Job.status).join(JobLink, JobLink.parent_id == Job.id)
+                              .where(JobLink.job_id == job.id).order_by(JobLink.position)).all()
+    for parent_id, status in parents:
+        if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            job.error = f"parent job {parent_id} {status.value}"
+            _set_status(session, job, JobStatus.FAILED, job.error)
+            return False
+    waiting = [parent_id for parent_id, status in parents if status != JobStatus.SUCCEEDED]
+    if waiting:
+        raise WaitingForParents(f"job {job.id} waits for job(s) {', '.join(map(str, waiting))}")
+    return True
+
+
 def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
     attachments = {}
     for name, value in (job.options or {}).items():
@@ -378,8 +400,11 @@ def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
             if artifact is None:
                 raise JobError(f"job {job.id}: its {name} {value} is not stored")
             attachments[name.removesuffix(ATTACHMENT_SUFFIX)] = artifact.data
+    parents = session.scalars(select(Job.result_text).join(JobLink, JobLink.parent_id == Job.id)
+                              .where(JobLink.job_id == job.id).order_by(JobLink.position))
     return JobInput(data=job.input.data if job.input else b"", name=job.input_name or "input",
-                    options=dict(job.options or {}), settings=settings, attachments=attachments)
+                    options=dict(job.options or {}), settings=settings, attachments=attachments,
+                    info=dict(job.input_info or {}), parent_texts=tuple(t or "" for t in parents))
 
 
 def _fail(Session: sessionmaker[Session], job_id: int, exc: Exception) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.jobs import UnknownJob, next_step_number
-from worker.store.models import Artifact, Candidate, Job, JobEvent, JobStatus, Step, TopEntry
+from worker.store.models import Artifact, Candidate, Job, JobEvent, JobLink, JobStatus, Step, TopEntry
 
 MAX_PAGE = 1000
 
@@ -283,6 +283,15 @@ def events_of(session: Session, job_id: int) -> list[dict]:
             for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
 
 
+def parents_of(session: Session, job_id: int) -> list[dict]:
+    """The jobs this one is built on (cross-modal arithmetic), in order."""
+    rows = session.execute(select(JobLink.position, Job.id, Job.task, Job.status, Job.result_text)
+                           .join(Job, Job.id == JobLink.parent_id).where(JobLink.job_id == job_id)
+                           .order_by(JobLink.position))
+    return [{"position": pos, "id": pid, "task": task, "status": status.value, "best_text": text}
+            for pos, pid, task, status, text in rows]
+
+
 def job_detail(session: Session, job_id: int) -> dict:
     """Everything the job page and `GET /api/jobs/<id>` show, as plain data (one source for both):
     the summary, per-step best and mean top-K scores, the current top K and the event log."""
@@ -293,6 +302,7 @@ def job_detail(session: Session, job_id: int) -> dict:
         "options": dict(job.options or {}),
         "input_info": dict(job.input_info or {}),
         "input_media_type": session.scalar(select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
+        "parents": parents_of(session, job_id),
         "steps": steps_of(session, job_id),
         "top_k": top_k(session, job_id, summary.steps_done - 1),
         "events": events_of(session, job_id),

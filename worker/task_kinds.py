@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import importlib.resources
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from worker.core import Scorer, Settings, SettingsError
 from worker.media import Media, MediaError, decode_image, image_media, read_media_file
 from worker.models import ModelLoadError, check_renderer_spec
 from worker.core.optimizer import PromptTemplate
-from worker.templates import AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, PromptRewriteTemplate, StyleTemplate
+from worker.templates import (AUDIO_CAPTION, IMAGE_CAPTION, VIDEO_CAPTION, ArithmeticTemplate, PromptRewriteTemplate,
+                              StyleTemplate)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class JobInput:
     settings: Settings
     # Other stored media the options name by hash (option "style_sha256" -> its bytes).
     attachments: Mapping[str, bytes] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)  # what the input is (jobs.input_info)
+    # The results of the jobs this one is built on, in order (cross-modal arithmetic).
+    parent_texts: tuple[str, ...] = ()
 
 
 def _same_scorer(scorer: Scorer, _job: JobInput) -> Scorer:
@@ -82,7 +87,7 @@ def _no_scorer_check(_spec: str) -> None:
 @dataclass(frozen=True)
 class TaskKind:
     name: str
-    input_kind: str  # "image" | "video" | "audio" | "text": what the CLI, the form and the API accept
+    input_kind: str  # "image" | "video" | "audio" | "text" | "parts": what the CLI, the form and the API accept
     template: PromptTemplate
     pool_file: str  # in worker/data ("" when the pool comes from the input, pool_from_input)
     # At submission: check the input bytes; returns the stored media and what it is (input_info).
@@ -98,8 +103,8 @@ class TaskKind:
     adapt_scorer: Callable[[Scorer, JobInput], Scorer] = _same_scorer
     # The initial pool from the input (e.g. plain rewrites of a prompt), instead of pool_file.
     pool_from_input: Callable[[JobInput], Sequence[str]] | None = None
-    # Fields of the template set from the input's info (e.g. subject="a 12-second video").
-    subject: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    # Fields of the template set from the job's input (e.g. subject="a 12-second video").
+    subject: Callable[[JobInput], dict[str, Any]] | None = None
     # What the result is called (the CLI's --json key).
     output: str = "caption"
     # Refuses (ModelLoadError) a scorer spec this kind cannot use, before a job is stored.
@@ -113,10 +118,10 @@ class TaskKind:
     def initial_pool(self, job: JobInput) -> Sequence[str]:
         return self.pool if self.pool_from_input is None else self.pool_from_input(job)
 
-    def template_for(self, input_info: Mapping[str, Any]) -> PromptTemplate:
+    def template_for(self, job: JobInput) -> PromptTemplate:
         if self.subject is None:
             return self.template
-        return dataclasses.replace(self.template, **self.subject(input_info))
+        return dataclasses.replace(self.template, **self.subject(job))
 
     def job_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The kind's options with what the user gave (None = not given), checked."""
@@ -168,8 +173,8 @@ def _frame_scorer(scorer: Scorer, job: JobInput) -> Scorer:
     return FrameScorer(scorer, job.options["frame_mode"])
 
 
-def _video_subject(info: Mapping[str, Any]) -> str:
-    seconds = info.get("duration") or 0
+def _video_subject(job: JobInput) -> dict[str, str]:
+    seconds = job.info.get("duration") or 0
     return {"subject": f"a {seconds:.0f}-second video" if seconds >= 1 else "a very short video"}
 
 
@@ -197,8 +202,8 @@ def _needs_an_audio_scorer(spec: str) -> None:
             "weights are installed offline (see README)")
 
 
-def _audio_subject(info: Mapping[str, Any]) -> str:
-    return {"subject": f"a {max(info.get('duration') or 0, 1):.0f}-second sound recording"}
+def _audio_subject(job: JobInput) -> dict[str, str]:
+    return {"subject": f"a {max(job.info.get('duration') or 0, 1):.0f}-second sound recording"}
 
 
 # --------------------------------------------------------------------------- text to image
@@ -296,6 +301,35 @@ STYLE_OPTIONS = {
                              low=0.0, high=100.0),
 }
 
+# --------------------------------------------------------------------------- cross-modal arithmetic
+
+
+def _check_manifest(data: bytes, name: str) -> tuple[Media, dict]:
+    """The input of an arithmetic job: which parts it combines, in order (see worker.arithmetic)."""
+    try:
+        manifest = json.loads(data)
+        parts = manifest["parts"]
+        if len(parts) < 2 or not all(("job" in p) != ("text" in p) for p in parts):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise MediaError(f"{name}: not an arithmetic manifest ({{'parts': [{{'job': ID}} or {{'text': ...}}, ...]}})") from None
+    return Media(data=data, media_type="application/json", name=name), {"parts": parts}
+
+
+def _part_texts(job: JobInput) -> list[str]:
+    """Every part as text, in order: the parent jobs' results and the literal texts."""
+    results = iter(job.parent_texts)
+    return [next(results) if "job" in part else part["text"] for part in json.loads(job.data)["parts"]]
+
+
+def _combinations(job: JobInput) -> list[str]:
+    texts = [t.rstrip(" .") for t in _part_texts(job)]
+    lowered = [t[:1].lower() + t[1:] for t in texts]
+    return [" and ".join(texts), ", ".join(texts), "A picture of " + " and ".join(lowered),
+            texts[0] + ", with " + " and ".join(lowered[1:]), "One scene showing " + ", ".join(lowered),
+            " ".join(texts), texts[0] + " in a scene with " + " and ".join(lowered[1:])]
+
+
 PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)
 EMBEDDED = Settings(steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
                     max_generation_rounds=2)
@@ -357,7 +391,7 @@ TASK_KINDS: dict[str, TaskKind] = {
         adapt_scorer=_render_scorer,
         pool_from_input=_prompt_pool,
         output="prompt",
-        subject=lambda info: {"original": info.get("prompt", "")},
+        subject=lambda job: {"original": job.info.get("prompt", "")},
     ),
     "style-transfer": TaskKind(
         name="style-transfer",
@@ -372,6 +406,21 @@ TASK_KINDS: dict[str, TaskKind] = {
         adapt_scorer=_style_scorer,
         output="instruction",
         check_scorer=_needs_the_cnn_scorer,
+    ),
+    "arithmetic": TaskKind(
+        name="arithmetic",
+        input_kind="parts",
+        template=ArithmeticTemplate(),
+        pool_file="",
+        check_input=_check_manifest,
+        decode=_part_texts,
+        paper_settings=PAPER.replace(max_words=40),
+        embedded_settings=EMBEDDED.replace(max_words=30),
+        options=RENDER_OPTIONS,
+        adapt_scorer=_render_scorer,
+        pool_from_input=_combinations,
+        subject=lambda job: {"parts": tuple(_part_texts(job))},
+        output="prompt",
     ),
 }
 

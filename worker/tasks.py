@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.celery_app import app
 from worker.core import Settings
-from worker.jobs import create_job, default_models, execute_step
+from worker.jobs import WaitingForParents, create_job, default_models, execute_step
 from worker.lifecycle import reap, resume, undo_automatic_resume
 from worker.media import Media
 from worker.models import check_specs
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # Specs that run on the machine's CPU; anything else is a real model and goes to the GPU queue.
 CPU_SPECS = ("embedded", "py:")
 REAP_EVERY_SECONDS = float(os.environ.get("MILS_REAP_SECONDS", "30"))
+PARENT_POLL_SECONDS = float(os.environ.get("MILS_PARENT_POLL_SECONDS", "5"))
 
 
 def queue_for(*specs: str) -> str:
@@ -50,10 +51,10 @@ class BrokerError(RuntimeError):
         self.job_id = job_id
 
 
-def enqueue(job_id: int, step: int, queue: str) -> None:
+def enqueue(job_id: int, step: int, queue: str, countdown: float | None = None) -> None:
     """Call only after the transaction that made this step due has committed."""
     try:
-        run_step.apply_async((job_id, step), queue=queue, retry=True,
+        run_step.apply_async((job_id, step), queue=queue, countdown=countdown, retry=True,
                              retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1})
     except Exception as exc:  # kombu raises several kinds; all mean "not queued"
         raise BrokerError(
@@ -95,7 +96,14 @@ def resume_job(Session: sessionmaker[Session], job_id: int) -> int:
 )
 def run_step(job_id: int, step: int) -> None:
     Session = open_store()
-    result = execute_step(Session, job_id, default_models, expected_step=step)
+    try:
+        result = execute_step(Session, job_id, default_models, expected_step=step)
+    except WaitingForParents as exc:
+        # Built on jobs still running (cross-modal arithmetic): look again in a while.
+        log.info("%s; trying again in %s s", exc, PARENT_POLL_SECONDS)
+        with Session() as session:
+            enqueue(job_id, step, job_queue(session.get(Job, job_id)), countdown=PARENT_POLL_SECONDS)
+        return
     if result is None:
         # This delivery committed nothing (a duplicate or stale message, a finished or cancelled
         # job): the delivery that committed the step continues the chain, not this one, or

@@ -116,3 +116,27 @@ class StyleTemplate:
             f"not write scores. Answer with a numbered list of {n} instructions and nothing else."
         )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+@dataclass(frozen=True)
+class ArithmeticTemplate:
+    """Cross-modal arithmetic: one picture that combines several inputs, each already turned into
+    text by MILS; the scored texts are prompts, judged against every input's text."""
+
+    parts: tuple[str, ...] = ()  # set per job: the inputs' texts, in order
+    system: PromptRewriteTemplate = PromptRewriteTemplate()
+
+    def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
+        inputs = "\n".join(f"{i}. {text}" for i, text in enumerate(self.parts, 1))
+        lines = "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
+        user = (
+            f"We want one picture that combines all of these:\n{inputs}\n\n"
+            "Each prompt below was given to a text-to-image model, and a judge scored how well the "
+            "picture matches every item above (the mean); a higher score means a better combination.\n\n"
+            f"Prompts, best first (score: prompt):\n{lines}\n\n"
+            f"Write {n} new prompts that would make pictures scoring higher than all of these: one "
+            "scene in which every item is visible. "
+            f"Each prompt at most {max_words} words. Do not repeat a prompt above and do not write "
+            f"scores. Answer with a numbered list of {n} prompts and nothing else."
+        )
+        return [{"role": "system", "content": self.system.system}, {"role": "user", "content": user}]

@@ -125,7 +125,8 @@ class MakesArtifacts:
 
 class RenderScorer(MakesArtifacts):
     """Text-to-image prompt rewriting: a candidate prompt is rendered, and the render is scored
-    against the job's ORIGINAL prompt by an image-text scorer."""
+    against the job's ORIGINAL prompt by an image-text scorer; or, for cross-modal arithmetic,
+    against each of several texts, the scores averaged (the picture must match them all)."""
 
     def __init__(self, image_scorer, renderer: Renderer) -> None:
         super().__init__()
@@ -134,14 +135,17 @@ class RenderScorer(MakesArtifacts):
         self.name = f"{image_scorer.name}+render:{renderer.spec}"
         self.version = f"{getattr(image_scorer, 'version', '')}+{pipeline_version(renderer.spec)}"
 
-    def encode_sample(self, original_prompt: str) -> str:
-        return original_prompt
+    def encode_sample(self, targets: str | Sequence[str]) -> list[str]:
+        return [targets] if isinstance(targets, str) else list(targets)
 
-    def score(self, original_prompt: str, prompts: Sequence[str]) -> list[float]:
+    def score(self, targets: list[str], prompts: Sequence[str]) -> list[float]:
         renders = self.renderer.render(prompts)
         self.keep(prompts, renders)
         scorer = self.image_scorer
-        return [float(scorer.score(scorer.encode_sample(Image.open(io.BytesIO(png)).convert("RGB")),
-                                   [original_prompt])[0]) for png in renders]
+        scores = []
+        for png in renders:
+            picture = scorer.encode_sample(Image.open(io.BytesIO(png)).convert("RGB"))
+            scores.append(sum(float(s) for s in scorer.score(picture, targets)) / len(targets))
+        return scores
 
     score_pool = score

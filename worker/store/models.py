@@ -100,6 +100,16 @@ class Job(Base):
     events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id")
 
 
+class JobLink(Base):
+    """A job built on other jobs' results (cross-modal arithmetic on inversions), in order."""
+
+    __tablename__ = "job_links"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+
+
 class JobEvent(Base):
     """What happened to a job and when: submitted, started, cancel requested, cancelled,
     interrupted, resumed, failed, succeeded. The audit trail of its lifecycle."""

@@ -1,0 +1,140 @@
+"""Cross-modal arithmetic: inputs inverted to text by their own MILS jobs (the parents, linked),
+combined by the LLM into one prompt, rendered (a tiny random Stable Diffusion) and scored
+against every part. The LLM is the scripted fake; scorers are fakes (the colour judge for
+renders, the hidden-caption judge for the photo's caption)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from services import mils_executable
+from tiny_pipelines import build_text_to_image
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_LLM = "py:tests.fakes:worker_generator"
+COLOUR = "py:tests.fakes:colour_scorer"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> str:
+    return "diffusers:" + str(build_text_to_image(tmp_path_factory.mktemp("tiny-sd")))
+
+
+def _mils(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
+    env.update(MILS_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")
+    return subprocess.run([mils_executable(), *args], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+
+
+RENDER = ["--size", "32", "--render-steps", "2"]
+
+
+def test_an_image_and_a_text_are_inverted_combined_and_rendered(pipeline, tmp_path):
+    home = tmp_path / "home"
+    photo = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (220, 30, 30)).save(photo)
+    out = _mils("arithmetic", str(photo), "--text", "a blue lake under a green forest", "--renderer", pipeline,
+                *RENDER, "--llm", FAKE_LLM, "--scorer", COLOUR, "--steps", "2", "--candidates", "3", "--top-k", "3",
+                "--json", home=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert len(result["parents"]) == 1 and len(result["steps"]) == 3
+    detail = json.loads(_mils("status", str(result["job_id"]), "--json", home=home).stdout)
+    assert detail["task"] == "arithmetic" and detail["status"] == "succeeded"
+    parent = json.loads(_mils("status", str(result["parents"][0]), "--json", home=home).stdout)
+    assert parent["task"] == "image-caption" and parent["status"] == "succeeded"
+    # Step 0 holds combinations of the photo's caption and the text, each rendered.
+    rows = list(__import__("csv").DictReader(io.StringIO(_mils("history", str(result["job_id"]), home=home).stdout)))
+    step0 = [r["text"] for r in rows if r["step"] == "0"]
+    caption = parent["best_text"].rstrip(" .")
+    assert any(caption in t and "a blue lake under a green forest" in t for t in step0), (caption, step0)
+    assert all(r["artifact_sha256"] for r in rows)
+
+
+def test_a_failed_part_fails_the_arithmetic_job_and_an_early_step_waits(pipeline, sqlite_url):
+    from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
+    from worker.jobs import WaitingForParents, execute_step
+    from worker.queries import job_detail
+    from worker.store.db import open_store
+    from worker.task_kinds import TASK_KINDS, job_settings
+
+    Session = open_store(sqlite_url)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(buffer, "PNG")
+    parts = [part_from_file(buffer.getvalue(), "green.png"), part_from_text("a yellow sun")]
+    with Session.begin() as s:
+        job, parents = create_arithmetic_job(
+            s, parts=parts, llm=FAKE_LLM, scorer=COLOUR, audio_scorer=None,
+            settings=job_settings("arithmetic", FAKE_LLM, steps=1),
+            options=TASK_KINDS["arithmetic"].job_options({"renderer": pipeline, "size": 32, "render_steps": 2}))
+        job_id, parent_id = job.id, parents[0].id
+    with pytest.raises(WaitingForParents, match=f"job {job_id} waits for job\\(s\\) {parent_id}"):
+        execute_step(Session, job_id, lambda g, s: None)
+    from worker.lifecycle import cancel
+
+    with Session.begin() as s:
+        cancel(s, parent_id)
+    assert execute_step(Session, job_id, lambda g, s: None) is None
+    with Session() as s:
+        detail = job_detail(s, job_id)
+    assert detail["status"] == "failed" and detail["error"] == f"parent job {parent_id} cancelled"
+    assert [(p["id"], p["status"]) for p in detail["parents"]] == [(parent_id, "cancelled")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--text", "a cat"], r"arithmetic combines at least two inputs"),
+    (["{wav}", "--text", "a cat"], r"an audio part needs an audio-text scorer"),
+    (["{bad}", "--text", "a cat"], r"bad.bin: neither an image nor a sound recording"),
+    (["--text", "a cat", "--text", "a dog"], r"arithmetic needs the text-to-image pipeline"),
+])
+def test_bad_arithmetic_commands_fail_with_one_error_line(tmp_path, args, message):
+    from test_audio import recording
+
+    wav, bad = tmp_path / "tone.wav", tmp_path / "bad.bin"
+    wav.write_bytes(recording(2.0))
+    bad.write_bytes(b"\x00\x01 nothing" * 20)
+    extra = [] if "needs the text-to-image" in message else ["--renderer", "diffusers:" + str(tmp_path)]
+    out = _mils("arithmetic", *[a.format(wav=wav, bad=bad) for a in args], *extra, "--llm", FAKE_LLM,
+                home=tmp_path / "home")
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
+
+
+def test_the_api_submits_an_arithmetic_job_with_its_parents(pipeline, pg_url, tmp_path):
+    from test_web_api import _use_broker, queued
+
+    from web import create_app
+    from worker.celery_app import app as celery_app
+    from worker.store.db import upgrade
+
+    upgrade(pg_url)
+    before = celery_app.conf.broker_url
+    _use_broker(f"sqla+sqlite:///{tmp_path / 'queue.db'}")
+    try:
+        client = create_app({"DATABASE_URL": pg_url, "WTF_CSRF_ENABLED": False}).test_client()
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 200, 10)).save(buffer, "PNG")
+        made = client.post("/api/jobs", data={"task": "arithmetic", "parts": [(io.BytesIO(buffer.getvalue()), "y.png")],
+                                              "text": ["a purple boat", "a white cloud"], "renderer": pipeline,
+                                              "size": "32", "llm": FAKE_LLM, "scorer": COLOUR})
+        assert made.status_code == 201, made.get_json()
+        job = made.get_json()
+        assert [p["task"] for p in job["parents"]] == ["image-caption"] and job["task"] == "arithmetic"
+        assert [p.get("text") for p in job["input_info"]["parts"]] == [None, "a purple boat", "a white cloud"]
+        assert queued(tmp_path / "queue.db") == [(job["parents"][0]["id"], 0), (job["id"], 0)]
+        page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+        assert f'href="/jobs/{job["parents"][0]["id"]}"' in page
+        alone = client.post("/api/jobs", data={"task": "arithmetic", "text": "a boat", "renderer": pipeline})
+        assert alone.status_code == 400 and "at least two inputs" in alone.get_json()["error"]["message"]
+        assert len(client.get("/api/jobs").get_json()["jobs"]) == 2  # the refused one left nothing
+    finally:
+        _use_broker(before)
