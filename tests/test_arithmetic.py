@@ -138,3 +138,53 @@ def test_the_api_submits_an_arithmetic_job_with_its_parents(pipeline, pg_url, tm
         assert len(client.get("/api/jobs").get_json()["jobs"]) == 2  # the refused one left nothing
     finally:
         _use_broker(before)
+
+
+def test_an_interrupted_arithmetic_job_resumes_to_the_same_result(pipeline, sqlite_url):
+    """Two arithmetic jobs on the same finished part: one straight through, one interrupted
+    after step 1 (left running, as a dead worker leaves it), reaped and resumed."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
+    from worker.jobs import Models, execute_step, run_in_process
+    from worker.lifecycle import reap
+    from worker.models import _from_factory
+    from worker.queries import job_detail
+    from worker.store.db import open_store
+    from worker.store.models import Job, JobLink, utcnow
+    from worker.task_kinds import TASK_KINDS, job_settings
+
+    Session = open_store(sqlite_url)
+    models = lambda g, s: Models(_from_factory(g), _from_factory(s))  # noqa: E731
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (30, 30, 220)).save(buffer, "PNG")
+    with Session.begin() as s:
+        job, parents = create_arithmetic_job(
+            s, parts=[part_from_file(buffer.getvalue(), "blue.png"), part_from_text("a red kite")], llm=FAKE_LLM,
+            scorer=COLOUR, audio_scorer=None, settings=job_settings("arithmetic", FAKE_LLM, steps=4, candidates=3,
+                                                                    top_k=3, seed=8),
+            options=TASK_KINDS["arithmetic"].job_options({"renderer": pipeline, "size": 32, "render_steps": 2}))
+        reference, parent = job.id, parents[0].id
+        fields = {c: getattr(job, c) for c in ("task", "settings", "generator", "scorer", "input_sha256",
+                                               "input_name", "options", "input_info")}
+        again = Job(**fields)
+        s.add(again)
+        s.flush()
+        s.add(JobLink(job_id=again.id, position=0, parent_id=parent))
+        interrupted = again.id
+    list(run_in_process(Session, parent, models))
+    list(run_in_process(Session, reference, models))
+    execute_step(Session, interrupted, models)
+    execute_step(Session, interrupted, models)
+    with Session.begin() as s:
+        s.execute(update(Job).where(Job.id == interrupted).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        assert reap(s, stale_after=60) == [(interrupted, 2)]
+    list(run_in_process(Session, interrupted, models))
+    with Session() as s:
+        want, got = job_detail(s, reference), job_detail(s, interrupted)
+    assert got["status"] == "succeeded" and len(got["steps"]) == 5
+    assert [(x["best_text"], x["best_score"], x["mean_topk"]) for x in got["steps"]] == \
+        [(x["best_text"], x["best_score"], x["mean_topk"]) for x in want["steps"]]
+    assert got["top_k"] == want["top_k"]

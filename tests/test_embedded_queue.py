@@ -29,5 +29,5 @@ def test_submit_and_worker_on_sqlite_only(tmp_path):
     status = json.loads(run_mils("status", str(job_id), "--json", env=env).stdout)
     assert status["steps_done"] == 4 and status["best_text"]
     history = run_mils("history", str(job_id), "--format", "csv", env=env).stdout.splitlines()
-    assert history[0] == "job_id,step,rank,in_top_k,score,text"
+    assert history[0] == "job_id,step,rank,in_top_k,score,text,details,artifact_sha256"
     assert {line.split(",")[1] for line in history[1:]} == {"0", "1", "2", "3"}

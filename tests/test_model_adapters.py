@@ -3,7 +3,6 @@ built from configs: no download, seconds on a CPU. They prove the wiring, not th
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np

@@ -435,7 +435,7 @@ def test_download_history_csv(page, stack, finished_job):
     assert download.suggested_filename == f"mils-job-{job_id}-history.csv"
     with open(download.path(), newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["job_id", "step", "rank", "in_top_k", "score", "text"]
+        assert reader.fieldnames == ["job_id", "step", "rank", "in_top_k", "score", "text", "details", "artifact_sha256"]
         rows = list(reader)
     assert {r["job_id"] for r in rows} == {str(job_id)}
     assert all(r["in_top_k"] == str(r["rank"] != "") for r in rows)
