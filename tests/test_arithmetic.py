@@ -59,6 +59,33 @@ def test_an_image_and_a_text_are_inverted_combined_and_rendered(pipeline, tmp_pa
     assert all(r["artifact_sha256"] for r in rows)
 
 
+def test_a_part_given_up_by_the_reaper_fails_the_arithmetic_job(pipeline, sqlite_url):
+    from sqlalchemy import update
+
+    from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
+    from worker.jobs import execute_step
+    from worker.lifecycle import MAX_AUTO_RESUMES
+    from worker.store.db import open_store
+    from worker.store.models import Job, JobStatus
+    from worker.task_kinds import TASK_KINDS, job_settings
+
+    Session = open_store(sqlite_url)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 10, 200)).save(buffer, "PNG")
+    with Session.begin() as s:
+        job, parents = create_arithmetic_job(
+            s, parts=[part_from_file(buffer.getvalue(), "b.png"), part_from_text("a kite")], llm=FAKE_LLM,
+            scorer=COLOUR, audio_scorer=None, settings=job_settings("arithmetic", FAKE_LLM, steps=1),
+            options=TASK_KINDS["arithmetic"].job_options({"renderer": pipeline, "size": 32}))
+        job_id, parent_id = job.id, parents[0].id
+    with Session.begin() as s:
+        s.execute(update(Job).where(Job.id == parent_id).values(status=JobStatus.INTERRUPTED,
+                                                                  auto_resumes=MAX_AUTO_RESUMES))
+    assert execute_step(Session, job_id, lambda g, s: None) is None
+    with Session() as s:
+        assert s.get(Job, job_id).error == f"parent job {parent_id} interrupted"
+
+
 def test_a_failed_part_fails_the_arithmetic_job_and_an_early_step_waits(pipeline, sqlite_url):
     from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
     from worker.jobs import WaitingForParents, execute_step

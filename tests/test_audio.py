@@ -172,6 +172,8 @@ def test_caption_audio_runs_a_job_with_the_clap_scorer(tiny_clap, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["caption-audio", "{wav}"], r"audio-caption needs an audio-text scorer: --scorer clap:ID_OR_PATH"),
+    (["caption-audio", "{wav}", "--scorer", "open_clip:ViT-B-32"], r"audio-caption needs an audio-text scorer"),
+    (["caption", "--sample", "chelsea", "--scorer", "clap:{clap}"], r"is an audio-text scorer; this task scores pictures"),
     (["caption-audio", "--sample", "chelsea", "--scorer", "clap:{clap}"], r"an audio task needs an audio file"),
     (["caption-audio", "{wav}", "--scorer", "clap:/no/such/clap"], r"CLAP '/no/such/clap': no such directory"),
     (["caption-audio", "{wav}", "--scorer", "clap:{clap}", "--clip-seconds", "0"], r"clip_seconds must be between 1 and 30"),

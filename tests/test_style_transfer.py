@@ -156,6 +156,7 @@ def test_mils_style_runs_and_resumes_after_an_interruption(editor, tmp_path):
     (["style", "--sample", "chelsea", "--style-sample", "coffee", "--editor", "{editor}", "--scorer", "open_clip:ViT-B-32"],
      r"style-transfer measures style and content with the embedded scorer's CNN"),
     (["style", "--sample", "chelsea", "--style-sample", "coffee", "--renderer", "{editor}"], r"--renderer is for `mils t2i`"),
+    (["submit", "--sample", "chelsea", "--style-sample", "coffee"], r"--style and --style-sample are for --task style-transfer"),
 ])
 def test_bad_style_commands_fail_with_one_error_line(editor, tmp_path, args, message):
     bad = tmp_path / "bad.png"

@@ -106,6 +106,17 @@ def test_bad_videos_are_refused_with_a_reason(make, message):
         VIDEO.check_input(make(), "input.mp4")
 
 
+def test_ffmpeg_playlists_cannot_read_other_files(tmp_path, monkeypatch):
+    """An 'ffconcat' list names files on the server; only real containers are accepted."""
+    (tmp_path / "secret.mp4").write_bytes(grey_video(range(0, 120, 10)))
+    monkeypatch.chdir(tmp_path)
+    manifest = b"ffconcat version 1.0\nfile secret.mp4\n"
+    with pytest.raises(MediaError, match="concat is not an accepted video format"):
+        VIDEO.check_input(manifest, "list.txt")
+    with pytest.raises(MediaError, match="concat is not an accepted audio format"):
+        TASK_KINDS["audio-caption"].check_input(manifest, "list.txt")
+
+
 def test_a_webm_and_an_animated_gif_are_videos_too():
     webm = grey_video(range(0, 120, 10), codec="libvpx-vp9", fmt="webm")
     media, info = VIDEO.check_input(webm, "clip.webm")

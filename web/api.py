@@ -41,7 +41,10 @@ def create_job():
     llm = form.get("llm") or "embedded"
     kind = task_kind(form.get("task") or "image-caption")
     if kind.name == "arithmetic":
-        return _created(submit_arithmetic(form, request.files.getlist("parts"), llm))
+        try:
+            return _created(submit_arithmetic(form, request.files.getlist("parts"), llm))
+        except BrokerError as exc:
+            return jsonify({"error": {"status": 503, "message": str(exc), "job_id": exc.job_id}}), 503
     media, input_info = media_from_request(kind, request.files.get("file"), form.get("sample"), form.get("prompt"))
     try:
         job_id = submit_job(kind=kind, media=media, input_info=input_info, llm=llm,

@@ -44,7 +44,7 @@ def submit():
     form = SubmitForm()
     if form.validate_on_submit():
         try:
-            if form.task.data == "arithmetic":
+            if form.task.data == "arithmetic":  # (a BrokerError names the arithmetic job itself)
                 job_id = submit_arithmetic(request.form, request.files.getlist("parts"),
                                            form.llm.data.strip() or "embedded")
                 flash(f"job {job_id} submitted with its parts' jobs")

@@ -103,8 +103,8 @@ def submit_job(*, kind: TaskKind, media: Media, input_info: dict, llm: str, scor
 def submit_arithmetic(fields: Mapping[str, str], uploads: list[FileStorage], llm: str) -> int:
     """An arithmetic job from its parts: uploaded images or recordings (in order), then texts
     (the `text` fields, or the lines of one). Its parents are queued with it."""
-    from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
-    from worker.tasks import enqueue, job_queue
+    from worker.arithmetic import create_arithmetic_job, enqueue_arithmetic, part_from_file, part_from_text
+    from worker.tasks import job_queue
 
     getlist = getattr(fields, "getlist", lambda name: [fields[name]] if name in fields else [])
     parts = [part_from_file(*_uploaded(u, "part")) for u in uploads if u.filename]
@@ -120,7 +120,6 @@ def submit_arithmetic(fields: Mapping[str, str], uploads: list[FileStorage], llm
     with Session.begin() as session:
         job, parents = create_arithmetic_job(session, parts=parts, llm=llm, scorer=scorer,
                                              audio_scorer=audio_scorer, settings=settings, options=options)
-        queued = [(j.id, job_queue(j)) for j in [*parents, job]]
-    for job_id, queue in queued:
-        enqueue(job_id, 0, queue)  # the arithmetic job waits for its parents by itself
-    return queued[-1][0]
+        arithmetic, parent_queues = (job.id, job_queue(job)), [(p.id, job_queue(p)) for p in parents]
+    enqueue_arithmetic(arithmetic, parent_queues)  # the arithmetic job waits for its parents by itself
+    return arithmetic[0]

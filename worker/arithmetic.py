@@ -60,6 +60,8 @@ def create_arithmetic_job(
         raise SettingsError("arithmetic combines at least two inputs")
     if any(p.kind == "audio" for p in parts) and not audio_scorer:
         raise SettingsError("an audio part needs an audio-text scorer: --audio-scorer clap:ID_OR_PATH")
+    if audio_scorer:
+        TASK_KINDS["audio-caption"].check_scorer(audio_scorer)
     parents: list[tuple[int, Job]] = []
     manifest = []
     for position, part in enumerate(parts):
@@ -80,3 +82,19 @@ def create_arithmetic_job(
         session.add(JobLink(job_id=job.id, position=position, parent_id=parent.id))
     session.flush()
     return job, [parent for _, parent in parents]
+
+
+def enqueue_arithmetic(job: tuple[int, str], parents: list[tuple[int, str]]) -> None:
+    """Queue the parents and the arithmetic job ((id, queue) pairs), after their commit. Every
+    one is tried; if the broker refused any, one BrokerError names the job and what to resume."""
+    from worker.tasks import BrokerError, enqueue
+
+    refused = []
+    for job_id, queue in [*parents, job]:
+        try:
+            enqueue(job_id, 0, queue)
+        except BrokerError:
+            refused.append(job_id)
+    if refused:
+        raise BrokerError(f"arithmetic job {job[0]} is stored but the broker did not take job(s) "
+                          f"{', '.join(map(str, refused))}; run `mils resume ID` for each when it is back", job[0])

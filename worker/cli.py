@@ -259,6 +259,8 @@ def submit(task, as_json, **job) -> None:
         for option in set(kind.options) - set(TASK_KINDS[task].options):
             if job.pop(option, None) is not None:
                 raise click.UsageError(f"--{option.replace('_', '-')} is for --task {name}")
+    if task != "style-transfer" and (job.get("style_file") or job.get("style_sample")):
+        raise click.UsageError("--style and --style-sample are for --task style-transfer")
     request = _job_request(task, **job)
     job_id = submit_job(open_store(), task=task, media=request.media, generator=request.llm,
                         scorer=request.scorer, settings=request.settings, options=request.options,
@@ -285,14 +287,14 @@ def arithmetic(files, texts, samples, steps, candidates, top_k, seed, llm, score
                **render) -> None:
     """Combine inputs across modalities: each image or sound FILE is captioned by MILS (its own
     job), the LLM combines the captions and texts into one prompt, and it is rendered."""
-    from worker.arithmetic import create_arithmetic_job, part_from_file, part_from_text
+    from worker.arithmetic import create_arithmetic_job, enqueue_arithmetic, part_from_file, part_from_text
     from worker.jobs import run_in_process
     from worker.media import read_media_file
     from worker.models import check_specs
     from worker.samples import sample_input
     from worker.store.db import open_store
     from worker.task_kinds import TASK_KINDS, job_settings
-    from worker.tasks import enqueue, job_queue
+    from worker.tasks import job_queue
 
     parts = [part_from_file(read_media_file(f), os.path.basename(f)) for f in files]
     parts += [part_from_file(*sample_input(name, "image")) for name in samples]
@@ -307,17 +309,18 @@ def arithmetic(files, texts, samples, steps, candidates, top_k, seed, llm, score
         job, parents = create_arithmetic_job(session, parts=parts, llm=llm, scorer=scorer, audio_scorer=audio_scorer,
                                              settings=settings, options=options)
         job_id, parent_ids = job.id, [p.id for p in parents]
-        queues = {j.id: job_queue(j) for j in [*parents, job]}
+        arithmetic_queue, parent_queues = (job.id, job_queue(job)), [(p.id, job_queue(p)) for p in parents]
     if queued:
-        for queued_id, queue in queues.items():  # the arithmetic job waits for its parents by itself
-            enqueue(queued_id, 0, queue)
+        enqueue_arithmetic(arithmetic_queue, parent_queues)  # the arithmetic job waits for its parents
         click.echo(json.dumps({"job_id": job_id, "parents": parent_ids}) if as_json else job_id)
         return
     _quiet_libraries()
-    for parent_id in parent_ids:
-        for _ in run_in_process(Session, parent_id):
-            pass
-    results = list(run_in_process(Session, job_id))
+    try:
+        for parent_id in parent_ids:
+            for _ in run_in_process(Session, parent_id):
+                pass
+    finally:
+        results = list(run_in_process(Session, job_id))  # after a failed part, this marks it failed too
     if not results:
         raise click.ClickException(f"job {job_id} ran no step (a part's job failed? see `mils status`)")
     best = results[-1].best

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -22,3 +23,12 @@ def cache_dir(*parts: str) -> Path:
 def database_url() -> str:
     """`MILS_DATABASE_URL` (e.g. postgresql+psycopg://...) or a SQLite file in the data folder."""
     return os.environ.get("MILS_DATABASE_URL") or f"sqlite:///{data_dir() / 'mils.db'}"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file of our own in the same folder, then rename: a concurrent
+    worker writing the same cache file, or reading it, never sees half of it."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)

@@ -379,14 +379,19 @@ ATTACHMENT_SUFFIX = "_sha256"  # an option naming other stored media by hash (e.
 def _parents_ready(session: Session, job: Job) -> bool:
     """True when every job this one is built on succeeded (or it has none). A failed or
     cancelled parent fails this job; one still on its way raises WaitingForParents."""
-    parents = session.execute(select(Job.id, Job.status).join(JobLink, JobLink.parent_id == Job.id)
+    parents = session.execute(select(Job.id, Job.status, Job.auto_resumes)
+                              .join(JobLink, JobLink.parent_id == Job.id)
                               .where(JobLink.job_id == job.id).order_by(JobLink.position)).all()
-    for parent_id, status in parents:
-        if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+    from worker.lifecycle import MAX_AUTO_RESUMES
+
+    for parent_id, status, auto_resumes in parents:
+        # Interrupted with no automatic resume left: it only goes on if a person resumes it.
+        given_up = status == JobStatus.INTERRUPTED and auto_resumes >= MAX_AUTO_RESUMES
+        if status in (JobStatus.FAILED, JobStatus.CANCELLED) or given_up:
             job.error = f"parent job {parent_id} {status.value}"
             _set_status(session, job, JobStatus.FAILED, job.error)
             return False
-    waiting = [parent_id for parent_id, status in parents if status != JobStatus.SUCCEEDED]
+    waiting = [parent_id for parent_id, status, _ in parents if status != JobStatus.SUCCEEDED]
     if waiting:
         raise WaitingForParents(f"job {job.id} waits for job(s) {', '.join(map(str, waiting))}")
     return True

@@ -80,8 +80,10 @@ def _same_scorer(scorer: Scorer, _job: JobInput) -> Scorer:
     return scorer
 
 
-def _no_scorer_check(_spec: str) -> None:
-    return None
+def _needs_an_image_scorer(spec: str) -> None:
+    if spec.startswith("clap:"):
+        raise ModelLoadError(f"{spec!r} is an audio-text scorer; this task scores pictures "
+                             "(--scorer embedded or open_clip:ARCH[@PRETRAINED])")
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class TaskKind:
     # What the result is called (the CLI's --json key).
     output: str = "caption"
     # Refuses (ModelLoadError) a scorer spec this kind cannot use, before a job is stored.
-    check_scorer: Callable[[str], None] = _no_scorer_check
+    check_scorer: Callable[[str], None] = _needs_an_image_scorer
 
     @functools.cached_property
     def pool(self) -> tuple[str, ...]:
@@ -195,11 +197,11 @@ def _decode_audio(job: JobInput):
 
 
 def _needs_an_audio_scorer(spec: str) -> None:
-    if spec == "embedded":
+    if not spec.startswith(("clap:", "py:")):
         raise ModelLoadError(
             "audio-caption needs an audio-text scorer: --scorer clap:ID_OR_PATH (e.g. "
-            "clap:laion/clap-htsat-unfused); the embedded scorer sees images only, and no CLAP "
-            "weights are installed offline (see README)")
+            "clap:laion/clap-htsat-unfused); the embedded and open_clip scorers see images only, "
+            "and no CLAP weights are installed offline (see README)")
 
 
 def _audio_subject(job: JobInput) -> dict[str, str]:

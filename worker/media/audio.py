@@ -14,7 +14,7 @@ MAX_AUDIO_SECONDS = 300.0
 MIN_AUDIO_SECONDS = 0.5
 MIN_SAMPLE_RATE = 8_000  # below telephone quality there is too little left to describe
 SILENCE_PEAK = 1e-3  # of full scale: a recording whose loudest sample is below this is silent
-AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg",
+AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac",
                "mov,mp4,m4a,3gp,3g2,mj2": "audio/mp4", "matroska,webm": "audio/webm"}
 
 
@@ -37,24 +37,34 @@ def _open(data: bytes, name: str):
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError) as exc:
         raise MediaError(f"{name}: not audio in a format we can read ({exc.__class__.__name__})") from None
-    if not container.streams.audio:
+    if container.format.name not in AUDIO_TYPES and not container.format.name.endswith("_pipe"):
+        # Only real media containers: FFmpeg's playlists and concat lists would read other files.
+        container.close()
+        raise MediaError(f"{name}: {container.format.name} is not an accepted audio format "
+                         "(WAV, MP3, FLAC, OGG, M4A, WebM)")
+    if not container.streams.audio or container.format.name not in AUDIO_TYPES:
         container.close()
         raise MediaError(f"{name}: the file has no audio stream")
     return container
 
 
 def decode_audio(data: bytes, name: str, sample_rate: int) -> np.ndarray:
-    """The whole recording as mono float32 samples in [-1, 1] at `sample_rate`."""
+    """The whole recording as mono float32 samples in [-1, 1] at `sample_rate`. Decoding stops
+    past MAX_AUDIO_SECONDS: a small file of a very long, low-bitrate recording would otherwise
+    fill the memory before its length is known."""
     import av
 
     container = _open(data, name)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    chunks = []
+    chunks, count, limit = [], 0, int(MAX_AUDIO_SECONDS * sample_rate)
     try:
         stream = container.streams.audio[0]
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
+                count += len(chunks[-1])
+            if count > limit:
+                raise MediaError(f"{name}: longer than the {MAX_AUDIO_SECONDS:.0f}-second limit")
         for out in resampler.resample(None):  # what the resampler still holds
             chunks.append(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as exc:
@@ -74,9 +84,12 @@ def probe_audio(data: bytes, name: str) -> AudioInfo:
         stream = container.streams.audio[0]
         rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
         codec = stream.codec_context.name
-        media_type = AUDIO_TYPES.get(container.format.name, "audio/" + container.format.name.split(",")[0])
+        media_type = AUDIO_TYPES[container.format.name]
+        declared = float(container.duration / 1_000_000) if container.duration else 0.0
     finally:
         container.close()
+    if declared > MAX_AUDIO_SECONDS:  # refused before decoding anything
+        raise MediaError(f"{name}: {declared:.0f} s is over the {MAX_AUDIO_SECONDS:.0f}-second limit")
     if not rate or rate < MIN_SAMPLE_RATE:
         raise MediaError(f"{name}: a sample rate of {rate} Hz is below the {MIN_SAMPLE_RATE} Hz minimum")
     samples = decode_audio(data, name, rate)

@@ -37,12 +37,17 @@ def _open(data: bytes, name: str):
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError) as exc:  # not a container FFmpeg knows
         raise MediaError(f"{name}: not a video in a format we can read ({exc.__class__.__name__})") from None
-    if not container.streams.video:
-        container.close()
-        raise MediaError(f"{name}: the file has no video stream")
-    if container.format.name.endswith("_pipe") or container.format.name == "image2":
+    fmt = container.format.name
+    if fmt.endswith("_pipe") or fmt == "image2":
         container.close()  # FFmpeg reads a PNG or JPEG as a one-frame "video"
         raise MediaError(f"{name}: a still image, not a video (caption it as an image)")
+    if fmt not in VIDEO_TYPES and fmt not in ("wav", "mp3", "flac", "ogg", "aac"):
+        # Only real media containers: FFmpeg's playlists and concat lists would read other files.
+        container.close()
+        raise MediaError(f"{name}: {fmt} is not an accepted video format (MP4, WebM, MKV, AVI, MPEG, GIF)")
+    if not container.streams.video or fmt not in VIDEO_TYPES:
+        container.close()
+        raise MediaError(f"{name}: the file has no video stream")
     return container
 
 
@@ -67,7 +72,7 @@ def probe_video(data: bytes, name: str) -> VideoInfo:
         except av.error.FFmpegError as exc:
             raise MediaError(f"{name}: the video is corrupt ({exc})") from None
         fps = float(stream.average_rate or 0)
-        media_type = VIDEO_TYPES.get(container.format.name, "video/" + container.format.name.split(",")[0])
+        media_type = VIDEO_TYPES[container.format.name]
         return VideoInfo(duration=duration, frames=stream.frames, fps=fps, width=width, height=height,
                          codec=stream.codec_context.name, media_type=media_type)
     finally:

@@ -4,12 +4,13 @@ disk cache of the fixed pool's text embeddings (computed once per scorer, not pe
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections.abc import Sequence
 
 import numpy as np
 
-from worker.config import cache_dir
+from worker.config import cache_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class EmbeddingScorer:
         else:
             log.info("embedding the %d-text pool once for %s", len(pool), self.name)
             matrix = self.embed_texts(pool).astype(np.float32)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, matrix)
-            tmp.replace(path)  # atomic, so concurrent workers never read half a file
+            buffer = io.BytesIO()
+            np.save(buffer, matrix)
+            write_atomically(path, buffer.getvalue())  # concurrent workers never read half a file
         self._pool_memo = (key, matrix)
         return matrix

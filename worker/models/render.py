@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from worker.config import cache_dir
+from worker.config import cache_dir, write_atomically
 from worker.models import ModelLoadError, check_renderer_spec, pick_device
 
 RENDER_BATCH = 4
@@ -85,9 +85,7 @@ class Renderer:
         for start in range(0, len(missing), RENDER_BATCH):
             batch = missing[start:start + RENDER_BATCH]
             for prompt, image in zip(batch, self._run(batch), strict=True):
-                tmp = self._path(prompt).with_suffix(".tmp")
-                tmp.write_bytes(png_bytes(image))
-                tmp.replace(self._path(prompt))  # atomic: a concurrent worker never reads half a file
+                write_atomically(self._path(prompt), png_bytes(image))
         return [self._path(p).read_bytes() for p in prompts]
 
     def _run(self, prompts: list[str]) -> list[Image.Image]:
