@@ -30,6 +30,17 @@ class Media:
         return hashlib.sha256(self.data).hexdigest()
 
 
+def open_av(data: bytes, name: str, what: str):
+    """A PyAV container over `data`, or a MediaError saying it is not `what` ("a video", "audio")
+    in a format we can read. Callers then check the container format (see media.video/audio)."""
+    import av
+
+    try:
+        return av.open(io.BytesIO(data), mode="r")
+    except (av.error.FFmpegError, ValueError) as exc:  # not a container FFmpeg knows
+        raise MediaError(f"{name}: not {what} in a format we can read ({exc.__class__.__name__})") from None
+
+
 def read_media_file(path: str | Path) -> bytes:
     path = Path(path)
     if not path.exists():

@@ -3,12 +3,11 @@ decoded in the worker to mono float32 samples at the rate the scorer wants (PyAV
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
-from worker.media import Media, MediaError
+from worker.media import Media, MediaError, open_av
 
 MAX_AUDIO_SECONDS = 300.0
 MIN_AUDIO_SECONDS = 0.5
@@ -31,12 +30,7 @@ class AudioInfo:
 
 
 def _open(data: bytes, name: str):
-    import av
-
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.error.FFmpegError, ValueError) as exc:
-        raise MediaError(f"{name}: not audio in a format we can read ({exc.__class__.__name__})") from None
+    container = open_av(data, name, "audio")
     if container.format.name not in AUDIO_TYPES and not container.format.name.endswith("_pipe"):
         # Only real media containers: FFmpeg's playlists and concat lists would read other files.
         container.close()

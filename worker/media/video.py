@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from worker.media import MAX_IMAGE_PIXELS, Media, MediaError
+from worker.media import MAX_IMAGE_PIXELS, Media, MediaError, open_av
+from worker.media.audio import AUDIO_TYPES
 
 MAX_VIDEO_SECONDS = 600.0
 # Container format names (as FFmpeg reports them) -> the media type we store and serve.
@@ -31,18 +32,14 @@ class VideoInfo:
 
 
 def _open(data: bytes, name: str):
-    import av
-
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.error.FFmpegError, ValueError) as exc:  # not a container FFmpeg knows
-        raise MediaError(f"{name}: not a video in a format we can read ({exc.__class__.__name__})") from None
+    container = open_av(data, name, "a video")
     fmt = container.format.name
     if fmt.endswith("_pipe") or fmt == "image2":
         container.close()  # FFmpeg reads a PNG or JPEG as a one-frame "video"
         raise MediaError(f"{name}: a still image, not a video (caption it as an image)")
-    if fmt not in VIDEO_TYPES and fmt not in ("wav", "mp3", "flac", "ogg", "aac"):
+    if fmt not in VIDEO_TYPES and fmt not in AUDIO_TYPES:
         # Only real media containers: FFmpeg's playlists and concat lists would read other files.
+        # (A sound file is a real container: it is refused below, for having no video stream.)
         container.close()
         raise MediaError(f"{name}: {fmt} is not an accepted video format (MP4, WebM, MKV, AVI, MPEG, GIF)")
     if not container.streams.video or fmt not in VIDEO_TYPES:
