@@ -100,3 +100,27 @@ def sqlite_url(tmp_path):
 def db_url(request):
     """Each test using it runs once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def pg(pg_url) -> str:
+    """A fresh PostgreSQL database at the code's schema (`mils db upgrade`)."""
+    from worker.store.db import upgrade
+
+    upgrade(pg_url)
+    return pg_url
+
+
+@pytest.fixture
+def queue_db(tmp_path):
+    """A private SQLite-backed broker queue for this process's Celery app; yields its file
+    (`services.queued` reads what was queued)."""
+    from services import use_broker
+
+    from worker.celery_app import app as celery_app
+
+    before = celery_app.conf.broker_url
+    path = tmp_path / "queue.db"
+    use_broker(f"sqla+sqlite:///{path}")
+    yield path
+    use_broker(before)

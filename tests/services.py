@@ -171,6 +171,35 @@ class PgCluster:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- the broker of this process
+
+
+def use_broker(url: str) -> None:
+    """Point this process's Celery app at `url` (its connection pools are built lazily); the
+    `queue_db` fixture gives each test a private SQLite-backed queue this way."""
+    from worker.celery_app import app as celery_app
+
+    celery_app.conf.broker_url = url
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+def queued(path: Path) -> list[tuple[int, int]]:
+    """(job, step) of every message waiting in a SQLite-backed queue file, oldest first."""
+    import base64
+    import json
+    import sqlite3
+
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM kombu_message ORDER BY id")]
+    # kombu's message: JSON whose body is base64 of Celery's JSON [args, kwargs, embed].
+    return [tuple(json.loads(base64.b64decode(json.loads(p)["body"]))[0]) for p in payloads]
+
+
 # --------------------------------------------------------------------------- database reads
 
 

@@ -136,35 +136,27 @@ def test_bad_arithmetic_commands_fail_with_one_error_line(tmp_path, args, messag
     assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
 
 
-def test_the_api_submits_an_arithmetic_job_with_its_parents(pipeline, pg_url, tmp_path):
-    from test_web_api import _use_broker, queued
+def test_the_api_submits_an_arithmetic_job_with_its_parents(pipeline, pg, queue_db):
+    from services import queued
 
     from web import create_app
-    from worker.celery_app import app as celery_app
-    from worker.store.db import upgrade
 
-    upgrade(pg_url)
-    before = celery_app.conf.broker_url
-    _use_broker(f"sqla+sqlite:///{tmp_path / 'queue.db'}")
-    try:
-        client = create_app({"DATABASE_URL": pg_url, "WTF_CSRF_ENABLED": False}).test_client()
-        buffer = io.BytesIO()
-        Image.new("RGB", (32, 32), (200, 200, 10)).save(buffer, "PNG")
-        made = client.post("/api/jobs", data={"task": "arithmetic", "parts": [(io.BytesIO(buffer.getvalue()), "y.png")],
-                                              "text": ["a purple boat", "a white cloud"], "renderer": pipeline,
-                                              "size": "32", "llm": FAKE_LLM, "scorer": COLOUR})
-        assert made.status_code == 201, made.get_json()
-        job = made.get_json()
-        assert [p["task"] for p in job["parents"]] == ["image-caption"] and job["task"] == "arithmetic"
-        assert [p.get("text") for p in job["input_info"]["parts"]] == [None, "a purple boat", "a white cloud"]
-        assert queued(tmp_path / "queue.db") == [(job["parents"][0]["id"], 0), (job["id"], 0)]
-        page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
-        assert f'href="/jobs/{job["parents"][0]["id"]}"' in page
-        alone = client.post("/api/jobs", data={"task": "arithmetic", "text": "a boat", "renderer": pipeline})
-        assert alone.status_code == 400 and "at least two inputs" in alone.get_json()["error"]["message"]
-        assert len(client.get("/api/jobs").get_json()["jobs"]) == 2  # the refused one left nothing
-    finally:
-        _use_broker(before)
+    client = create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False}).test_client()
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 200, 10)).save(buffer, "PNG")
+    made = client.post("/api/jobs", data={"task": "arithmetic", "parts": [(io.BytesIO(buffer.getvalue()), "y.png")],
+                                          "text": ["a purple boat", "a white cloud"], "renderer": pipeline,
+                                          "size": "32", "llm": FAKE_LLM, "scorer": COLOUR})
+    assert made.status_code == 201, made.get_json()
+    job = made.get_json()
+    assert [p["task"] for p in job["parents"]] == ["image-caption"] and job["task"] == "arithmetic"
+    assert [p.get("text") for p in job["input_info"]["parts"]] == [None, "a purple boat", "a white cloud"]
+    assert queued(queue_db) == [(job["parents"][0]["id"], 0), (job["id"], 0)]
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert f'href="/jobs/{job["parents"][0]["id"]}"' in page
+    alone = client.post("/api/jobs", data={"task": "arithmetic", "text": "a boat", "renderer": pipeline})
+    assert alone.status_code == 400 and "at least two inputs" in alone.get_json()["error"]["message"]
+    assert len(client.get("/api/jobs").get_json()["jobs"]) == 2  # the refused one left nothing
 
 
 def test_an_interrupted_arithmetic_job_resumes_to_the_same_result(pipeline, sqlite_url):

@@ -233,29 +233,19 @@ def test_an_interrupted_audio_job_resumes_to_the_same_result(tiny_clap, sqlite_u
     assert got["top_k"] == want["top_k"]
 
 
-def test_the_api_takes_an_audio_job(tiny_clap, pg_url, tmp_path):
-    from test_web_api import _use_broker
-
+def test_the_api_takes_an_audio_job(tiny_clap, pg, queue_db):
     from web import create_app
-    from worker.celery_app import app as celery_app
-    from worker.store.db import upgrade
 
-    upgrade(pg_url)
-    before = celery_app.conf.broker_url
-    _use_broker(f"sqla+sqlite:///{tmp_path / 'queue.db'}")
-    try:
-        client = create_app({"DATABASE_URL": pg_url, "WTF_CSRF_ENABLED": False}).test_client()
-        made = client.post("/api/jobs", data={"task": "audio-caption", "file": (io.BytesIO(recording(4.0)), "t.wav"),
-                                              "scorer": f"clap:{tiny_clap}", "clip_seconds": "2"})
-        assert made.status_code == 201, made.get_json()
-        job = made.get_json()
-        assert job["options"] == {"clip_seconds": 2} and job["input_media_type"] == "audio/wav"
-        assert '<audio src="/jobs/' in client.get(f"/jobs/{job['id']}").get_data(as_text=True)
-        refused = client.post("/api/jobs", data={"task": "audio-caption", "file": (io.BytesIO(recording(4.0)), "t.wav")})
-        assert refused.status_code == 400 and "needs an audio-text scorer" in refused.get_json()["error"]["message"]
-        silent = client.post("/api/jobs", data={"task": "audio-caption", "scorer": f"clap:{tiny_clap}",
-                                                "file": (io.BytesIO(recording(2.0, amplitude=0)), "s.wav")})
-        assert silent.status_code == 400 and "s.wav: the recording is silent" in silent.get_json()["error"]["message"]
-        assert [j["id"] for j in client.get("/api/jobs").get_json()["jobs"]] == [job["id"]]
-    finally:
-        _use_broker(before)
+    client = create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False}).test_client()
+    made = client.post("/api/jobs", data={"task": "audio-caption", "file": (io.BytesIO(recording(4.0)), "t.wav"),
+                                          "scorer": f"clap:{tiny_clap}", "clip_seconds": "2"})
+    assert made.status_code == 201, made.get_json()
+    job = made.get_json()
+    assert job["options"] == {"clip_seconds": 2} and job["input_media_type"] == "audio/wav"
+    assert '<audio src="/jobs/' in client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    refused = client.post("/api/jobs", data={"task": "audio-caption", "file": (io.BytesIO(recording(4.0)), "t.wav")})
+    assert refused.status_code == 400 and "needs an audio-text scorer" in refused.get_json()["error"]["message"]
+    silent = client.post("/api/jobs", data={"task": "audio-caption", "scorer": f"clap:{tiny_clap}",
+                                            "file": (io.BytesIO(recording(2.0, amplitude=0)), "s.wav")})
+    assert silent.status_code == 400 and "s.wav: the recording is silent" in silent.get_json()["error"]["message"]
+    assert [j["id"] for j in client.get("/api/jobs").get_json()["jobs"]] == [job["id"]]

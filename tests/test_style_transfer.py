@@ -167,29 +167,19 @@ def test_bad_style_commands_fail_with_one_error_line(editor, tmp_path, args, mes
     assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
 
 
-def test_the_api_takes_a_style_job_with_its_style_image(editor, pg_url, tmp_path):
-    from test_web_api import _use_broker
-
+def test_the_api_takes_a_style_job_with_its_style_image(editor, pg, queue_db):
     from web import create_app
-    from worker.celery_app import app as celery_app
-    from worker.store.db import upgrade
 
-    upgrade(pg_url)
-    before = celery_app.conf.broker_url
-    _use_broker(f"sqla+sqlite:///{tmp_path / 'queue.db'}")
-    try:
-        client = create_app({"DATABASE_URL": pg_url, "WTF_CSRF_ENABLED": False}).test_client()
-        style = sample_path("coffee").read_bytes()
-        made = client.post("/api/jobs", data={"task": "style-transfer", "sample": "chelsea", "editor": editor,
-                                              "style_file": (io.BytesIO(style), "coffee.png"), "size": "32"})
-        assert made.status_code == 201, made.get_json()
-        job = made.get_json()
-        assert client.get(f"/api/artifacts/{job['options']['style_sha256']}").data == style
-        missing = client.post("/api/jobs", data={"task": "style-transfer", "sample": "chelsea", "editor": editor})
-        assert missing.status_code == 400 and "needs a style image" in missing.get_json()["error"]["message"]
-        broken = client.post("/api/jobs", data={"task": "style-transfer", "sample": "chelsea", "editor": editor,
-                                                "style_file": (io.BytesIO(style[:300]), "cut.png")})
-        assert broken.status_code == 400 and "cut.png" in broken.get_json()["error"]["message"]
-        assert [j["id"] for j in client.get("/api/jobs").get_json()["jobs"]] == [job["id"]]
-    finally:
-        _use_broker(before)
+    client = create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False}).test_client()
+    style = sample_path("coffee").read_bytes()
+    made = client.post("/api/jobs", data={"task": "style-transfer", "sample": "chelsea", "editor": editor,
+                                          "style_file": (io.BytesIO(style), "coffee.png"), "size": "32"})
+    assert made.status_code == 201, made.get_json()
+    job = made.get_json()
+    assert client.get(f"/api/artifacts/{job['options']['style_sha256']}").data == style
+    missing = client.post("/api/jobs", data={"task": "style-transfer", "sample": "chelsea", "editor": editor})
+    assert missing.status_code == 400 and "needs a style image" in missing.get_json()["error"]["message"]
+    broken = client.post("/api/jobs", data={"task": "style-transfer", "sample": "chelsea", "editor": editor,
+                                            "style_file": (io.BytesIO(style[:300]), "cut.png")})
+    assert broken.status_code == 400 and "cut.png" in broken.get_json()["error"]["message"]
+    assert [j["id"] for j in client.get("/api/jobs").get_json()["jobs"]] == [job["id"]]

@@ -88,40 +88,31 @@ def test_bad_t2i_commands_fail_with_one_error_line(pipeline, tmp_path, args, mes
     assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
 
 
-def test_the_api_and_pages_show_renders(pipeline, pg_url, tmp_path):
-    from test_web_api import _use_broker
-
+def test_the_api_and_pages_show_renders(pipeline, pg, queue_db):
     from web import create_app
-    from worker.celery_app import app as celery_app
     from worker.jobs import Models, run_in_process
     from worker.models import _from_factory, load_scorer
-    from worker.store.db import open_store, upgrade
+    from worker.store.db import open_store
 
-    upgrade(pg_url)
-    before = celery_app.conf.broker_url
-    _use_broker(f"sqla+sqlite:///{tmp_path / 'queue.db'}")
-    try:
-        client = create_app({"DATABASE_URL": pg_url, "WTF_CSRF_ENABLED": False}).test_client()
-        made = client.post("/api/jobs", data={"task": "text-to-image", "prompt": PROMPT, "renderer": pipeline,
-                                              "size": "32", "render_steps": "2", "llm": FAKE_LLM, "steps": "1",
-                                              "candidates": "3", "top_k": "2"})
-        assert made.status_code == 201, made.get_json()
-        job = made.get_json()
-        assert job["input_info"] == {"prompt": PROMPT} and job["options"]["renderer"] == pipeline
-        for _ in run_in_process(open_store(pg_url), job["id"],
-                                lambda g, s: Models(_from_factory(g), load_scorer(s))):
-            pass
-        rows = client.get(f"/api/jobs/{job['id']}/candidates?limit=100").get_json()["candidates"]
-        assert rows and all(r["artifact_sha256"] for r in rows)
-        render = client.get(f"/api/artifacts/{rows[0]['artifact_sha256']}")
-        assert render.mimetype == "image/png" and Image.open(io.BytesIO(render.data)).size == (32, 32)
-        page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
-        assert f'src="/artifacts/{rows[0]["artifact_sha256"]}"' in page and PROMPT in page
-        assert client.get("/api/artifacts/" + "0" * 64).status_code == 404
-        refused = client.post("/api/jobs", data={"task": "text-to-image", "renderer": pipeline})
-        assert refused.status_code == 400 and "needs a prompt" in refused.get_json()["error"]["message"]
-        no_renderer = client.post("/api/jobs", data={"task": "text-to-image", "prompt": PROMPT})
-        assert no_renderer.status_code == 400 and "needs the text-to-image pipeline" in no_renderer.get_json()["error"]["message"]
-        assert [j["id"] for j in client.get("/api/jobs").get_json()["jobs"]] == [job["id"]]
-    finally:
-        _use_broker(before)
+    client = create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False}).test_client()
+    made = client.post("/api/jobs", data={"task": "text-to-image", "prompt": PROMPT, "renderer": pipeline,
+                                          "size": "32", "render_steps": "2", "llm": FAKE_LLM, "steps": "1",
+                                          "candidates": "3", "top_k": "2"})
+    assert made.status_code == 201, made.get_json()
+    job = made.get_json()
+    assert job["input_info"] == {"prompt": PROMPT} and job["options"]["renderer"] == pipeline
+    for _ in run_in_process(open_store(pg), job["id"],
+                            lambda g, s: Models(_from_factory(g), load_scorer(s))):
+        pass
+    rows = client.get(f"/api/jobs/{job['id']}/candidates?limit=100").get_json()["candidates"]
+    assert rows and all(r["artifact_sha256"] for r in rows)
+    render = client.get(f"/api/artifacts/{rows[0]['artifact_sha256']}")
+    assert render.mimetype == "image/png" and Image.open(io.BytesIO(render.data)).size == (32, 32)
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert f'src="/artifacts/{rows[0]["artifact_sha256"]}"' in page and PROMPT in page
+    assert client.get("/api/artifacts/" + "0" * 64).status_code == 404
+    refused = client.post("/api/jobs", data={"task": "text-to-image", "renderer": pipeline})
+    assert refused.status_code == 400 and "needs a prompt" in refused.get_json()["error"]["message"]
+    no_renderer = client.post("/api/jobs", data={"task": "text-to-image", "prompt": PROMPT})
+    assert no_renderer.status_code == 400 and "needs the text-to-image pipeline" in no_renderer.get_json()["error"]["message"]
+    assert [j["id"] for j in client.get("/api/jobs").get_json()["jobs"]] == [job["id"]]

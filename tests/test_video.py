@@ -257,33 +257,23 @@ def test_bad_video_commands_fail_with_one_error_line(tmp_path, args, message):
     assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
 
 
-def test_the_api_takes_a_video_job_and_refuses_a_corrupt_video(pg_url, tmp_path):
+def test_the_api_takes_a_video_job_and_refuses_a_corrupt_video(pg, queue_db):
     from web import create_app
-    from worker.store.db import upgrade
 
-    upgrade(pg_url)
-    from test_web_api import _use_broker  # a private queue file for this test
-
-    from worker.celery_app import app as celery_app
-    before = celery_app.conf.broker_url
-    _use_broker(f"sqla+sqlite:///{tmp_path / 'queue.db'}")
-    try:
-        client = create_app({"DATABASE_URL": pg_url, "WTF_CSRF_ENABLED": False}).test_client()
-        clip = grey_video(range(0, 120, 10))
-        made = client.post("/api/jobs", data={"task": "video-caption", "file": (io.BytesIO(clip), "clip.mp4"),
-                                              "frames": "3", "frame_mode": "pooled"})
-        assert made.status_code == 201, made.get_json()
-        job = made.get_json()
-        assert job["options"] == {"frames": 3, "frame_mode": "pooled"} and job["input_media_type"] == "video/mp4"
-        assert job["input_info"]["duration"] == 1.0 and job["settings"]["max_words"] == 25
-        page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
-        assert '<video src="/jobs/' in page
-        bad = client.post("/api/jobs", data={"task": "video-caption", "file": (io.BytesIO(clip[:900]), "cut.mp4")})
-        assert bad.status_code == 400 and re.search(r"cut.mp4: (not a video|the video is corrupt)",
-                                                    bad.get_json()["error"]["message"])
-        wrong = client.post("/api/jobs", data={"task": "video-caption", "sample": "chelsea", "frame_mode": "max"})
-        assert wrong.status_code == 400 and "frame_mode must be one of" in wrong.get_json()["error"]["message"]
-        listed = client.get("/api/jobs").get_json()["jobs"]
-        assert [j["id"] for j in listed] == [job["id"]]  # the refused ones left nothing behind
-    finally:
-        _use_broker(before)
+    client = create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False}).test_client()
+    clip = grey_video(range(0, 120, 10))
+    made = client.post("/api/jobs", data={"task": "video-caption", "file": (io.BytesIO(clip), "clip.mp4"),
+                                          "frames": "3", "frame_mode": "pooled"})
+    assert made.status_code == 201, made.get_json()
+    job = made.get_json()
+    assert job["options"] == {"frames": 3, "frame_mode": "pooled"} and job["input_media_type"] == "video/mp4"
+    assert job["input_info"]["duration"] == 1.0 and job["settings"]["max_words"] == 25
+    page = client.get(f"/jobs/{job['id']}").get_data(as_text=True)
+    assert '<video src="/jobs/' in page
+    bad = client.post("/api/jobs", data={"task": "video-caption", "file": (io.BytesIO(clip[:900]), "cut.mp4")})
+    assert bad.status_code == 400 and re.search(r"cut.mp4: (not a video|the video is corrupt)",
+                                                bad.get_json()["error"]["message"])
+    wrong = client.post("/api/jobs", data={"task": "video-caption", "sample": "chelsea", "frame_mode": "max"})
+    assert wrong.status_code == 400 and "frame_mode must be one of" in wrong.get_json()["error"]["message"]
+    listed = client.get("/api/jobs").get_json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]  # the refused ones left nothing behind

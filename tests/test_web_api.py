@@ -9,14 +9,12 @@ real worker; here every endpoint and its error cases are covered one by one.
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import html
 import io
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import tracemalloc
@@ -26,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fakes import HiddenCaptionScorer, ScriptedGenerator
+from services import queued, use_broker
 from PIL import Image
 from sqlalchemy import func, insert, select
 
@@ -33,7 +32,7 @@ from web import create_app
 from web.auth import create_token, revoke_token
 from worker.jobs import Models, run_in_process
 from worker.samples import sample_path
-from worker.store.db import open_store, upgrade
+from worker.store.db import open_store
 from worker.store.models import ApiToken, Candidate, Job, JobEvent, JobStatus, Step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,46 +42,6 @@ TABLES = (Job, Step, Candidate, JobEvent)
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def _use_broker(url: str) -> None:
-    """Point this process's Celery app at `url` (its connection pools are built lazily)."""
-    from worker.celery_app import app as celery_app
-
-    celery_app.conf.broker_url = url
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-
-
-@pytest.fixture
-def queue_db(tmp_path):
-    """A private SQLite-backed broker queue; yields its file (read it to see what was queued)."""
-    from worker.celery_app import app as celery_app
-
-    before = celery_app.conf.broker_url
-    path = tmp_path / "queue.db"
-    _use_broker(f"sqla+sqlite:///{path}")
-    yield path
-    _use_broker(before)
-
-
-def queued(path: Path) -> list[tuple[int, int]]:
-    """(job, step) of every message waiting in the queue file, oldest first."""
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as conn:
-        payloads = [row[0] for row in conn.execute("SELECT payload FROM kombu_message ORDER BY id")]
-    # kombu's message: JSON whose body is base64 of Celery's JSON [args, kwargs, embed].
-    return [tuple(json.loads(base64.b64decode(json.loads(p)["body"]))[0]) for p in payloads]
-
-
-@pytest.fixture
-def pg(pg_url) -> str:
-    """A fresh PostgreSQL database at the code's schema (`mils db upgrade`)."""
-    upgrade(pg_url)
-    return pg_url
 
 
 @pytest.fixture
@@ -218,7 +177,7 @@ def test_an_upload_over_the_size_limit_is_a_413(pg, queue_db):
 
 
 def test_a_stored_job_the_broker_did_not_take_is_a_503_naming_it(client, Session):
-    _use_broker("redis://127.0.0.1:1/0")  # nothing listens there
+    use_broker("redis://127.0.0.1:1/0")  # nothing listens there
     response = client.post("/api/jobs", data={"sample": "chelsea", "llm": FAKE_LLM, "scorer": FAKE_SCORER})
     body = response.get_json()["error"]
     assert response.status_code == 503 and "mils resume" in body["message"]
@@ -485,7 +444,7 @@ def test_pages_need_a_login_with_a_token_and_the_api_accepts_its_session_for_rea
 
 def test_healthz_reports_database_and_broker(app, client, pg):
     assert client.get("/healthz").get_json() == {"status": "ok", "database": {"ok": True}, "broker": {"ok": True}}
-    _use_broker("redis://127.0.0.1:1/0")
+    use_broker("redis://127.0.0.1:1/0")
     broken = client.get("/healthz")
     assert broken.status_code == 503 and broken.get_json()["broker"]["ok"] is False
     assert "Connection refused" in broken.get_json()["broker"]["error"] and broken.get_json()["database"]["ok"]
@@ -522,8 +481,8 @@ def test_the_web_app_never_imports_a_model_library(pg, tmp_path):
 import io, sys
 from web import create_app
 client = create_app({{"DATABASE_URL": {pg!r}, "WTF_CSRF_ENABLED": False}}).test_client()
-from tests.test_web_api import _use_broker
-_use_broker("sqla+sqlite:///{tmp_path}/q.db")
+from services import use_broker
+use_broker("sqla+sqlite:///{tmp_path}/q.db")
 job = client.post("/api/jobs", data={{"sample": "chelsea"}}).get_json()["id"]
 for url in ["/jobs", "/jobs/new", f"/jobs/{{job}}", f"/api/jobs/{{job}}", f"/jobs/{{job}}/candidates", "/healthz"]:
     assert client.get(url).status_code == 200, url
