@@ -13,6 +13,24 @@ from dataclasses import dataclass
 from worker.core import Message, Scored
 
 
+def scored_lines(examples: Sequence[Scored]) -> str:
+    return "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
+
+
+def answer_rules(noun: str, n: int, length: str, article: str = "a") -> str:
+    """The end of every prompt: how long each new text is, and the numbered list asked for."""
+    return (f"Each {noun} {length}. Do not repeat {article} {noun} above and do not write scores. "
+            f"Answer with a numbered list of {n} {noun}s and nothing else.")
+
+
+# Who the LLM is when it writes text-to-image prompts (prompt rewriting and arithmetic).
+PROMPT_WRITER = (
+    "You write prompts for a text-to-image model. A good prompt names the subject, the "
+    "setting, the composition, the lighting and the style in concrete words. You never "
+    "explain yourself."
+)
+
+
 @dataclass(frozen=True)
 class CaptionTemplate:
     subject: str = "an image"
@@ -23,15 +41,13 @@ class CaptionTemplate:
     length: str = "at most {max_words} words"
 
     def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
-        lines = "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
         user = (
             f"We are looking for the caption that best describes {self.subject} you cannot see. "
             "A judge that can see it scored some captions; a higher score means a better match.\n\n"
-            f"Scored captions, best first (score: caption):\n{lines}\n\n"
+            f"Scored captions, best first (score: caption):\n{scored_lines(examples)}\n\n"
             f"Write {n} new captions that would score higher than all of these. Keep what the "
             "best ones get right, drop what the worst ones say, and try different details. "
-            f"Each caption {self.length.format(max_words=max_words)}. Do not repeat a caption above and do not "
-            f"write scores. Answer with a numbered list of {n} captions and nothing else."
+            + answer_rules("caption", n, self.length.format(max_words=max_words))
         )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
@@ -64,23 +80,17 @@ class PromptRewriteTemplate:
     text-to-image model makes from them against the user's original description."""
 
     original: str = ""  # set per job (see task_kinds)
-    system: str = (
-        "You write prompts for a text-to-image model. A good prompt names the subject, the "
-        "setting, the composition, the lighting and the style in concrete words. You never "
-        "explain yourself."
-    )
+    system: str = PROMPT_WRITER
 
     def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
-        lines = "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
         user = (
             f'We want a picture that matches this description: "{self.original}".\n'
             "Each prompt below was given to a text-to-image model, and a judge scored the picture "
             "it made against the description; a higher score means a better match.\n\n"
-            f"Prompts, best first (score: prompt):\n{lines}\n\n"
+            f"Prompts, best first (score: prompt):\n{scored_lines(examples)}\n\n"
             f"Write {n} new prompts that would make pictures scoring higher than all of these. Keep "
             "what the best ones get right, add concrete visual details and try different wordings. "
-            f"Each prompt at most {max_words} words. Do not repeat a prompt above and do not write "
-            f"scores. Answer with a numbered list of {n} prompts and nothing else."
+            + answer_rules("prompt", n, f"at most {max_words} words")
         )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
@@ -112,8 +122,7 @@ class StyleTemplate:
             f"Instructions, best first (score (style, content): instruction):\n{lines}\n\n"
             f"Write {n} new instructions that would score higher than all of these: move the style "
             "toward what the best ones do, and keep the content distance low. "
-            f"Each instruction at most {max_words} words. Do not repeat an instruction above and do "
-            f"not write scores. Answer with a numbered list of {n} instructions and nothing else."
+            + answer_rules("instruction", n, f"at most {max_words} words", article="an")
         )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
@@ -124,19 +133,17 @@ class ArithmeticTemplate:
     text by MILS; the scored texts are prompts, judged against every input's text."""
 
     parts: tuple[str, ...] = ()  # set per job: the inputs' texts, in order
-    system: PromptRewriteTemplate = PromptRewriteTemplate()
+    system: str = PROMPT_WRITER
 
     def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]:
         inputs = "\n".join(f"{i}. {text}" for i, text in enumerate(self.parts, 1))
-        lines = "\n".join(f"{c.score:.4f}: {c.text}" for c in examples)
         user = (
             f"We want one picture that combines all of these:\n{inputs}\n\n"
             "Each prompt below was given to a text-to-image model, and a judge scored how well the "
             "picture matches every item above (the mean); a higher score means a better combination.\n\n"
-            f"Prompts, best first (score: prompt):\n{lines}\n\n"
+            f"Prompts, best first (score: prompt):\n{scored_lines(examples)}\n\n"
             f"Write {n} new prompts that would make pictures scoring higher than all of these: one "
             "scene in which every item is visible. "
-            f"Each prompt at most {max_words} words. Do not repeat a prompt above and do not write "
-            f"scores. Answer with a numbered list of {n} prompts and nothing else."
+            + answer_rules("prompt", n, f"at most {max_words} words")
         )
-        return [{"role": "system", "content": self.system.system}, {"role": "user", "content": user}]
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
