@@ -289,6 +289,23 @@ def run_mils(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess
                           timeout=timeout)
 
 
+def run_embedded(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`mils ARGS` on the embedded default under `home` (its SQLite database and queue), with
+    the repository on the path for the `py:tests.fakes:...` specs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
+    env.update(MILS_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")
+    return subprocess.run([mils_executable(), *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+def assert_one_error_line(out: subprocess.CompletedProcess, pattern: str) -> list[str]:
+    """A refused command: a non-zero exit, no traceback, one `Error:` line matching `pattern`."""
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), out.stderr
+    return errors
+
+
 class Worker:
     """One `mils worker` process (solo pool: one process, one step at a time), logging to a file."""
 

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from services import mils_executable
+from services import assert_one_error_line, run_embedded
 from tiny_pipelines import build_text_to_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,13 +24,6 @@ def pipeline(tmp_path_factory) -> str:
     return "diffusers:" + str(build_text_to_image(tmp_path_factory.mktemp("tiny-sd")))
 
 
-def _mils(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
-    env.update(MILS_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")
-    return subprocess.run([mils_executable(), *args], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
-
-
 RENDER = ["--size", "32", "--render-steps", "2"]
 
 
@@ -41,18 +31,19 @@ def test_an_image_and_a_text_are_inverted_combined_and_rendered(pipeline, tmp_pa
     home = tmp_path / "home"
     photo = tmp_path / "red.png"
     Image.new("RGB", (64, 48), (220, 30, 30)).save(photo)
-    out = _mils("arithmetic", str(photo), "--text", "a blue lake under a green forest", "--renderer", pipeline,
-                *RENDER, "--llm", FAKE_LLM, "--scorer", COLOUR, "--steps", "2", "--candidates", "3", "--top-k", "3",
-                "--json", home=home)
+    out = run_embedded("arithmetic", str(photo), "--text", "a blue lake under a green forest",
+                       "--renderer", pipeline, *RENDER, "--llm", FAKE_LLM, "--scorer", COLOUR, "--steps", "2",
+                       "--candidates", "3", "--top-k", "3", "--json", home=home)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert len(result["parents"]) == 1 and len(result["steps"]) == 3
-    detail = json.loads(_mils("status", str(result["job_id"]), "--json", home=home).stdout)
+    detail = json.loads(run_embedded("status", str(result["job_id"]), "--json", home=home).stdout)
     assert detail["task"] == "arithmetic" and detail["status"] == "succeeded"
-    parent = json.loads(_mils("status", str(result["parents"][0]), "--json", home=home).stdout)
+    parent = json.loads(run_embedded("status", str(result["parents"][0]), "--json", home=home).stdout)
     assert parent["task"] == "image-caption" and parent["status"] == "succeeded"
     # Step 0 holds combinations of the photo's caption and the text, each rendered.
-    rows = list(__import__("csv").DictReader(io.StringIO(_mils("history", str(result["job_id"]), home=home).stdout)))
+    history = run_embedded("history", str(result["job_id"]), home=home).stdout
+    rows = list(__import__("csv").DictReader(io.StringIO(history)))
     step0 = [r["text"] for r in rows if r["step"] == "0"]
     caption = parent["best_text"].rstrip(" .")
     assert any(caption in t and "a blue lake under a green forest" in t for t in step0), (caption, step0)
@@ -129,11 +120,9 @@ def test_bad_arithmetic_commands_fail_with_one_error_line(tmp_path, args, messag
     wav.write_bytes(recording(2.0))
     bad.write_bytes(b"\x00\x01 nothing" * 20)
     extra = [] if "needs the text-to-image" in message else ["--renderer", "diffusers:" + str(tmp_path)]
-    out = _mils("arithmetic", *[a.format(wav=wav, bad=bad) for a in args], *extra, "--llm", FAKE_LLM,
-                home=tmp_path / "home")
-    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
-    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
+    out = run_embedded("arithmetic", *[a.format(wav=wav, bad=bad) for a in args], *extra, "--llm", FAKE_LLM,
+                       home=tmp_path / "home")
+    assert_one_error_line(out, message)
 
 
 def test_the_api_submits_an_arithmetic_job_with_its_parents(pipeline, pg, queue_db):

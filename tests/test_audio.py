@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
-import subprocess
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from services import mils_executable
+from services import assert_one_error_line, run_embedded
 
 from worker.media import MediaError
 from worker.media.audio import AudioInput, probe_audio
@@ -141,32 +138,25 @@ def test_clap_scorer_clips_batches_and_is_deterministic(tiny_clap):
     assert not np.allclose(other, long)
 
 
-def _mils(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
-    env.update(MILS_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")
-    return subprocess.run([mils_executable(), *args], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
-
-
 def test_caption_audio_runs_a_job_with_the_clap_scorer(tiny_clap, tmp_path):
     sound = tmp_path / "tone.wav"
     sound.write_bytes(recording(12.0))
     home = tmp_path / "home"
-    out = _mils("caption-audio", str(sound), "--scorer", f"clap:{tiny_clap}", "--llm", FAKE_LLM,
-                "--clip-seconds", "5", "--steps", "2", "--candidates", "5", "--top-k", "3", "--seed", "4", "--json",
-                home=home)
+    out = run_embedded("caption-audio", str(sound), "--scorer", f"clap:{tiny_clap}", "--llm", FAKE_LLM,
+                       "--clip-seconds", "5", "--steps", "2", "--candidates", "5", "--top-k", "3", "--seed", "4",
+                       "--json", home=home, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     best = [s["best_score"] for s in result["steps"]]
     assert len(best) == 3 and best == sorted(best)
-    summary = json.loads(_mils("status", str(result["job_id"]), "--json", home=home).stdout)
+    summary = json.loads(run_embedded("status", str(result["job_id"]), "--json", home=home, timeout=300).stdout)
     assert summary["task"] == "audio-caption" and summary["status"] == "succeeded"
     assert summary["settings"]["max_words"] == 19
     assert summary["model_versions"]["scorer"]["name"] == f"clap:{tiny_clap}"
     # Same seed, same input, same models: the same job.
-    again = json.loads(_mils("caption-audio", str(sound), "--scorer", f"clap:{tiny_clap}", "--llm", FAKE_LLM,
-                             "--clip-seconds", "5", "--steps", "2", "--candidates", "5", "--top-k", "3",
-                             "--seed", "4", "--json", home=home).stdout)
+    again = json.loads(run_embedded("caption-audio", str(sound), "--scorer", f"clap:{tiny_clap}", "--llm", FAKE_LLM,
+                                    "--clip-seconds", "5", "--steps", "2", "--candidates", "5", "--top-k", "3",
+                                    "--seed", "4", "--json", home=home, timeout=300).stdout)
     assert [s["best_text"] for s in again["steps"]] == [s["best_text"] for s in result["steps"]]
 
 
@@ -182,10 +172,9 @@ def test_caption_audio_runs_a_job_with_the_clap_scorer(tiny_clap, tmp_path):
 def test_bad_audio_commands_fail_with_one_error_line(tiny_clap, tmp_path, args, message):
     wav = tmp_path / "tone.wav"
     wav.write_bytes(recording(2.0))
-    out = _mils(*[a.format(wav=wav, clap=tiny_clap) for a in args], "--llm", FAKE_LLM, home=tmp_path / "home")
-    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
-    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
+    out = run_embedded(*[a.format(wav=wav, clap=tiny_clap) for a in args], "--llm", FAKE_LLM,
+                       home=tmp_path / "home", timeout=300)
+    assert_one_error_line(out, message)
 
 
 def test_an_interrupted_audio_job_resumes_to_the_same_result(tiny_clap, sqlite_url):

@@ -10,14 +10,13 @@ import io
 import json
 import os
 import re
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fakes import ScriptedGenerator
 from PIL import Image, ImageFilter
-from services import mils_executable
+from services import assert_one_error_line, run_embedded
 from tiny_pipelines import build_instruct_pix2pix
 
 from worker.media import decode_image
@@ -92,13 +91,6 @@ def test_both_distances_reach_the_llm_and_the_store(cnn, editor, sqlite_url):
         assert score == pytest.approx(-(details["style"] + details["content"]), rel=1e-5)
 
 
-def _mils(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
-    env.update(MILS_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")
-    return subprocess.run([mils_executable(), *args], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
-
-
 def test_mils_style_runs_and_resumes_after_an_interruption(editor, tmp_path):
     """The same job twice: once straight through, once killed (the job left running, as a
     dead worker leaves it), reaped and resumed; the records are equal."""
@@ -106,7 +98,7 @@ def test_mils_style_runs_and_resumes_after_an_interruption(editor, tmp_path):
     args = ["style", "--sample", "chelsea", "--style-sample", "coffee", "--editor", editor, "--size", "32",
             "--render-steps", "1", "--llm", FAKE_LLM, "--steps", "3", "--candidates", "3", "--top-k", "3",
             "--seed", "5", "--json"]
-    out = _mils(*args, home=home)
+    out = run_embedded(*args, home=home)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert result["instruction"] == result["steps"][-1]["best_text"] and len(result["steps"]) == 4
@@ -161,10 +153,8 @@ def test_mils_style_runs_and_resumes_after_an_interruption(editor, tmp_path):
 def test_bad_style_commands_fail_with_one_error_line(editor, tmp_path, args, message):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a picture at all")
-    out = _mils(*[a.format(editor=editor, bad=bad) for a in args], "--llm", FAKE_LLM, home=tmp_path / "home")
-    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
-    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
+    out = run_embedded(*[a.format(editor=editor, bad=bad) for a in args], "--llm", FAKE_LLM, home=tmp_path / "home")
+    assert_one_error_line(out, message)
 
 
 def test_the_api_takes_a_style_job_with_its_style_image(editor, pg, queue_db):

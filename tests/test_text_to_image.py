@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from services import mils_executable
+from services import assert_one_error_line, run_embedded
 from tiny_pipelines import build_text_to_image
 
 from worker.models.render import Renderer
@@ -49,27 +46,20 @@ def test_renders_are_seeded_per_prompt_batch_independent_and_cached(pipeline, mi
     assert Renderer(pipeline, seed=6, size=32, steps=2, guidance=5.0).render(["a dog"]) != [dog]
 
 
-def _mils(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
-    env.update(MILS_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1")
-    return subprocess.run([mils_executable(), *args], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
-
-
 def test_mils_t2i_rewrites_a_prompt_and_keeps_every_render(pipeline, tmp_path):
     home = tmp_path / "home"
-    out = _mils("t2i", PROMPT, "--renderer", pipeline, "--size", "32", "--render-steps", "2", "--llm", FAKE_LLM,
-                "--steps", "2", "--candidates", "4", "--top-k", "3", "--seed", "1", "--json", home=home)
+    out = run_embedded("t2i", PROMPT, "--renderer", pipeline, "--size", "32", "--render-steps", "2", "--llm", FAKE_LLM,
+                       "--steps", "2", "--candidates", "4", "--top-k", "3", "--seed", "1", "--json", home=home)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     best = [s["best_score"] for s in result["steps"]]
     assert len(best) == 3 and best == sorted(best) and result["prompt"] == result["steps"][-1]["best_text"]
     history = list(__import__("csv").DictReader(io.StringIO(
-        _mils("history", str(result["job_id"]), home=home).stdout)))
+        run_embedded("history", str(result["job_id"]), home=home).stdout)))
     assert len(history) >= len(T2I.initial_pool(JobInput(PROMPT.encode(), "p", {}, T2I.paper_settings))) + 1
     renders = {row["artifact_sha256"] for row in history}
     assert "" not in renders and len(renders) == len(history)  # one render per candidate prompt
-    summary = json.loads(_mils("status", str(result["job_id"]), "--json", home=home).stdout)
+    summary = json.loads(run_embedded("status", str(result["job_id"]), "--json", home=home).stdout)
     assert summary["task"] == "text-to-image" and summary["settings"]["max_words"] == 40
 
 
@@ -82,10 +72,8 @@ def test_mils_t2i_rewrites_a_prompt_and_keeps_every_render(pipeline, tmp_path):
     (["t2i", PROMPT, "--renderer", "{pipeline}", "--guidance", "99"], r"guidance must be between 0.0 and 50.0"),
 ])
 def test_bad_t2i_commands_fail_with_one_error_line(pipeline, tmp_path, args, message):
-    out = _mils(*[a.format(pipeline=pipeline) for a in args], "--llm", FAKE_LLM, home=tmp_path / "home")
-    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
-    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
+    out = run_embedded(*[a.format(pipeline=pipeline) for a in args], "--llm", FAKE_LLM, home=tmp_path / "home")
+    assert_one_error_line(out, message)
 
 
 def test_the_api_and_pages_show_renders(pipeline, pg, queue_db):

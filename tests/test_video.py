@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from services import mils_executable
+from services import assert_one_error_line, run_embedded
 
 from worker.core import Scored, SettingsError
 from worker.media import MediaError
@@ -216,27 +215,18 @@ def test_the_video_prompt_says_how_long_the_video_is_and_asks_for_20_to_25_words
 # --------------------------------------------------------------------------- through the CLI and the API
 
 
-def _mils(*args: str, home: Path) -> subprocess.CompletedProcess:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
-    env.update(MILS_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
-    return subprocess.run([mils_executable(), *args], env=env, capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
-
-
 FAKES = ["--llm", "py:tests.fakes:worker_generator", "--scorer", "py:tests.fakes:worker_scorer"]
 
 
 def test_caption_video_runs_a_video_job_in_process(tmp_path):
     video = tmp_path / "clip.mp4"
     video.write_bytes(grey_video(range(0, 216, 6)))
-    out = _mils("caption-video", str(video), "--frames", "4", "--steps", "2",
-                "--candidates", "5", "--top-k", "3", "--json", *FAKES, home=tmp_path / "home")
+    out = run_embedded("caption-video", str(video), "--frames", "4", "--steps", "2",
+                       "--candidates", "5", "--top-k", "3", "--json", *FAKES, home=tmp_path / "home", timeout=300)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert [s["step"] for s in result["steps"]] == [0, 1, 2]
-    status = _mils("status", str(result["job_id"]), "--json", home=tmp_path / "home")
+    status = run_embedded("status", str(result["job_id"]), "--json", home=tmp_path / "home", timeout=300)
     summary = json.loads(status.stdout)
     assert summary["task"] == "video-caption" and summary["status"] == "succeeded"
     assert summary["settings"]["max_words"] == 25
@@ -251,10 +241,8 @@ def test_caption_video_runs_a_video_job_in_process(tmp_path):
 def test_bad_video_commands_fail_with_one_error_line(tmp_path, args, message):
     png = tmp_path / "photo.png"
     Image.new("RGB", (20, 20)).save(png)
-    out = _mils(*[a.format(png=png) for a in args], *FAKES, home=tmp_path / "home")
-    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
-    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and re.search(message, errors[0]), out.stderr
+    out = run_embedded(*[a.format(png=png) for a in args], *FAKES, home=tmp_path / "home", timeout=300)
+    assert_one_error_line(out, message)
 
 
 def test_the_api_takes_a_video_job_and_refuses_a_corrupt_video(pg, queue_db):
