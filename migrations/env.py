@@ -2,7 +2,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from worker.config import database_url
-from worker.store.models import Base
+from worker.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

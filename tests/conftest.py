@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `fakes`, whatever the import mode
 
 PG_SERVER = os.environ.get("MILS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 SLOW_HOME = Path(os.environ.get("MILS_TEST_HOME", "/tmp/mils-test-home"))
@@ -43,13 +42,13 @@ def mils_home(request, tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_feature_cache():
-    """worker.jobs keeps sample features per (scorer name, input) for the process: fakes with
+    """worker.runner keeps sample features per (scorer name, input) for the process: fakes with
     the same name but another hidden target must not see the previous test's features."""
-    import worker.jobs
+    import worker.runner
 
-    worker.jobs._features.clear()
+    worker.runner._features.clear()
     yield
-    worker.jobs._features.clear()
+    worker.runner._features.clear()
 
 
 def _release_engine(url: str) -> None:
@@ -115,7 +114,7 @@ def pg(pg_url) -> str:
 def queue_db(tmp_path):
     """A private SQLite-backed broker queue for this process's Celery app; yields its file
     (`services.queued` reads what was queued)."""
-    from services import use_broker
+    from tests.support.services import use_broker
 
     from worker.celery_app import app as celery_app
 

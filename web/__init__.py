@@ -8,14 +8,12 @@ queues steps for them; it never loads a model.
 
 from __future__ import annotations
 
-import os
-import secrets
 from typing import Any
 
 from flask import Flask, redirect, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from worker.config import data_dir
+from worker.config import secret_key, web_auth
 from worker.media import MAX_FILE_BYTES
 
 csrf = CSRFProtect()
@@ -24,9 +22,9 @@ csrf = CSRFProtect()
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
-        SECRET_KEY=os.environ.get("MILS_SECRET_KEY") or _local_secret_key(),
+        SECRET_KEY=secret_key(),
         # "token": the API needs a token (`mils token create`), the pages a login with one.
-        AUTH=os.environ.get("MILS_WEB_AUTH", "none"),
+        AUTH=web_auth(),
         DATABASE_URL=None,  # None: worker.config.database_url()
         # The upload limit of the media module plus room for the form's other fields.
         MAX_CONTENT_LENGTH=MAX_FILE_BYTES + 64 * 1024,
@@ -52,13 +50,3 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(api.bp)  # the API authenticates by bearer token, not by cookie (see web.auth)
     app.add_url_rule("/", "index", lambda: redirect(url_for("pages.jobs")))
     return app
-
-
-def _local_secret_key() -> str:
-    """A random key kept in the data folder, so sessions survive a restart. Several web
-    processes on several machines must share one: set MILS_SECRET_KEY."""
-    path = data_dir() / "web_secret_key"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32))
-    return path.read_text().strip()

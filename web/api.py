@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-import functools
-from importlib.resources import files
-
-import yaml
 from flask import Blueprint, jsonify, request, url_for
 from sqlalchemy import text
 
 from web import auth
 from web.db import get_session, session_factory
-from web.downloads import artifact_response, history_response, input_response
+from web.downloads import add_download_routes
+from web.openapi import openapi_description
 from web.params import candidate_args, job_list_args
-from web.submission import (attachments_from, media_from_request, options_from, settings_from, submit_arithmetic,
-                            submit_job, task_kind)
-from worker.lifecycle import cancel
-from worker.queries import candidates_page, count_candidates, get_job, job_detail, list_jobs, summarize
-from worker.tasks import BrokerError, resume_job
+from web.submission import submit_from
+from worker.lifecycle import cancel, resume_job
+from worker.store.jobs import get_job
+from worker.store.queries import candidates_page, count_candidates, job_detail, list_jobs, summarize
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.before_request(auth.check_api_request)
@@ -37,23 +33,8 @@ def _links(job_id: int) -> dict:
 
 @bp.post("/jobs")
 def create_job():
-    form = request.form
-    llm = form.get("llm") or "embedded"
-    kind = task_kind(form.get("task") or "image-caption")
-    if kind.name == "arithmetic":
-        try:
-            return _created(submit_arithmetic(form, request.files.getlist("parts"), llm))
-        except BrokerError as exc:
-            return jsonify({"error": {"status": 503, "message": str(exc), "job_id": exc.job_id}}), 503
-    media, input_info = media_from_request(kind, request.files.get("file"), form.get("sample"), form.get("prompt"))
-    try:
-        job_id = submit_job(kind=kind, media=media, input_info=input_info, llm=llm,
-                            scorer=form.get("scorer") or "embedded", overrides=settings_from(form, llm),
-                            options=options_from(form),
-                            attachments=attachments_from(kind, request.files.get("style_file"), form.get("style_sample")))
-    except BrokerError as exc:  # stored, not queued: say so, with the id to resume it by
-        return jsonify({"error": {"status": 503, "message": str(exc), "job_id": exc.job_id}}), 503
-    return _created(job_id)
+    # A BrokerError (stored, not queued) is a 503 naming the job to resume (web.errors).
+    return _created(submit_from(request.form, request.files, file_field="file", others="refuse"))
 
 
 def _created(job_id: int):
@@ -83,20 +64,7 @@ def candidates(job_id: int):
     return jsonify({"candidates": page.items, "next_cursor": page.next_cursor, "total": total})
 
 
-@bp.get("/jobs/<int:job_id>/history")
-def history(job_id: int):
-    return history_response(job_id, request.args.get("format", "csv"))
-
-
-@bp.get("/jobs/<int:job_id>/input")
-def job_input(job_id: int):
-    return input_response(job_id)
-
-
-@bp.get("/artifacts/<sha256>")
-def artifact(sha256: str):
-    """Stored media by content hash: job inputs and what candidates made (renders)."""
-    return artifact_response(sha256)
+add_download_routes(bp, "/jobs/<int:job_id>/history")
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
@@ -109,23 +77,15 @@ def cancel_job(job_id: int):
 
 @bp.post("/jobs/<int:job_id>/resume")
 def resume(job_id: int):
-    try:
-        step = resume_job(session_factory(), job_id)
-    except BrokerError as exc:
-        return jsonify({"error": {"status": 503, "message": str(exc), "job_id": exc.job_id}}), 503
+    step = resume_job(session_factory(), job_id)
     session = get_session()
     summary = summarize(session, get_job(session, job_id))
     return jsonify(summary.to_dict() | {"resumed_at_step": step, "links": _links(job_id)}), 202
 
 
-@functools.cache
-def _openapi() -> dict:
-    return yaml.safe_load((files("web") / "openapi.yaml").read_text("utf-8"))
-
-
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(_openapi())
+    return jsonify(openapi_description())
 
 
 health = Blueprint("health", __name__)
@@ -149,7 +109,7 @@ def _check(probe) -> dict:
 
 
 def _ping_broker() -> None:
-    from worker.celery_app import app as celery_app
+    from worker.celery_app import app as celery_app  # the broker the workers use
 
     with celery_app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=3)

@@ -11,51 +11,17 @@ Tokens are created with `mils token create NAME` and stored as SHA-256 hashes on
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
-
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request, session,
                    url_for)
 from flask_wtf import FlaskForm
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from wtforms import PasswordField
 from wtforms.validators import InputRequired
 
 from web.db import get_session
-from worker.store.models import ApiToken, utcnow
-
-TOKEN_PREFIX = "mils_"
+from worker.store.schema import ApiToken, utcnow
+from worker.store.tokens import find_token
 
 bp = Blueprint("auth", __name__)
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_token(session: Session, name: str) -> str:
-    """A new token; the only time it is ever seen in clear."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, token_sha256=_digest(token)))
-    return token
-
-
-def find_token(session: Session, token: str) -> ApiToken | None:
-    digest = _digest(token)
-    found = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest,
-                                                  ApiToken.revoked_at.is_(None)))
-    # The lookup is by hash (an index), the final check in constant time.
-    return found if found and hmac.compare_digest(found.token_sha256, digest) else None
-
-
-def revoke_token(session: Session, token_id: int) -> bool:
-    token = session.get(ApiToken, token_id)
-    if token is None or token.revoked_at is not None:
-        return False
-    token.revoked_at = utcnow()
-    return True
 
 
 def auth_enabled() -> bool:

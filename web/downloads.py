@@ -3,11 +3,24 @@ The history is streamed row by row from a server-side cursor: any size, constant
 
 from __future__ import annotations
 
-from flask import Response, abort, stream_with_context
+from flask import Blueprint, Response, abort, request, stream_with_context
 
 from web.db import get_session
-from worker.queries import QueryError, get_job, history, history_csv, history_json
-from worker.store.models import Artifact
+from worker.store.jobs import get_job
+from worker.store.queries import QueryError, history, history_csv, history_json
+from worker.store.schema import Artifact
+
+
+def add_download_routes(bp: Blueprint, history_rule: str) -> None:
+    """The download routes of a blueprint: the pages' and the API's are the same views.
+    `history_rule` may carry the format (`.../history.<fmt>`), else it is `?format=` (csv)."""
+    bp.add_url_rule("/jobs/<int:job_id>/input", "job_input", input_response)
+    bp.add_url_rule("/artifacts/<sha256>", "artifact", artifact_response)
+    bp.add_url_rule(history_rule, "history", _history)
+
+
+def _history(job_id: int, fmt: str | None = None) -> Response:
+    return history_response(job_id, fmt or request.args.get("format", "csv"))
 
 
 def input_response(job_id: int) -> Response:
@@ -18,6 +31,7 @@ def input_response(job_id: int) -> Response:
 
 
 def artifact_response(sha256: str) -> Response:
+    """Stored media by content hash: job inputs and what candidates made (renders)."""
     artifact = get_session().get(Artifact, sha256)
     if artifact is None:
         abort(404, f"no artifact {sha256}")

@@ -11,12 +11,12 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from worker.core import SettingsError
-from worker.jobs import JobError, UnknownJob
 from worker.media import MediaError
 from worker.models import ModelLoadError
-from worker.queries import QueryError
+from worker.queue import BrokerError
 from worker.store.db import SchemaError
-from worker.tasks import BrokerError
+from worker.store.jobs import JobError, UnknownJob
+from worker.store.queries import QueryError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def _csrf_error(exc: CSRFError):
 
 def _known_error(exc: Exception):
     status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-    return error_response(status, str(exc))
+    # Stored but not queued: the body names the job to resume.
+    extra = {"job_id": exc.job_id} if isinstance(exc, BrokerError) else {}
+    return error_response(status, str(exc), **extra)
 
 
 def _unexpected_error(exc: Exception):

@@ -1,4 +1,8 @@
-"""The submit form (Flask-WTF: CSRF token, field checks, messages next to the fields)."""
+"""The submit form (Flask-WTF: CSRF token, field checks, messages next to the fields).
+
+The task options' fields are made from the kinds' declarations (worker.kinds): a field per option
+name, shown (by static/submit.js) only for the kinds that have it.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,32 @@ from wtforms import FloatField, IntegerField, SelectChoice, SelectField, StringF
 from wtforms.validators import NumberRange, Optional
 
 from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
-from worker.samples import SAMPLES
-from worker.task_kinds import TASK_KINDS
+from worker.kinds import TASK_KINDS, Option, all_options
+from worker.media.samples import SAMPLES
+
+_IMAGE = TASK_KINDS["image-caption"]
+EMBEDDED, PAPER = _IMAGE.embedded_settings, _IMAGE.paper_settings
 
 
-def _defaults(task: str) -> tuple:
-    kind = TASK_KINDS[task]
-    return kind.embedded_settings, kind.paper_settings
+def _sample_choices() -> list[SelectChoice]:
+    return [SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)]
 
 
-EMBEDDED, PAPER = _defaults("image-caption")
-VIDEO = TASK_KINDS["video-caption"]
-AUDIO = TASK_KINDS["audio-caption"]
-T2I = TASK_KINDS["text-to-image"]
-STYLE = TASK_KINDS["style-transfer"]
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
+
+
+def option_field(name: str, option: Option):
+    """The form field of a task option: its type, bounds, default and help from the declaration."""
+    description = option.help[:1].upper() + option.help[1:] + "."
+    if option.choices:
+        return SelectField(_label(name), choices=[SelectChoice(c) for c in option.choices], default=option.default,
+                           description=description)
+    if option.type is str:
+        return StringField(_label(name), validators=[Optional()], default=option.default, description=description)
+    bounds = [NumberRange(option.low, option.high)] if option.low is not None or option.high is not None else []
+    field_type = IntegerField if option.type is int else FloatField
+    return field_type(_label(name), validators=[Optional(), *bounds], default=option.default, description=description)
 
 
 class SubmitForm(FlaskForm):
@@ -30,7 +46,7 @@ class SubmitForm(FlaskForm):
                                                 "or, for a video task, a video (MP4, WebM, MKV, AVI; 10 minutes at most), or for an audio "
                                                 "task a recording (WAV, MP3, FLAC, OGG, M4A; 5 minutes at most). "
                                                 "50 MB at most.")
-    sample = SelectField("…or a bundled sample photo (a video task pans across it)", choices=[SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)],
+    sample = SelectField("…or a bundled sample photo (a video task pans across it)", choices=_sample_choices(),
                          default="")
     steps = IntegerField("Steps", validators=[Optional(), NumberRange(1, MAX_STEPS)], default=EMBEDDED.steps,
                          description=f"Optimization steps after the bootstrap (paper: {PAPER.steps}).")
@@ -52,42 +68,9 @@ class SubmitForm(FlaskForm):
                          description="'embedded' (EfficientNet-Lite0 + MiniLM), open_clip:ARCH[@PRETRAINED], "
                                      "clap:ID_OR_PATH (audio), or py:MODULE:FACTORY.")
 
-    frames = IntegerField("Frames (video)", validators=[Optional(), NumberRange(1, 64)],
-                          default=VIDEO.options["frames"].default,
-                          description=VIDEO.options["frames"].help.capitalize() + ".")
-    frame_mode = SelectField("Frame scores (video)", choices=[SelectChoice(c) for c in VIDEO.options["frame_mode"].choices],
-                             default=VIDEO.options["frame_mode"].default,
-                             description=VIDEO.options["frame_mode"].help.capitalize() + ".")
-
-    clip_seconds = IntegerField("Clip seconds (audio)", validators=[Optional(), NumberRange(1, 30)],
-                                default=AUDIO.options["clip_seconds"].default,
-                                description=AUDIO.options["clip_seconds"].help.capitalize() + ".")
-
     prompt = TextAreaField("Prompt (text to image)", validators=[Optional()],
                            description="The description the picture should match; candidate prompts are "
                                        "rendered and scored against it.")
-    renderer = StringField("Renderer", validators=[Optional()],
-                           description=T2I.options["renderer"].help.capitalize() + ".")
-    size = IntegerField("Size", validators=[Optional(), NumberRange(16, 2048)], default=T2I.options["size"].default,
-                        description=T2I.options["size"].help.capitalize() + ".")
-    render_steps = IntegerField("Render steps", validators=[Optional(), NumberRange(1, 200)],
-                                default=T2I.options["render_steps"].default,
-                                description=T2I.options["render_steps"].help.capitalize() + ".")
-    guidance = FloatField("Guidance", validators=[Optional(), NumberRange(0, 50)], default=T2I.options["guidance"].default,
-                          description=T2I.options["guidance"].help.capitalize() + ".")
-
-    style_image = FileField("Style image", description="The artwork whose style the edits should take.")
-    style_sample = SelectField("…or a bundled photo as the style", default="",
-                               choices=[SelectChoice("", "(none)")] + [SelectChoice(s) for s in sorted(SAMPLES)])
-    editor = StringField("Editor", validators=[Optional()],
-                         description=STYLE.options["editor"].help.capitalize() + ".")
-    image_guidance = FloatField("Image guidance", validators=[Optional(), NumberRange(0, 50)],
-                                default=STYLE.options["image_guidance"].default,
-                                description=STYLE.options["image_guidance"].help.capitalize() + ".")
-    content_weight = FloatField("Content weight", validators=[Optional(), NumberRange(0, 100)],
-                                default=STYLE.options["content_weight"].default,
-                                description=STYLE.options["content_weight"].help.capitalize() + ".")
-
     parts = MultipleFileField("Parts (arithmetic)",
                               description="Images and sound recordings to combine; each is captioned by its own job.")
     text = TextAreaField("Text parts (arithmetic)", validators=[Optional()],
@@ -95,11 +78,21 @@ class SubmitForm(FlaskForm):
     audio_scorer = StringField("Audio scorer (arithmetic)", validators=[Optional()],
                                description="For sound parts: clap:ID_OR_PATH.")
 
-    def options_for(self, kind) -> dict:
-        """The kind's own options from the form (the form shows every kind's; others are ignored;
-        the style image comes as an attachment)."""
-        return {name: getattr(self, name).data for name in kind.options if hasattr(self, name)}
+    def option_fields(self) -> list[tuple[object, list[str]]]:
+        """(field, kinds that have it) of every task option, in declaration order."""
+        return [(self[name], kinds) for name, (_, kinds) in all_options().items()]
 
-    def overrides(self) -> dict:
-        return {name: getattr(self, name).data
-                for name in ("steps", "candidates", "top_k", "seed", "patience", "epsilon")}
+    def attachment_fields(self) -> list[tuple[object, object, str]]:
+        """(upload field, sample field, kind) of every kind's attachments (e.g. the style image)."""
+        return [(self[f"{name}_file"], self[f"{name}_sample"], kind.name)
+                for kind in TASK_KINDS.values() for name in kind.attachments]
+
+
+for _name, (_option, _kinds) in all_options().items():
+    setattr(SubmitForm, _name, option_field(_name, _option))
+for _kind in TASK_KINDS.values():
+    for _name, _what in _kind.attachments.items():
+        setattr(SubmitForm, f"{_name}_file", FileField(_label(_name) + " image",
+                                                       description=f"{_what[:1].upper() + _what[1:]} ({_kind.name})."))
+        setattr(SubmitForm, f"{_name}_sample", SelectField(f"…or a bundled photo as the {_name}", default="",
+                                                           choices=_sample_choices()))

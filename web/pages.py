@@ -11,19 +11,20 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from web import auth
 from web.db import get_session, session_factory
-from web.downloads import artifact_response, history_response, input_response
+from web.downloads import add_download_routes
 from web.forms import SubmitForm
 from web.params import candidate_args, job_list_args
-from web.submission import attachments_from, media_from_request, submit_arithmetic, submit_job, task_kind
+from web.submission import submit_from
 from worker.core import SettingsError
-from worker.jobs import JobError
+from worker.kinds import TASK_KINDS
 from worker.lifecycle import cancel as cancel_job
+from worker.lifecycle import resume_job
 from worker.media import MediaError
 from worker.models import ModelLoadError
-from worker.queries import candidates_page, count_candidates, get_job, job_detail, list_jobs
-from worker.store.models import JobStatus
-from worker.task_kinds import TASK_KINDS
-from worker.tasks import BrokerError, resume_job
+from worker.queue import BrokerError
+from worker.store.jobs import JobError, get_job
+from worker.store.queries import QueryError, candidates_page, count_candidates, job_detail, list_jobs
+from worker.store.schema import JobStatus
 
 bp = Blueprint("pages", __name__)
 bp.before_request(auth.require_login)
@@ -44,25 +45,15 @@ def submit():
     form = SubmitForm()
     if form.validate_on_submit():
         try:
-            if form.task.data == "arithmetic":  # (a BrokerError names the arithmetic job itself)
-                job_id = submit_arithmetic(request.form, request.files.getlist("parts"),
-                                           form.llm.data.strip() or "embedded")
-                flash(f"job {job_id} submitted with its parts' jobs")
-                return redirect(url_for("pages.job", job_id=job_id))
-            kind = task_kind(form.task.data)
-            media, input_info = media_from_request(kind, form.image.data, form.sample.data, form.prompt.data)
-            job_id = submit_job(kind=kind, media=media, input_info=input_info,
-                                llm=form.llm.data.strip() or "embedded",
-                                scorer=form.scorer.data.strip() or "embedded",
-                                overrides=form.overrides(), options=form.options_for(kind),
-                                attachments=attachments_from(kind, form.style_image.data, form.style_sample.data))
-        except BrokerError as exc:
+            job_id = submit_from(request.form, request.files, file_field=form.image.name, others="ignore")
+        except BrokerError as exc:  # stored, not queued: its page says so
             flash(str(exc), "error")
             return redirect(url_for("pages.job", job_id=exc.job_id))
-        except (MediaError, SettingsError, ModelLoadError) as exc:
+        except (MediaError, SettingsError, ModelLoadError, QueryError) as exc:
             form.form_errors.append(str(exc))
         else:
-            flash(f"job {job_id} submitted")
+            parts = " with its parts' jobs" if form.task.data == "arithmetic" else ""
+            flash(f"job {job_id} submitted{parts}")
             return redirect(url_for("pages.job", job_id=job_id))
     status = 400 if request.method == "POST" else 200
     return render_template("submit.html", form=form), status
@@ -119,16 +110,4 @@ def resume(job_id: int):
     return redirect(url_for("pages.job", job_id=job_id))
 
 
-@bp.get("/jobs/<int:job_id>/input")
-def job_input(job_id: int):
-    return input_response(job_id)
-
-
-@bp.get("/artifacts/<sha256>")
-def artifact(sha256: str):
-    return artifact_response(sha256)
-
-
-@bp.get("/jobs/<int:job_id>/history.<fmt>")
-def history(job_id: int, fmt: str):
-    return history_response(job_id, fmt)
+add_download_routes(bp, "/jobs/<int:job_id>/history.<fmt>")

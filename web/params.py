@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from worker.queries import CANDIDATE_SORTS, MAX_PAGE, QueryError
+from worker.store.queries import CANDIDATE_SORTS, MAX_PAGE, QueryError
 
 
 def int_arg(args: Mapping[str, str], name: str, default: int | None = None, *,
@@ -42,7 +42,7 @@ def bool_arg(args: Mapping[str, str], name: str) -> bool:
 
 
 def candidate_args(args: Mapping[str, str], default_limit: int = 100) -> dict:
-    """Filters, sort and page of a candidate history request (see worker.queries.candidates_page)."""
+    """Filters, sort and page of a candidate history request (see worker.store.queries.candidates_page)."""
     sort = args.get("sort") or "step"
     if sort not in CANDIDATE_SORTS:
         raise QueryError(f"unknown sort {sort!r}; known: {', '.join(CANDIDATE_SORTS)}")

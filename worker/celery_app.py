@@ -8,23 +8,16 @@ the record of every job.
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 from celery.signals import worker_process_init
 
-from worker.config import data_dir
+from worker import config
 
-
-def broker_url() -> str:
-    return os.environ.get("MILS_BROKER_URL") or f"sqla+sqlite:///{data_dir() / 'queue.db'}"
-
-
-app = Celery("mils", broker=broker_url(), include=["worker.tasks"])
+app = Celery("mils", include=["worker.tasks"])
 app.conf.update(
     task_ignore_result=True,
     # A step is acknowledged only after it ran: a worker killed mid-step leaves the message
-    # to be delivered again (the step is idempotent, see worker.jobs.execute_step).
+    # to be delivered again (the step is idempotent, see worker.runner.execute_step).
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,  # a worker holds only the step it runs
@@ -36,11 +29,18 @@ app.conf.update(
     broker_connection_max_retries=None,  # ride out a broker restart
     worker_hijack_root_logger=False,
 )
-if broker_url().startswith("redis"):
+
+
+def _broker_settings() -> dict:
+    """Read from the environment when the app first needs its configuration, not at import: a
+    process that sets MILS_BROKER_URL before its first message uses it."""
+    url = config.broker_url()
     # Redis redelivers an unacknowledged message after this long (its worker died mid-step).
-    app.conf.broker_transport_options = {
-        "visibility_timeout": float(os.environ.get("MILS_VISIBILITY_TIMEOUT", "3600")),
-    }
+    options = {"visibility_timeout": config.visibility_timeout()} if url.startswith("redis") else {}
+    return {"broker_url": url, "broker_transport_options": options}
+
+
+app.add_defaults(_broker_settings)
 
 
 @worker_process_init.connect

@@ -1,10 +1,40 @@
-"""Where things live. Everything is overridable by environment variables."""
+"""Every `MILS_*` setting, read from the environment when it is asked for (never at import), so a
+test or a process that sets a variable before calling sees it. Defaults are in one place: here.
+
+| variable                  | default                           | used by                          |
+|---------------------------|-----------------------------------|----------------------------------|
+| MILS_HOME                 | ~/.mils                           | data folder: SQLite, model cache |
+| MILS_DATABASE_URL         | sqlite:///$MILS_HOME/mils.db      | the store                        |
+| MILS_BROKER_URL           | sqla+sqlite:///$MILS_HOME/queue.db| the queue                        |
+| MILS_VISIBILITY_TIMEOUT   | 3600 s                            | Redis redelivery of a lost step  |
+| MILS_HEARTBEAT_SECONDS    | 10                                | the runner's heartbeat           |
+| MILS_MAX_STEP_ATTEMPTS    | 3                                 | bounded redelivery of a step     |
+| MILS_STALE_SECONDS        | 600                               | the reaper                       |
+| MILS_AUTO_RESUME          | 1                                 | the reaper                       |
+| MILS_MAX_AUTO_RESUMES     | 3                                 | the reaper                       |
+| MILS_REAP_SECONDS         | 30                                | the workers' reaper loop         |
+| MILS_PARENT_POLL_SECONDS  | 5                                 | arithmetic jobs waiting          |
+| MILS_WEB_AUTH             | none                              | the web app (none or token)      |
+| MILS_SECRET_KEY           | a key kept in $MILS_HOME          | the web app's sessions           |
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+
+def _number(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    return default if raw is None else raw.strip().lower() not in ("0", "false", "no", "off")
+
+
+# --------------------------------------------------------------------------- where things live
 
 
 def data_dir() -> Path:
@@ -23,6 +53,80 @@ def cache_dir(*parts: str) -> Path:
 def database_url() -> str:
     """`MILS_DATABASE_URL` (e.g. postgresql+psycopg://...) or a SQLite file in the data folder."""
     return os.environ.get("MILS_DATABASE_URL") or f"sqlite:///{data_dir() / 'mils.db'}"
+
+
+def broker_url() -> str:
+    """`MILS_BROKER_URL` (e.g. redis://host:6379/0) or a SQLite-backed queue beside the database."""
+    return os.environ.get("MILS_BROKER_URL") or f"sqla+sqlite:///{data_dir() / 'queue.db'}"
+
+
+# --------------------------------------------------------------------------- the durable service
+
+
+def visibility_timeout() -> float:
+    """Seconds after which Redis redelivers an unacknowledged step (its worker died mid-step)."""
+    return _number("MILS_VISIBILITY_TIMEOUT", 3600)
+
+
+def heartbeat_seconds() -> float:
+    """How often a running step refreshes its job's heartbeat."""
+    return _number("MILS_HEARTBEAT_SECONDS", 10)
+
+
+def max_step_attempts() -> int:
+    """A step whose worker died this many times fails the job (resume retries it)."""
+    return int(_number("MILS_MAX_STEP_ATTEMPTS", 3))
+
+
+def stale_seconds() -> float:
+    """A running job whose heartbeat is older than this is taken for dead. Between steps a job
+    waits in the queue without a heartbeat, so this must exceed a step plus the queue wait."""
+    return _number("MILS_STALE_SECONDS", 600)
+
+
+def auto_resume() -> bool:
+    """Whether the reaper resumes interrupted jobs by itself."""
+    return _flag("MILS_AUTO_RESUME", True)
+
+
+def max_auto_resumes() -> int:
+    """Automatic resumes of one job at most; after that only a person resumes it."""
+    return int(_number("MILS_MAX_AUTO_RESUMES", 3))
+
+
+def reap_seconds() -> float:
+    """Period of each worker's reaper pass."""
+    return _number("MILS_REAP_SECONDS", 30)
+
+
+def parent_poll_seconds() -> float:
+    """How long a job built on unfinished jobs (arithmetic) waits before it looks again."""
+    return _number("MILS_PARENT_POLL_SECONDS", 5)
+
+
+# --------------------------------------------------------------------------- the web front end
+
+
+def web_auth() -> str:
+    """'none' (anyone who reaches the port) or 'token' (`mils token create`)."""
+    return os.environ.get("MILS_WEB_AUTH", "none")
+
+
+def secret_key() -> str:
+    """`MILS_SECRET_KEY`, or a random key kept in the data folder so sessions survive a restart.
+    Several web processes on several machines must share one: set MILS_SECRET_KEY."""
+    if os.environ.get("MILS_SECRET_KEY"):
+        return os.environ["MILS_SECRET_KEY"]
+    path = data_dir() / "web_secret_key"
+    if not path.exists():
+        import secrets
+
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+# --------------------------------------------------------------------------- files
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -26,6 +26,9 @@
       document.querySelectorAll(".task-options").forEach((group) => {
         group.hidden = !group.dataset.task.split(" ").includes(task.value);
       });
+      // The options fieldset only when the task has options of its own.
+      const options = document.getElementById("task-options");
+      options.hidden = !options.querySelector(".task-options:not([hidden])");
     };
     task.addEventListener("change", showOptions);
     showOptions();

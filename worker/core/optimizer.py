@@ -9,12 +9,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any, Protocol
 
 from worker.core.parsing import normalize, parse_candidates
-from worker.core.protocols import Generator, Message, Scorer
+from worker.core.protocols import Generator, Message, Score, Scorer
 from worker.core.settings import Settings
 
 
@@ -24,11 +24,15 @@ class Scored:
     score: float
     # The parts of the score worth showing the generator, e.g. (("style", 0.12), ("content", 0.4)).
     details: tuple[tuple[str, float], ...] = ()
+    # What scoring the text made (e.g. a render), for the record; not part of the candidate's identity.
+    made: Any = field(default=None, compare=False, repr=False)
 
 
 def as_scored(text: str, score: Any) -> Scored:
-    """A scorer's answer for one text: a number, or (number, {part: value}) when the score has
-    parts (see Scorer.score)."""
+    """A scorer's answer for one text: a number, a `Score`, or (number, {part: value}) when the
+    score has parts (see Scorer.score)."""
+    if isinstance(score, Score):
+        return Scored(text, float(score.value), tuple((k, float(v)) for k, v in score.details.items()), score.made)
     if isinstance(score, tuple):
         total, parts = score
         return Scored(text, float(total), tuple((k, float(v)) for k, v in parts.items()))
@@ -72,7 +76,7 @@ class StepResult:
 
 
 class PromptTemplate(Protocol):
-    """Builds the generator's conversation for a task (see worker.templates)."""
+    """Builds the generator's conversation for a task (see worker.kinds)."""
 
     def messages(self, examples: Sequence[Scored], n: int, max_words: int) -> list[Message]: ...
 

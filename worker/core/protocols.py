@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 
@@ -30,6 +31,17 @@ class Generator(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Score:
+    """A scorer's answer for one text when it is more than a number."""
+
+    value: float  # higher is better
+    # Parts of the score the generator should see, e.g. {"style": 0.12, "content": 0.4}.
+    details: Mapping[str, float] = field(default_factory=dict)
+    # What scoring the text made (a render: any object the runner can store), kept with it.
+    made: Any = None
+
+
 class Scorer(Protocol):
     """Scores texts against one test sample; higher is better."""
 
@@ -40,8 +52,8 @@ class Scorer(Protocol):
         ...
 
     def score(self, features: Any, texts: Sequence[str]) -> list[Any]:
-        """One score per text: a float, or (float, {part: value}) when the score is made of
-        parts the generator should see (e.g. style and content distances)."""
+        """One score per text: a float, or a `Score` when the score has parts the generator
+        should see (e.g. style and content distances) or scoring made something (a render)."""
         ...
 
     def score_pool(self, features: Any, pool: Sequence[str]) -> list[float]:

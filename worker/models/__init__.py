@@ -64,6 +64,27 @@ def check_scorer_spec(spec: str) -> None:
         raise ModelLoadError(f"CLAP {spec.removeprefix('clap:')!r}: no such directory")
 
 
+# What a scorer spec compares texts with: "image", "audio", or "any" (py: factories are the
+# caller's to know). The embedded scorer is also the only one with CNN feature maps (style).
+def scorer_modality(spec: str) -> str:
+    if spec.startswith("py:"):
+        return "any"
+    return "audio" if spec.startswith("clap:") else "image"
+
+
+def has_feature_maps(spec: str) -> bool:
+    """Whether the scorer exposes CNN activations (style transfer's Gram matrices)."""
+    return spec == "embedded" or spec.startswith("py:")
+
+
+# Specs whose models run on the machine's CPU; any other names a real model (a GPU's work).
+CPU_SPECS = ("embedded", "py:")
+
+
+def runs_on_cpu(spec: str) -> bool:
+    return spec.startswith(CPU_SPECS)
+
+
 def check_renderer_spec(spec: str) -> None:
     """Refuse a renderer spec that cannot work, before a job with it is stored."""
     if not spec.startswith("diffusers:") or spec == "diffusers:":

@@ -30,7 +30,7 @@ from PIL import Image
 from worker.media import decode_image
 from worker.models import ModelLoadError
 from worker.models.embedding import EmbeddingScorer
-from worker.samples import SAMPLES, sample_path
+from worker.media.samples import SAMPLES, sample_path
 
 INPUT_SIZE = 224
 

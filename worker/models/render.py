@@ -19,6 +19,8 @@ from pathlib import Path
 from PIL import Image
 
 from worker.config import cache_dir, write_atomically
+from worker.core import Score
+from worker.media import Media
 from worker.models import ModelLoadError, check_renderer_spec, pick_device
 
 RENDER_BATCH = 4
@@ -102,32 +104,18 @@ class Renderer:
         return list(pipeline(**kwargs).images)
 
 
-class MakesArtifacts:
-    """A scorer whose candidates make pictures: they are kept as the candidates' artifacts
-    (worker.jobs stores what `artifact_for` gives)."""
-
-    def __init__(self) -> None:
-        self._made: dict[str, bytes] = {}
-
-    def keep(self, texts: Sequence[str], pngs: Sequence[bytes]) -> None:
-        self._made.update(zip(texts, pngs))
-
-    def artifact_for(self, text: str):
-        from worker.media import Media
-
-        png = self._made.get(text)
-        if png is None:
-            return None
-        return Media(data=png, media_type="image/png", name=f"render-{hashlib.sha256(png).hexdigest()[:12]}.png")
+def render_media(png: bytes) -> Media:
+    """A render as media to keep with its candidate (stored by content hash)."""
+    return Media(data=png, media_type="image/png", name=f"render-{hashlib.sha256(png).hexdigest()[:12]}.png")
 
 
-class RenderScorer(MakesArtifacts):
+class RenderScorer:
     """Text-to-image prompt rewriting: a candidate prompt is rendered, and the render is scored
     against the job's ORIGINAL prompt by an image-text scorer; or, for cross-modal arithmetic,
-    against each of several texts, the scores averaged (the picture must match them all)."""
+    against each of several texts, the scores averaged (the picture must match them all). Each
+    score carries its render (`Score.made`), which the runner stores with the candidate."""
 
     def __init__(self, image_scorer, renderer: Renderer) -> None:
-        super().__init__()
         self.image_scorer = image_scorer
         self.renderer = renderer
         self.name = f"{image_scorer.name}+render:{renderer.spec}"
@@ -136,14 +124,13 @@ class RenderScorer(MakesArtifacts):
     def encode_sample(self, targets: str | Sequence[str]) -> list[str]:
         return [targets] if isinstance(targets, str) else list(targets)
 
-    def score(self, targets: list[str], prompts: Sequence[str]) -> list[float]:
-        renders = self.renderer.render(prompts)
-        self.keep(prompts, renders)
+    def score(self, targets: list[str], prompts: Sequence[str]) -> list[Score]:
         scorer = self.image_scorer
         scores = []
-        for png in renders:
+        for png in self.renderer.render(prompts):
             picture = scorer.encode_sample(Image.open(io.BytesIO(png)).convert("RGB"))
-            scores.append(sum(float(s) for s in scorer.score(picture, targets)) / len(targets))
+            value = sum(float(s) for s in scorer.score(picture, targets)) / len(targets)
+            scores.append(Score(value, made=render_media(png)))
         return scores
 
     score_pool = score

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from worker.models.render import MakesArtifacts, Renderer
+from worker.core import Score
+from worker.models.render import Renderer, render_media
 
 # Early blocks carry texture and colour (style); a middle block carries layout and objects.
 STYLE_BLOCKS = (0, 2, 4, 7)
@@ -28,9 +29,8 @@ def gram(features) -> np.ndarray:
     return flat @ flat.T / (h * w)
 
 
-class StyleScorer(MakesArtifacts):
+class StyleScorer:
     def __init__(self, cnn, editor: Renderer, style_image: Image.Image, content_weight: float) -> None:
-        super().__init__()
         if not hasattr(cnn, "feature_maps"):
             raise ValueError(f"style transfer needs a CNN scorer with feature maps (the embedded one), not {cnn.name}")
         self.cnn = cnn
@@ -56,14 +56,14 @@ class StyleScorer(MakesArtifacts):
         content_distance = float(np.sum((own - content) ** 2) / np.sum(content ** 2))
         return style, content_distance
 
-    def score(self, content: np.ndarray, instructions: Sequence[str]) -> list[tuple[float, dict]]:
-        edits = self.editor.render(instructions)
-        self.keep(instructions, edits)
+    def score(self, content: np.ndarray, instructions: Sequence[str]) -> list[Score]:
+        """Per instruction: minus the weighted sum of the distances, with both as details and
+        the edit as what it made."""
         out = []
-        for png in edits:
+        for png in self.editor.render(instructions):
             style, content_distance = self.distances(content, Image.open(io.BytesIO(png)).convert("RGB"))
-            out.append((-(style + self.content_weight * content_distance),
-                        {"style": style, "content": content_distance}))
+            out.append(Score(-(style + self.content_weight * content_distance),
+                             {"style": style, "content": content_distance}, made=render_media(png)))
         return out
 
     score_pool = score

@@ -1,0 +1,17 @@
+"""The `mils` command line.
+
+    common     the group, one-line errors
+    options    click options made from the kinds' declarations (worker.kinds)
+    run        running and submitting jobs: caption, caption-video, caption-audio, t2i, style, arithmetic, submit
+    manage     status, cancel, resume, history, jobs
+    admin      worker, reap, web, token, db
+"""
+
+from __future__ import annotations
+
+from worker.cli import admin, manage, run  # noqa: F401  (each registers its commands)
+from worker.cli.common import cli
+
+
+def main() -> None:
+    cli(prog_name="mils")

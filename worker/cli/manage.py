@@ -1,0 +1,99 @@
+"""Managing jobs: status, cancel, resume, history, jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from worker.cli.common import cli, user_errors
+
+
+def _print_summary(summary, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    click.echo(f"job {summary.id} ({summary.task}): {summary.status}, "
+               f"step {max(summary.steps_done - 1, 0)} of {summary.steps_total - 1}")
+    if summary.best_text is not None:
+        click.echo(f"best {summary.best_score:.4f}: {summary.best_text}")
+    if summary.error:
+        click.echo(f"error: {summary.error}")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def status(job_id: int, as_json: bool) -> None:
+    """Status, progress and best result of a job."""
+    from worker.store.jobs import get_job
+    from worker.store.queries import summarize
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        _print_summary(summarize(session, get_job(session, job_id)), as_json)
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@user_errors
+def cancel(job_id: int) -> None:
+    """Stop a job after the step in flight."""
+    from worker.lifecycle import cancel as cancel_job
+    from worker.store.db import open_store
+
+    with open_store().begin() as session:
+        summary = cancel_job(session, job_id)
+    click.echo(f"job {job_id}: {'cancelled' if summary.status == 'cancelled' else 'stops after the step in flight'}")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@user_errors
+def resume(job_id: int) -> None:
+    """Continue a cancelled, failed or interrupted job after its last committed step."""
+    from worker.lifecycle import resume_job
+    from worker.store.db import open_store
+
+    step = resume_job(open_store(), job_id)
+    click.echo(f"job {job_id}: resumed at step {step}")
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@user_errors
+def history(job_id: int, fmt: str) -> None:
+    """Every candidate of a job: step, rank, top-K flag, score, text."""
+    from worker.store.jobs import get_job
+    from worker.store.queries import history as job_history
+    from worker.store.queries import history_csv, history_json
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        get_job(session, job_id)  # an unknown job fails before anything is printed
+        rows = job_history(session, job_id)
+        sys.stdout.writelines(history_csv(rows) if fmt == "csv" else history_json(rows))
+
+
+@cli.command()
+@click.option("--status", "status_", help="Only jobs in this status.")
+@click.option("--task", help="Only jobs of this task kind.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def jobs(status_, task, limit, as_json) -> None:
+    """List jobs, newest first."""
+    from worker.store.queries import list_jobs
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        found = list_jobs(session, status=status_, task=task, limit=limit).items
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in found], indent=2))
+        return
+    for s in found:
+        best = f"{s.best_score:.4f} {s.best_text}" if s.best_text else "-"
+        click.echo(f"{s.id}\t{s.status}\t{s.task}\tstep {max(s.steps_done - 1, 0)}/{s.steps_total - 1}\t{best}")

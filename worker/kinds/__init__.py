@@ -1,0 +1,53 @@
+"""The kinds of job MILS runs, one module each, and the registry that lists them.
+
+    base            TaskKind, Option (declared once: the CLI, the form, the API are made from it), JobInput
+    prompts         what every task's prompt shares
+    image, video, audio, text_to_image, style, arithmetic    one kind each (KIND)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.core import Settings, SettingsError
+from worker.kinds import arithmetic, audio, image, style, text_to_image, video
+from worker.kinds.base import JobInput, Option, TaskKind
+
+TASK_KINDS: dict[str, TaskKind] = {
+    module.KIND.name: module.KIND for module in (image, video, audio, text_to_image, style, arithmetic)
+}
+
+__all__ = ["TASK_KINDS", "JobInput", "Option", "TaskKind", "all_options", "default_settings", "get_kind",
+           "job_settings"]
+
+
+def get_kind(task: str) -> TaskKind:
+    """The kind named `task`; SettingsError lists the known ones."""
+    if task not in TASK_KINDS:
+        raise SettingsError(f"unknown task {task!r}; known: {', '.join(TASK_KINDS)}")
+    return TASK_KINDS[task]
+
+
+def all_options() -> dict[str, tuple[Option, list[str]]]:
+    """Every option name of every kind, in declaration order, with the first declaration (for
+    help texts and bounds) and the kinds that have it; e.g. "size" -> (t2i's, [t2i, style, ...])."""
+    found: dict[str, tuple[Option, list[str]]] = {}
+    for kind in TASK_KINDS.values():
+        for name, option in kind.options.items():
+            found.setdefault(name, (option, []))[1].append(kind.name)
+    return found
+
+
+def default_settings(task: str, generator: str) -> Settings:
+    kind = get_kind(task)
+    return kind.embedded_settings if generator == "embedded" else kind.paper_settings
+
+
+def job_settings(task: str, generator: str, **overrides: Any) -> Settings:
+    """The task's defaults for this generator with what the user set (None = not set);
+    raises SettingsError for values out of range."""
+    settings = default_settings(task, generator).replace(
+        **{name: value for name, value in overrides.items() if value is not None})
+    if settings.prompts_per_step > settings.candidates:
+        settings = settings.replace(prompts_per_step=settings.candidates)
+    return settings

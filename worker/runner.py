@@ -1,0 +1,257 @@
+"""Run and commit one step of one job: the unit of durable work.
+
+The in-process runner (`run_in_process`, the embedded default) calls `execute_step` in a loop; the
+Celery task calls it once per task. It is idempotent: a step already committed is skipped.
+
+A step has three transactions and a slow part outside any of them: decide (lock the job, load its
+state), mark it running (after the models load), compute (no lock, no connection held; a heartbeat
+thread keeps the job alive), commit (lock again, record the step, decide the status).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import config, core
+from worker.core import Generator, Scorer, Settings, StepResult
+from worker.core.optimizer import should_stop
+from worker.kinds import TASK_KINDS, JobInput
+from worker.store.jobs import (JobError, attachments_of, get_job, load_state, next_step_number, parents_of_job,
+                               record_step, set_status, touch_heartbeat)
+from worker.store.schema import Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class WaitingForParents(JobError):
+    """The job is built on jobs that have not finished yet; its first step runs after them."""
+
+
+@dataclass(frozen=True)
+class JobModels:
+    """The loaded models a job's steps run with."""
+
+    generator: Generator
+    scorer: Scorer
+
+
+# (generator spec, scorer spec) -> loaded models; tests pass tiny fakes.
+ModelResolver = Callable[[str, str], JobModels]
+
+
+def default_models(generator: str, scorer: str) -> JobModels:
+    """The models the specs name, loaded once per process (worker.models caches them)."""
+    from worker.models import load_generator, load_scorer
+
+    # The scorer first: a mistyped scorer must not cost an LLM load (a minute on a fresh home).
+    scorer_model = load_scorer(scorer)
+    return JobModels(load_generator(generator), scorer_model)
+
+
+# Sample features are computed once per job and kept for the job's next steps in this process.
+_features: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+
+def _sample_features(job: _JobSnapshot, scorer: Scorer) -> Any:
+    key = (scorer.name, job.input_sha256 or "", json.dumps(dict(job.input.options), sort_keys=True))
+    if key not in _features:
+        sample = TASK_KINDS[job.task].decode(job.input)
+        _features[key] = scorer.encode_sample(sample)
+        while len(_features) > 8:
+            _features.popitem(last=False)
+    _features.move_to_end(key)
+    return _features[key]
+
+
+@contextlib.contextmanager
+def _heartbeat(sessions: sessionmaker[Session], job_id: int) -> Iterator[None]:
+    """Keep jobs.heartbeat_at fresh while a long step computes, so the reaper leaves it alone."""
+    stop = threading.Event()
+    period = config.heartbeat_seconds()
+
+    def beat() -> None:
+        while not stop.wait(period):
+            try:
+                with sessions.begin() as session:
+                    touch_heartbeat(session, job_id)
+            except SQLAlchemyError as exc:  # the database may be restarting; the step goes on
+                log.warning("heartbeat of job %s failed: %s", job_id, exc)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@dataclass(frozen=True)
+class _JobSnapshot:
+    """The job fields the compute phase needs, detached from any session."""
+
+    id: int
+    task: str
+    input_sha256: str | None
+    input: JobInput
+
+
+def execute_step(
+    sessions: sessionmaker[Session],
+    job_id: int,
+    models_for: ModelResolver = default_models,
+    expected_step: int | None = None,
+) -> StepResult | None:
+    """Run and commit the job's next step. None when there is nothing to do: the job is
+    finished or cancelled, `expected_step` is not its next step (a stale or duplicate
+    message), or another worker committed the step first. UnknownJob for an unknown id;
+    WaitingForParents while the jobs it is built on run.
+
+    Every transaction that decides about the job's status locks its row first (cancel,
+    resume and the reaper lock it too), so none of them decides on a stale copy of it."""
+    with sessions.begin() as session:
+        job = get_job(session, job_id, for_update=True)
+        if job.status.finished:
+            return None
+        if job.cancel_requested:
+            set_status(session, job, JobStatus.CANCELLED, "before a step")
+            return None
+        number = next_step_number(session, job_id)
+        if expected_step is not None and expected_step != number:
+            log.info("job %s: step %s is not next (%s); dropping the message", job_id, expected_step, number)
+            return None
+        if number == 0 and not _parents_ready(session, job):
+            return None  # a parent failed: so did this job
+        state = load_state(session, job_id)
+        settings = Settings.from_dict(job.settings)
+        if state is not None and should_stop(state, settings):
+            set_status(session, job, JobStatus.SUCCEEDED)
+            return None
+        kind = TASK_KINDS[job.task]
+        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, _job_input(session, job, settings))
+        specs = (job.generator, job.scorer)
+
+    try:
+        models = models_for(*specs)  # cached per process; the first load can take a while
+    except Exception as exc:
+        _fail(sessions, job_id, exc)
+        raise
+    with sessions.begin() as session:
+        # Look again: the job may have been cancelled, resumed or reaped, or this step
+        # committed by another delivery, while the models loaded.
+        job = get_job(session, job_id, for_update=True)
+        if job.status.finished:
+            return None
+        if job.cancel_requested:
+            set_status(session, job, JobStatus.CANCELLED, "before a step")
+            return None
+        if next_step_number(session, job_id) != number:
+            log.info("job %s: step %s was committed meanwhile; dropping the message", job_id, number)
+            return None
+        if not job.model_versions:
+            job.model_versions = {
+                role: {"name": model.name, "version": getattr(model, "version", "")}
+                for role, model in (("generator", models.generator), ("scorer", models.scorer))
+            }
+        if job.attempt_step == number:
+            job.attempts += 1
+        else:
+            job.attempt_step, job.attempts = number, 1
+        if job.attempts > config.max_step_attempts():
+            job.error = f"step {number} was started {config.max_step_attempts()} times and never finished"
+            set_status(session, job, JobStatus.FAILED, job.error)
+            return None
+        if job.status != JobStatus.RUNNING:
+            set_status(session, job, JobStatus.RUNNING, f"step {number}")
+        job.heartbeat_at = utcnow()
+        job.started_at = job.started_at or utcnow()
+
+    # The slow part runs outside any transaction: no lock or connection is held meanwhile.
+    started_at = utcnow()
+    try:
+        with _heartbeat(sessions, job_id):
+            # e.g. applied frame by frame to a video, or to renders of text-to-image prompts
+            template = kind.template_for(snapshot.input)
+            scorer = kind.adapt_scorer(models.scorer, snapshot.input)
+            features = _sample_features(snapshot, scorer)
+            if state is None:
+                pool = kind.initial_pool(snapshot.input)
+                result = core.bootstrap(pool, scorer, features, settings)
+            else:
+                result = core.step(state, models.generator, scorer, features, template, settings)
+    except Exception as exc:
+        _fail(sessions, job_id, exc)
+        raise
+
+    try:
+        with sessions.begin() as session:
+            job = get_job(session, job_id, for_update=True)  # a cancel request now waits for this commit
+            if next_step_number(session, job_id) != result.step:
+                raise _AlreadyCommitted
+            record_step(session, job, result, started_at)
+            if job.status.finished:
+                pass  # cancelled (or failed) while the step ran: the step is kept, the status too
+            elif should_stop(result.state, settings):
+                set_status(session, job, JobStatus.SUCCEEDED)
+            elif job.cancel_requested:
+                set_status(session, job, JobStatus.CANCELLED, f"after step {result.step}")
+    except (IntegrityError, _AlreadyCommitted):
+        # (job, step) already committed by another delivery of the same task: keep theirs.
+        log.info("job %s step %s was already committed; skipping", job_id, result.step)
+        return None
+    log.info("job %s step %s committed", job_id, result.step)
+    return result
+
+
+class _AlreadyCommitted(Exception):
+    """Another delivery of the same step committed it first."""
+
+
+def _parents_ready(session: Session, job: Job) -> bool:
+    """True when every job this one is built on succeeded (or it has none). A failed or
+    cancelled parent fails this job; one still on its way raises WaitingForParents."""
+    parents = parents_of_job(session, job.id)
+    for parent_id, status, auto_resumes, _ in parents:
+        # Interrupted with no automatic resume left: it only goes on if a person resumes it.
+        given_up = status == JobStatus.INTERRUPTED and auto_resumes >= config.max_auto_resumes()
+        if status in (JobStatus.FAILED, JobStatus.CANCELLED) or given_up:
+            job.error = f"parent job {parent_id} {status.value}"
+            set_status(session, job, JobStatus.FAILED, job.error)
+            return False
+    waiting = [parent_id for parent_id, status, _, _ in parents if status != JobStatus.SUCCEEDED]
+    if waiting:
+        raise WaitingForParents(f"job {job.id} waits for job(s) {', '.join(map(str, waiting))}")
+    return True
+
+
+def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
+    parent_texts = tuple(text or "" for _, _, _, text in parents_of_job(session, job.id))
+    return JobInput(data=job.input.data if job.input else b"", name=job.input_name or "input",
+                    options=dict(job.options or {}), settings=settings, attachments=attachments_of(session, job),
+                    info=dict(job.input_info or {}), parent_texts=parent_texts)
+
+
+def _fail(sessions: sessionmaker[Session], job_id: int, exc: Exception) -> None:
+    """Record why the job failed; its committed steps stay, so it can be resumed."""
+    with sessions.begin() as session:
+        job = get_job(session, job_id, for_update=True)
+        job.error = f"{type(exc).__name__}: {exc}"
+        set_status(session, job, JobStatus.FAILED, job.error)
+
+
+def run_in_process(
+    sessions: sessionmaker[Session], job_id: int, models_for: ModelResolver = default_models
+) -> Iterator[StepResult]:
+    """The embedded default: every step of the job, one after another, in this process."""
+    while (result := execute_step(sessions, job_id, models_for)) is not None:
+        yield result

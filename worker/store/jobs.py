@@ -1,0 +1,207 @@
+"""The write side of the store: create, fetch and lock a job, set its status, log its events,
+store media by content hash, record a step and load the optimizer state back.
+
+Functions take a Session and never commit: the caller owns the transaction (`with
+sessions.begin() as session:`). Nothing here knows task kinds, models, Celery or the web; what a
+job's options mean is checked before it gets here (worker.submission).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from worker.core import Settings, State, StepResult, normalize
+from worker.core.optimizer import as_scored
+from worker.media import Media
+from worker.store.schema import Artifact, Candidate, Job, JobEvent, JobLink, JobStatus, Step, TopEntry, utcnow
+
+# An option naming other stored media by content hash: option "style_sha256" holds the style
+# image's hash, and the runner hands its bytes to the kind as attachment "style".
+ATTACHMENT_SUFFIX = "_sha256"
+
+
+class JobError(ValueError):
+    """A request about a job that cannot be honoured (unknown id, wrong state)."""
+
+
+class UnknownJob(JobError):
+    """No job has this id."""
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
+    """The job's row, or UnknownJob. `for_update` locks it until the transaction ends (SELECT ...
+    FOR UPDATE; a no-op on SQLite, whose writers are serialised anyway): every transaction that
+    decides about a job's status locks it first, so none decides on a stale copy."""
+    query = select(Job).where(Job.id == job_id)
+    job = session.scalar(query.with_for_update() if for_update else query)
+    if job is None:
+        raise UnknownJob(f"no job {job_id}")
+    return job
+
+
+def add_event(session: Session, job: Job, kind: str, detail: str | None = None) -> None:
+    session.add(JobEvent(job_id=job.id, kind=kind, detail=detail))
+
+
+def set_status(session: Session, job: Job, status: JobStatus, detail: str | None = None, *,
+               event: str | None = None) -> None:
+    """The one way a job's status changes: the status, its finish time, and an event (named
+    after the status unless `event` says otherwise, e.g. "resumed" for a job queued again)."""
+    job.status = status
+    job.finished_at = utcnow() if status.finished else None
+    add_event(session, job, event or status.value, detail)
+
+
+def store_artifact(session: Session, media: Media) -> Artifact:
+    """The stored row of `media`, inserted once per content hash."""
+    artifact = session.get(Artifact, media.sha256)
+    if artifact is None:
+        try:
+            with session.begin_nested():  # a savepoint: a lost race must not undo the caller's work
+                artifact = Artifact(sha256=media.sha256, media_type=media.media_type, size=len(media.data),
+                                    data=media.data)
+                session.add(artifact)
+        except IntegrityError:
+            # Another submission of the same content committed it meanwhile (two clients sending
+            # the same file at once): the content is the same, use the stored row.
+            artifact = session.get(Artifact, media.sha256)
+            if artifact is None:
+                raise
+    return artifact
+
+
+def create_job(
+    session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
+    options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
+    attachments: dict[str, Media] | None = None, parents: list[tuple[int, int]] = (),
+) -> Job:
+    """Store a new queued job with already checked options. `attachments` are more input media
+    (e.g. a style image), stored and named in the options by hash; `parents` are (position,
+    job id) of the jobs this one is built on."""
+    options = dict(options or {})
+    for name, attachment in (attachments or {}).items():
+        options[name + ATTACHMENT_SUFFIX] = store_artifact(session, attachment).sha256
+    artifact = store_artifact(session, media)
+    job = Job(
+        task=task,
+        settings=settings.to_dict(),
+        options=options,
+        input_info=input_info or {},
+        generator=generator,
+        scorer=scorer,
+        input_sha256=artifact.sha256,
+        input_name=media.name,
+        status=JobStatus.QUEUED,
+    )
+    session.add(job)
+    session.flush()
+    for position, parent_id in parents:
+        session.add(JobLink(job_id=job.id, position=position, parent_id=parent_id))
+    add_event(session, job, "submitted")
+    return job
+
+
+def attachments_of(session: Session, job: Job) -> dict[str, bytes]:
+    """The bytes of the other media the job's options name by hash ("style_sha256" -> "style")."""
+    found = {}
+    for name, value in (job.options or {}).items():
+        if name.endswith(ATTACHMENT_SUFFIX) and value:
+            artifact = session.get(Artifact, value)
+            if artifact is None:
+                raise JobError(f"job {job.id}: its {name} {value} is not stored")
+            found[name.removesuffix(ATTACHMENT_SUFFIX)] = artifact.data
+    return found
+
+
+def parents_of_job(session: Session, job_id: int) -> list[tuple[int, JobStatus, int, str | None]]:
+    """(id, status, automatic resumes, result text) of the jobs this one is built on, in order."""
+    return [tuple(row) for row in session.execute(
+        select(Job.id, Job.status, Job.auto_resumes, Job.result_text)
+        .join(JobLink, JobLink.parent_id == Job.id).where(JobLink.job_id == job_id).order_by(JobLink.position))]
+
+
+def next_step_number(session: Session, job_id: int) -> int:
+    last = session.scalar(select(func.max(Step.step)).where(Step.job_id == job_id))
+    return 0 if last is None else last + 1
+
+
+def touch_heartbeat(session: Session, job_id: int) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+
+
+def load_state(session: Session, job_id: int) -> State | None:
+    """The optimizer state after the job's last committed step, or None before step 0."""
+    last = next_step_number(session, job_id) - 1
+    if last < 0:
+        return None
+    # In the order they were scored, as in the in-memory State: ties are broken by it.
+    rows = session.execute(
+        select(Candidate.text_key, Candidate.text, Candidate.score, Candidate.details)
+        .where(Candidate.job_id == job_id)
+        .order_by(Candidate.id)
+    )
+    scored = {key: as_scored(text, (score, details) if details else score) for key, text, score, details in rows}
+    top = session.execute(
+        select(Candidate.text_key)
+        .join(TopEntry, TopEntry.candidate_id == Candidate.id)
+        .where(TopEntry.job_id == job_id, TopEntry.step == last)
+        .order_by(TopEntry.rank)
+    )
+    improved = session.scalars(
+        select(Step.improved).where(Step.job_id == job_id).order_by(Step.step.desc())
+    )
+    stale = 0
+    for flag in improved:
+        if flag:
+            break
+        stale += 1
+    return State(step=last, top=tuple(scored[key] for key, in top), scored=scored, stale=stale)
+
+
+def record_step(session: Session, job: Job, result: StepResult, started_at: datetime) -> None:
+    """Store the step's candidates (with what they made, e.g. renders, as artifacts), the new
+    top K and the step's summary, in the caller's transaction."""
+    artifacts = {c.text: store_artifact(session, c.made).sha256 for c in result.candidates if c.made is not None}
+    rows = [
+        Candidate(job_id=job.id, step=result.step, text=c.text, text_key=normalize(c.text), score=c.score,
+                  details=dict(c.details) or None, artifact_sha256=artifacts.get(c.text))
+        for c in result.candidates
+    ]
+    session.add_all(rows)
+    session.flush()
+    ids = {row.text_key: row for row in rows}
+    top_keys = [normalize(c.text) for c in result.top]
+    older = [k for k in top_keys if k not in ids]
+    older_ids: dict[str, int] = {}
+    if older:
+        found = session.execute(
+            select(Candidate.text_key, Candidate.id).where(Candidate.job_id == job.id, Candidate.text_key.in_(older))
+        )
+        older_ids = {key: candidate_id for key, candidate_id in found}
+    for rank, key in enumerate(top_keys, start=1):
+        if key in ids:
+            ids[key].rank = rank
+        session.add(TopEntry(job_id=job.id, step=result.step, rank=rank,
+                             candidate_id=ids[key].id if key in ids else older_ids[key]))
+    session.add(
+        Step(
+            job_id=job.id,
+            step=result.step,
+            started_at=started_at,
+            finished_at=utcnow(),
+            best_score=result.best.score,
+            best_text=result.best.text,
+            mean_topk=result.mean_topk,
+            n_candidates=len(result.candidates),
+            improved=result.improved,
+            generation_seconds=result.generation_seconds,
+            scoring_seconds=result.scoring_seconds,
+        )
+    )
+    job.result_text, job.result_score = result.best.text, result.best.score
+    job.heartbeat_at = utcnow()

@@ -1,0 +1,305 @@
+"""The read side of the store: summaries, lists, steps, top K and the candidate history.
+
+Shared by the CLI, the web pages and the JSON API. Lists are
+paged with opaque keyset cursors (the values of the last row seen), so page 1,000 costs what
+page 1 costs and no query ever loads a whole history into memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from worker.store.jobs import get_job, next_step_number
+from worker.store.schema import Artifact, Candidate, Job, JobEvent, JobLink, JobStatus, Step, TopEntry
+
+MAX_PAGE = 1000
+
+
+class QueryError(ValueError):
+    """A malformed filter, sort or cursor (a client error, not a missing job)."""
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    id: int
+    task: str
+    status: str
+    steps_done: int  # committed steps, the bootstrap included
+    steps_total: int  # the bootstrap plus the optimization steps
+    best_score: float | None
+    best_text: str | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    input_name: str | None
+    settings: dict
+    model_versions: dict
+    generator: str
+    scorer: str
+    cancel_requested: bool
+
+    @property
+    def finished(self) -> bool:
+        return JobStatus(self.status).finished
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["created_at"] = iso(self.created_at)
+        data["finished_at"] = iso(self.finished_at)
+        return data
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC. SQLite hands back naive datetimes; every time we store is UTC."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def summarize(session: Session, job: Job, steps_done: int | None = None) -> JobSummary:
+    if steps_done is None:
+        steps_done = next_step_number(session, job.id)
+    return JobSummary(
+        id=job.id, task=job.task, status=job.status.value,
+        steps_done=steps_done, steps_total=job.settings["steps"] + 1,
+        best_score=job.result_score, best_text=job.result_text, error=job.error,
+        created_at=job.created_at, finished_at=job.finished_at, input_name=job.input_name,
+        settings=dict(job.settings), model_versions=dict(job.model_versions or {}),
+        generator=job.generator, scorer=job.scorer, cancel_requested=job.cancel_requested,
+    )
+
+
+# --------------------------------------------------------------------------- cursors
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        raise QueryError("bad cursor: use the next_cursor of a previous page") from None
+    if not isinstance(values, list) or len(values) != arity:
+        raise QueryError("bad cursor: it belongs to another sort order or endpoint")
+    return values
+
+
+def _after(order: list[tuple[ColumnElement, bool]], values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after `values` in `order` ((column, descending) pairs): the keyset predicate
+    (a > x) OR (a = x AND b > y) OR ..., with < for descending columns. The redundant bound
+    a >= x (a <= x descending) lets the database start an index scan there instead of
+    filtering every earlier row (a deep page would otherwise cost more than the first)."""
+    clauses = []
+    for i, (column, descending) in enumerate(order):
+        equal_before = [col == val for (col, _), val in zip(order[:i], values[:i])]
+        beyond = column < values[i] if descending else column > values[i]
+        clauses.append(and_(*equal_before, beyond))
+    first, descending = order[0]
+    bound = first <= values[0] if descending else first >= values[0]
+    return and_(bound, or_(*clauses))
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise QueryError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+    return limit
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None  # None on the last page
+
+
+def _page(session: Session, query: Select, order: list[tuple[ColumnElement, bool]],
+          cursor: str | None, limit: int, key=None) -> tuple[list[Any], str | None]:
+    """Up to `limit` rows after `cursor`, and the cursor of the next page. `key(row)` gives a
+    row's values of the order's columns (default: the row's attributes of the same names)."""
+    limit = _check_limit(limit)
+    if cursor:
+        query = query.where(_after(order, decode_cursor(cursor, len(order))))
+    query = query.order_by(*(col.desc() if desc else col.asc() for col, desc in order)).limit(limit + 1)
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    key = key or (lambda row: [getattr(row, col.key) for col, _ in order])
+    next_cursor = encode_cursor(key(rows[-1])) if more else None
+    return rows, next_cursor
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _steps_done_column():
+    return (
+        select(func.coalesce(func.max(Step.step) + 1, 0)).where(Step.job_id == Job.id).scalar_subquery()
+    ).label("steps_done")
+
+
+def list_jobs(
+    session: Session, *, status: str | None = None, task: str | None = None, q: str | None = None,
+    cursor: str | None = None, limit: int = 50,
+) -> Page:
+    """Jobs newest first, filtered by status, task and a text search over their best output."""
+    query = select(Job, _steps_done_column())
+    if status:
+        try:
+            query = query.where(Job.status == JobStatus(status))
+        except ValueError:
+            known = ", ".join(s.value for s in JobStatus)
+            raise QueryError(f"unknown status {status!r}; known: {known}") from None
+    if task:
+        query = query.where(Job.task == task)
+    if q:
+        query = query.where(Job.result_text.icontains(q, autoescape=True))
+    rows, next_cursor = _page(session, query, [(Job.id, True)], cursor, limit, key=lambda row: [row[0].id])
+    return Page([summarize(session, job, steps_done) for job, steps_done in rows], next_cursor)
+
+
+def step_rows(session: Session, job_id: int) -> list[Step]:
+    return list(session.scalars(select(Step).where(Step.job_id == job_id).order_by(Step.step)))
+
+
+def steps_of(session: Session, job_id: int) -> list[dict]:
+    return [
+        {"step": s.step, "best_score": s.best_score, "best_text": s.best_text, "mean_topk": s.mean_topk,
+         "n_candidates": s.n_candidates, "improved": s.improved,
+         "seconds": round((s.finished_at - s.started_at).total_seconds(), 3)}
+        for s in step_rows(session, job_id)
+    ]
+
+
+def top_k(session: Session, job_id: int, step: int | None = None) -> list[dict]:
+    """The top K after `step` (default: the last committed step), best first."""
+    if step is None:
+        step = next_step_number(session, job_id) - 1
+    rows = session.execute(
+        select(TopEntry.rank, Candidate.score, Candidate.text, Candidate.step)
+        .join(Candidate, TopEntry.candidate_id == Candidate.id)
+        .where(TopEntry.job_id == job_id, TopEntry.step == step)
+        .order_by(TopEntry.rank)
+    )
+    return [{"rank": rank, "score": score, "text": text, "from_step": from_step}
+            for rank, score, text, from_step in rows]
+
+
+# --------------------------------------------------------------------------- candidates
+
+# Sort name -> keyset order; the id last makes every order total (a cursor is unambiguous).
+CANDIDATE_SORTS: dict[str, list[tuple[ColumnElement, bool]]] = {
+    "step": [(Candidate.step, False), (Candidate.score, True), (Candidate.id, False)],
+    "-step": [(Candidate.step, True), (Candidate.score, True), (Candidate.id, False)],
+    "-score": [(Candidate.score, True), (Candidate.id, False)],
+    "score": [(Candidate.score, False), (Candidate.id, False)],
+}
+HISTORY_FIELDS = ["job_id", "step", "rank", "in_top_k", "score", "text", "details", "artifact_sha256"]
+
+
+def _candidate_dict(job_id: int, row) -> dict:
+    return {"job_id": job_id, "step": row.step, "rank": row.rank, "in_top_k": row.rank is not None,
+            "score": row.score, "text": row.text, "details": row.details, "artifact_sha256": row.artifact_sha256}
+
+
+def _candidate_query(job_id: int, step: int | None, top_only: bool, q: str | None) -> Select:
+    query = (select(Candidate.id, Candidate.step, Candidate.rank, Candidate.score, Candidate.text,
+                    Candidate.details, Candidate.artifact_sha256)
+             .where(Candidate.job_id == job_id))
+    if step is not None:
+        query = query.where(Candidate.step == step)
+    if top_only:
+        query = query.where(Candidate.rank.is_not(None))
+    if q:
+        query = query.where(Candidate.text.icontains(q, autoescape=True))
+    return query
+
+
+def candidates_page(
+    session: Session, job_id: int, *, step: int | None = None, top_only: bool = False,
+    q: str | None = None, sort: str = "step", cursor: str | None = None, limit: int = 100,
+) -> Page:
+    """One page of a job's candidates, filtered (step, in the top K, text) and sorted."""
+    if sort not in CANDIDATE_SORTS:
+        raise QueryError(f"unknown sort {sort!r}; known: {', '.join(CANDIDATE_SORTS)}")
+    rows, next_cursor = _page(session, _candidate_query(job_id, step, top_only, q),
+                              CANDIDATE_SORTS[sort], cursor, limit)
+    return Page([_candidate_dict(job_id, row) for row in rows], next_cursor)
+
+
+def count_candidates(session: Session, job_id: int, *, step: int | None = None,
+                     top_only: bool = False, q: str | None = None) -> int:
+    query = _candidate_query(job_id, step, top_only, q).subquery()
+    return session.scalar(select(func.count()).select_from(query))
+
+
+def history(session: Session, job_id: int, *, batch: int = 1000) -> Iterator[dict]:
+    """Every candidate of the job in step order, best first within a step; streamed
+    (`yield_per`: a server-side cursor), so a job of any size is never in memory at once."""
+    query = _candidate_query(job_id, None, False, None).order_by(
+        *(col.desc() if desc else col.asc() for col, desc in CANDIDATE_SORTS["step"]))
+    for row in session.execute(query.execution_options(yield_per=batch)):
+        yield _candidate_dict(job_id, row)
+
+
+def history_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
+    """History rows as CSV text, in chunks of `flush_every` rows (for streaming)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for i, row in enumerate(rows, 1):
+        writer.writerow({**row, "details": json.dumps(row["details"]) if row["details"] else ""})
+        if i % flush_every == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def history_json(rows: Iterator[dict]) -> Iterator[str]:
+    """History rows as one JSON array, written as they come."""
+    yield "["
+    for i, row in enumerate(rows):
+        yield ("," if i else "") + "\n" + json.dumps(row)
+    yield "\n]\n"
+
+
+def events_of(session: Session, job_id: int) -> list[dict]:
+    return [{"at": iso(e.at), "kind": e.kind, "detail": e.detail}
+            for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+
+
+def parents_of(session: Session, job_id: int) -> list[dict]:
+    """The jobs this one is built on (cross-modal arithmetic), in order."""
+    rows = session.execute(select(JobLink.position, Job.id, Job.task, Job.status, Job.result_text)
+                           .join(Job, Job.id == JobLink.parent_id).where(JobLink.job_id == job_id)
+                           .order_by(JobLink.position))
+    return [{"position": pos, "id": pid, "task": task, "status": status.value, "best_text": text}
+            for pos, pid, task, status, text in rows]
+
+
+def job_detail(session: Session, job_id: int) -> dict:
+    """Everything the job page and `GET /api/jobs/<id>` show, as plain data (one source for both):
+    the summary, per-step best and mean top-K scores, the current top K and the event log."""
+    job = get_job(session, job_id)
+    summary = summarize(session, job)
+    return {
+        **summary.to_dict(),
+        "options": dict(job.options or {}),
+        "input_info": dict(job.input_info or {}),
+        "input_media_type": session.scalar(select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
+        "parents": parents_of(session, job_id),
+        "steps": steps_of(session, job_id),
+        "top_k": top_k(session, job_id, summary.steps_done - 1),
+        "events": events_of(session, job_id),
+    }

@@ -1,0 +1,196 @@
+"""The schema of a job's auditable history: jobs, steps, candidates, top-K entries, artifacts,
+events, links between jobs and API tokens (the ORM classes; "models" elsewhere means ML models).
+
+Created and changed only by Alembic migrations (migrations/versions).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    Index,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Artifact(Base):
+    """Media stored once by content hash: job inputs, and later rendered outputs."""
+
+    __tablename__ = "artifacts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when read
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task: Mapped[str] = mapped_column(String(40))
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        default=JobStatus.QUEUED,
+        index=True,
+    )
+    settings: Mapped[dict[str, Any]]
+    generator: Mapped[str] = mapped_column(String(500))
+    scorer: Mapped[str] = mapped_column(String(500))
+    # Names and versions (checksums, commit hashes) of the models that actually ran.
+    model_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
+    input_name: Mapped[str | None] = mapped_column(String(255))
+    # What the input is, measured at submission (e.g. a video's duration, frames, size).
+    input_info: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # The task kind's own options (e.g. frames sampled from a video and how their scores pool).
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Automatic resumes after an interruption so far (capped, see worker.lifecycle).
+    auto_resumes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Deliveries of the step in flight: a step that keeps killing its worker is not retried forever.
+    attempt_step: Mapped[int | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    result_text: Mapped[str | None] = mapped_column(Text)
+    result_score: Mapped[float | None] = mapped_column(Float)
+
+    input: Mapped[Artifact | None] = relationship()
+    steps: Mapped[list[Step]] = relationship(back_populates="job", order_by="Step.step")
+    events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id")
+
+
+class JobLink(Base):
+    """A job built on other jobs' results (cross-modal arithmetic on inversions), in order."""
+
+    __tablename__ = "job_links"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+
+
+class JobEvent(Base):
+    """What happened to a job and when: submitted, started, cancel requested, cancelled,
+    interrupted, resumed, failed, succeeded. The audit trail of its lifecycle."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    # One row per (job, step): a redelivered task finds its step done.
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_steps_job_step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    best_score: Mapped[float]
+    best_text: Mapped[str] = mapped_column(Text)
+    mean_topk: Mapped[float]
+    n_candidates: Mapped[int]
+    improved: Mapped[bool]
+    generation_seconds: Mapped[float] = mapped_column(default=0.0)
+    scoring_seconds: Mapped[float] = mapped_column(default=0.0)
+
+    job: Mapped[Job] = relationship(back_populates="steps")
+
+
+class Candidate(Base):
+    __tablename__ = "candidates"
+    # A text is scored once per job; text_key is its normalised form (worker.core.normalize).
+    __table_args__ = (
+        UniqueConstraint("job_id", "text_key", name="uq_candidates_job_text"),
+        Index("ix_candidates_job_step", "job_id", "step"),
+        Index("ix_candidates_job_score", "job_id", "score"),  # history sorted by score, paged
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int]  # the step that produced it; 0 is the initial pool
+    text: Mapped[str] = mapped_column(Text)
+    text_key: Mapped[str] = mapped_column(Text)
+    score: Mapped[float]
+    # Rank in the top K right after its own step (1 = best), or None when it did not make it.
+    rank: Mapped[int | None]
+    # The parts of the score the generator was shown (e.g. {"style": .., "content": ..}).
+    details: Mapped[dict[str, Any] | None]
+    # What the candidate made, when it makes something (a text-to-image render).
+    artifact_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
+
+
+class TopEntry(Base):
+    """The top K after each step, in order: what the next step's prompt shows."""
+
+    __tablename__ = "top_entries"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    rank: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+
+    candidate: Mapped[Candidate] = relationship()
+
+
+class ApiToken(Base):
+    """A credential for the JSON API (`mils token create`). Only the SHA-256 of the token is
+    kept: tokens are 256-bit random strings, so a plain hash cannot be brute-forced, and a
+    leaked database leaks no usable token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

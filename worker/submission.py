@@ -1,0 +1,178 @@
+"""The one way a new job is checked, stored and queued: the CLI and the web only parse their
+input (arguments, form fields, uploads) into the calls below.
+
+    task_input, attachment     the input media of a kind, from bytes, a bundled sample or a prompt
+    job_request                everything else checked: settings, models, options; nothing stored yet
+    store_job, submit          store it (and queue its first step)
+    arithmetic_request, store_arithmetic, submit_arithmetic
+                               the same for an arithmetic job and the captioning jobs of its parts
+
+Errors are MediaError (the input), SettingsError (settings, options), ModelLoadError (a model
+spec), all raised before anything is stored; BrokerError after the commit means "stored, not queued".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.core import Settings, SettingsError
+from worker.kinds import TASK_KINDS, TaskKind, get_kind, job_settings
+from worker.kinds.arithmetic import KIND as ARITHMETIC
+from worker.kinds.arithmetic import Part
+from worker.kinds.audio import KIND as AUDIO
+from worker.kinds.image import check_image
+from worker.media import Media, MediaError
+from worker.media.samples import SAMPLES, sample_input
+from worker.models import check_specs
+from worker.queue import enqueue, enqueue_first_steps, job_queue
+from worker.store.jobs import create_job
+from worker.store.schema import Job
+
+
+def _sample(name: str, input_kind: str) -> tuple[bytes, str]:
+    if name not in SAMPLES:
+        raise MediaError(f"unknown sample {name!r}; known: {', '.join(sorted(SAMPLES))}")
+    return sample_input(name, input_kind)
+
+
+def task_input(kind: TaskKind, *, data: bytes | None = None, name: str = "input", sample: str | None = None,
+               prompt: str | None = None) -> tuple[Media, dict]:
+    """The job's input as its kind checks it (by decoding, whatever the name says): the prompt for
+    a text kind, else a bundled sample's or the given bytes. Returns the media and its input_info."""
+    if kind.input_kind == "text":
+        return kind.check_input((prompt or "").encode(), "prompt.txt")
+    if sample:
+        return kind.check_input(*_sample(sample, kind.input_kind))
+    return kind.check_input(data or b"", name)
+
+
+def attachment(*, data: bytes | None = None, name: str = "attachment", sample: str | None = None) -> Media:
+    """An attachment (e.g. a style image) from bytes or a bundled sample photo, checked as an image."""
+    if sample:
+        data, name = _sample(sample, "image")
+    return check_image(data or b"", name)[0]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A new job, checked; nothing is stored until `store_job` or `submit`."""
+
+    task: str
+    media: Media
+    input_info: dict
+    settings: Settings
+    options: dict
+    generator: str
+    scorer: str
+    attachments: dict[str, Media] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> TaskKind:
+        return TASK_KINDS[self.task]
+
+
+def job_request(task: str, media: Media, input_info: dict, *, generator: str = "embedded",
+                scorer: str = "embedded", overrides: Mapping[str, Any] | None = None,
+                options: Mapping[str, Any] | None = None, attachments: Mapping[str, Media] | None = None,
+                ) -> JobRequest:
+    """Check a job's settings (`overrides`: None = the task's default for this generator), model
+    specs and options against its kind; returns the request, or raises before anything is stored."""
+    kind = get_kind(task)
+    settings = job_settings(task, generator, **(overrides or {}))
+    check_specs(generator, scorer)
+    kind.check_scorer(scorer)
+    attachments = dict(attachments or {})
+    checked = kind.job_options(options or {}, attachments)
+    return JobRequest(task, media, input_info, settings, checked, generator, scorer, attachments)
+
+
+def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int, int]] = ()) -> Job:
+    """Store the request as a queued job in the caller's transaction."""
+    return create_job(session, task=request.task, settings=request.settings, generator=request.generator,
+                      scorer=request.scorer, media=request.media, options=request.options,
+                      input_info=request.input_info, attachments=request.attachments, parents=list(parents))
+
+
+def submit(sessions: sessionmaker[Session], request: JobRequest) -> int:
+    """Store the job, then queue its first step; returns the job id. A BrokerError after this
+    means the job is stored, not queued (its message names the id to resume)."""
+    with sessions.begin() as session:
+        job = store_job(session, request)
+        job_id, queue = job.id, job_queue(job)
+    enqueue(job_id, 0, queue)  # after the commit: the step must find its job
+    return job_id
+
+
+# --------------------------------------------------------------------------- cross-modal arithmetic
+
+
+@dataclass(frozen=True)
+class ArithmeticRequest:
+    """An arithmetic job and the captioning jobs of its media parts, checked, not stored."""
+
+    parent_requests: tuple[tuple[int, JobRequest], ...]  # (position in the parts, request)
+    manifest: tuple[dict, ...]  # per part: {"text": ...} or a parent's {"kind", "name"} ("job" set when stored)
+    request: JobRequest  # the arithmetic job itself (its input is made when stored)
+
+
+def arithmetic_request(parts: Sequence[Part], *, generator: str = "embedded", scorer: str = "embedded",
+                       audio_scorer: str | None = None, overrides: Mapping[str, Any] | None = None,
+                       options: Mapping[str, Any] | None = None) -> ArithmeticRequest:
+    """Check an arithmetic job of `parts` (images, recordings, texts, in order) and its parts'
+    captioning jobs (same LLM and seed; images scored by `scorer`, recordings by `audio_scorer`)."""
+    check_specs(generator, scorer)
+    if audio_scorer:
+        check_specs(generator, audio_scorer)
+    settings = job_settings(ARITHMETIC.name, generator, **(overrides or {}))
+    checked = ARITHMETIC.job_options(options or {})
+    if len(parts) < 2:
+        raise SettingsError("arithmetic combines at least two inputs")
+    if any(p.kind == "audio" for p in parts) and not audio_scorer:
+        raise SettingsError("an audio part needs an audio-text scorer: --audio-scorer clap:ID_OR_PATH")
+    if audio_scorer:
+        AUDIO.check_scorer(audio_scorer)
+    parents, manifest = [], []
+    for position, part in enumerate(parts):
+        if part.kind == "text":
+            manifest.append({"text": part.text})
+            continue
+        parents.append((position, job_request(part.task, part.media, part.info, generator=generator,
+                                              scorer=scorer if part.kind == "image" else audio_scorer,
+                                              overrides={"seed": settings.seed})))
+        manifest.append({"kind": part.kind, "name": part.media.name})
+    ARITHMETIC.check_scorer(scorer)
+    placeholder = Media(data=b"", media_type="application/json", name="arithmetic.json")
+    request = JobRequest(ARITHMETIC.name, placeholder, {}, settings, checked, generator, scorer)
+    return ArithmeticRequest(tuple(parents), tuple(manifest), request)
+
+
+def store_arithmetic(session: Session, request: ArithmeticRequest) -> tuple[Job, list[Job]]:
+    """Store the parts' captioning jobs and the arithmetic job built on them (linked in order);
+    returns (the arithmetic job, its parents) for the caller to queue after the commit."""
+    manifest = [dict(part) for part in request.manifest]
+    parents = []
+    for position, parent_request in request.parent_requests:
+        parent = store_job(session, parent_request)
+        parents.append((position, parent))
+        manifest[position] = {"job": parent.id, **manifest[position]}
+    data = json.dumps({"parts": manifest}, sort_keys=True).encode()
+    job = store_job(session, JobRequest(
+        request.request.task, Media(data=data, media_type="application/json", name="arithmetic.json"),
+        {"parts": manifest}, request.request.settings, request.request.options, request.request.generator,
+        request.request.scorer), parents=[(position, parent.id) for position, parent in parents])
+    return job, [parent for _, parent in parents]
+
+
+def submit_arithmetic(sessions: sessionmaker[Session], request: ArithmeticRequest) -> tuple[int, list[int]]:
+    """Store the arithmetic job with its parents and queue them all (the arithmetic job waits for
+    its parents by itself); returns (its id, the parents' ids)."""
+    with sessions.begin() as session:
+        job, parents = store_arithmetic(session, request)
+        queued = [(p.id, job_queue(p)) for p in parents] + [(job.id, job_queue(job))]
+    enqueue_first_steps(queued, "arithmetic job")
+    return queued[-1][0], [job_id for job_id, _ in queued[:-1]]
