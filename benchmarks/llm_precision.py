@@ -7,7 +7,7 @@ Loads the de-quantised safetensors cache `MILS_HOME/cache/models/Qwen2.5-Coder-0
 AutoModelForCausalLM in fp32 and in bf16, and makes the int8 variant with `worker.models.llm.int8_dynamic`
 on an fp32 copy (what `load_embedded_qwen` does on a CPU).
 
-Prompt: `worker.templates.IMAGE_CAPTION.messages` with the first 8 distinct captions of the image pool as
+Prompt: `worker.kinds.image.IMAGE_CAPTION.messages` with the first 8 distinct captions of the image pool as
 examples (scores 0.3000, 0.2900, ... 0.2300), n=15, max_words=15, through the model's chat template.
 Greedy decoding (do_sample=False), exactly --tokens new tokens (min_new_tokens = max_new_tokens), batch 1,
 no_repeat_ngram_size=0. One warm-up generation per variant, then --repeats timed rounds, interleaved
@@ -49,8 +49,8 @@ def main() -> None:
     from worker.config import cache_dir
     from worker.core import Scored, normalize
     from worker.models import llm
-    from worker.task_kinds import TASK_KINDS
-    from worker.templates import IMAGE_CAPTION
+    from worker.kinds import TASK_KINDS
+    from worker.kinds.image import IMAGE_CAPTION
 
     path = cache_dir("models") / llm.EMBEDDED_QWEN_NAME
     if not (path / "config.json").exists():

@@ -2,7 +2,7 @@
 
 The same job (same image, settings and seed, so the same candidates and the same model
 work) runs twice on one PostgreSQL database:
-  - in-process: `worker.jobs.run_in_process`, the loop `mils caption` uses;
+  - in-process: `worker.runner.run_in_process`, the loop `mils caption` uses;
   - distributed: `mils submit` to Redis, one step per Celery task in a real `mils worker`.
 From the stored step rows: the wall time of steps 1..N (finished_at[k] - finished_at[k-1])
 and the gap between steps (started_at[k] - finished_at[k-1]: commit, queue hop, state load).
@@ -36,7 +36,7 @@ BROKER = "redis://127.0.0.1:6379/15"
 
 
 def step_times(Session, job_id: int) -> tuple[list[float], list[float]]:
-    from worker.store.models import Step
+    from worker.store.schema import Step
 
     with Session() as session:
         rows = session.scalars(select(Step).where(Step.job_id == job_id).order_by(Step.step)).all()
@@ -59,12 +59,13 @@ def main() -> None:
     subprocess.run(["mils", "db", "upgrade"], env=env, check=True, capture_output=True)
     subprocess.run(["redis-cli", "-n", "15", "flushdb"], check=True, capture_output=True)
 
-    from worker.jobs import create_job, run_in_process
+    from worker.runner import run_in_process
+    from worker.store.jobs import create_job
     from worker.media import load_image_file
-    from worker.samples import sample_path
-    from worker.task_kinds import default_settings
+    from worker.media.samples import sample_path
+    from worker.kinds import default_settings
     from worker.store.db import open_store
-    from worker.store.models import Job, JobStatus
+    from worker.store.schema import Job, JobStatus
 
     Session = open_store(URL)
     log = open(ROOT / "benchmarks" / "results" / "orchestration-worker.log", "w")

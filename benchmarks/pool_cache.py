@@ -47,8 +47,8 @@ def main() -> None:
     from worker.core import bootstrap, normalize
     from worker.media import decode_image
     from worker.models.recogniser_scorer import RecogniserScorer
-    from worker.samples import sample_path
-    from worker.task_kinds import TASK_KINDS, default_settings
+    from worker.media.samples import sample_path
+    from worker.kinds import TASK_KINDS, default_settings
 
     kind = TASK_KINDS["image-caption"]
     settings = default_settings("image-caption", "embedded")

@@ -23,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", default=_common.DEFAULT_HOME, help="MILS_HOME for this run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples", nargs="*", help="subset of worker.samples.SKIMAGE_PHOTOS (default: all)")
+    parser.add_argument("--samples", nargs="*", help="subset of worker.media.samples.SKIMAGE_PHOTOS (default: all)")
     parser.add_argument("--out", default="skimage_photos", help="results file name (no extension)")
     args = parser.parse_args()
 
@@ -32,11 +32,12 @@ def main() -> None:
     info = _common.machine_info()
     info["mils_home"] = str(home)
 
-    from worker.jobs import create_job, default_models, run_in_process
+    from worker.runner import default_models, run_in_process
+    from worker.store.jobs import create_job
     from worker.media import load_image_file
-    from worker.samples import SKIMAGE_PHOTOS, sample_path
+    from worker.media.samples import SKIMAGE_PHOTOS, sample_path
     from worker.store.db import open_store
-    from worker.task_kinds import default_settings
+    from worker.kinds import default_settings
 
     names = args.samples or list(SKIMAGE_PHOTOS)
     unknown = [n for n in names if n not in SKIMAGE_PHOTOS]

@@ -8,10 +8,10 @@
    - cached: a second process on the same subfolder.
    Each child reports its own peak RSS (ru_maxrss). The subfolder is deleted afterwards unless --keep-cold-home.
 2. The jobs: for each sample, the default embedded job (seed 0) run in this process through
-   `worker.jobs.run_in_process` on a SQLite store in MILS_HOME, as `mils caption --sample NAME` does.
+   `worker.runner.run_in_process` on a SQLite store in MILS_HOME, as `mils caption --sample NAME` does.
    Per step: wall time of `execute_step`, the optimizer's own generation/scoring seconds, and
    overhead = wall - generation - scoring. The overhead is split by wrapping (in this process only)
-   `worker.jobs.load_state`, `worker.jobs._record_step` and `worker.jobs._sample_features`, and by timing
+   `worker.runner.load_state`, `worker.runner.record_step` and `worker.runner._sample_features`, and by timing
    every session commit (SQLAlchemy before_commit -> after_commit, which includes the final flush).
    Note: prompt building and list parsing happen inside `generate_candidates`, so they are part of the
    generation seconds, not of the overhead.
@@ -120,11 +120,12 @@ def main() -> None:
     _common.quiet_transformers()
     from sqlalchemy import event
 
-    from worker import jobs
+    from worker import runner as jobs
+    from worker.store.jobs import create_job
     from worker.media import decode_image, load_image_file
-    from worker.samples import sample_path
+    from worker.media.samples import sample_path
     from worker.store.db import open_store
-    from worker.task_kinds import default_settings
+    from worker.kinds import default_settings
 
     acc: dict[str, float] = defaultdict(float)
 
@@ -139,7 +140,7 @@ def main() -> None:
         return wrapper
 
     jobs.load_state = timed("state_load", jobs.load_state)
-    jobs._record_step = timed("record", jobs._record_step)
+    jobs.record_step = timed("record", jobs.record_step)
     jobs._sample_features = timed("features", jobs._sample_features)
 
     Session = open_store()
@@ -172,7 +173,7 @@ def main() -> None:
         models.scorer.encode_sample(decode_image(media.data))
         encode_alone = time.perf_counter() - s
         with Session.begin() as session:
-            job_id = jobs.create_job(session, task="image-caption", settings=settings,
+            job_id = create_job(session, task="image-caption", settings=settings,
                                      generator="embedded", scorer="embedded", media=media).id
         steps = []
         iterator = jobs.run_in_process(Session, job_id)

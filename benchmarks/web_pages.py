@@ -28,7 +28,7 @@ SQLite gets none (the app runs none).
    sorts `step` and `-score` (checks: 100,000 distinct texts, in order); then page 1, page 50 and
    the last page timed again (`--page-repeats`, interleaved) with the cursors of the walk; the job
    page's own history fragment (50 rows) first vs after row 99,000 (the walk's last cursor); and the
-   SQL alone: `worker.queries.candidates_page(limit=50)` first vs deep, and `count_candidates`, which
+   SQL alone: `worker.store.queries.candidates_page(limit=50)` first vs deep, and `count_candidates`, which
    every history request also runs; and the same SQL with a redundant bound on the first sort column
    (`bounded_page`, a possible fix, checked to return the same rows).
 3. Memory (Python heap by tracemalloc; and the process's peak RSS growth, measured by resetting
@@ -75,7 +75,7 @@ CONNECTORS = ["next to", "with", "near", "beside", "behind", "in front of", "und
 def make_plan(seed: int = 0) -> dict:
     """The jobs as plain data (the same rows go into both databases)."""
     from worker.core import normalize
-    from worker.task_kinds import TASK_KINDS
+    from worker.kinds import TASK_KINDS
 
     rng = random.Random(seed)
     pool = []
@@ -119,9 +119,9 @@ def fill(url: str, plan: dict, media, big_media, n_small: int = 60) -> dict[str,
     from sqlalchemy import insert, text
 
     from worker.core import Settings, normalize
-    from worker.jobs import add_event, create_job
+    from worker.store.jobs import add_event, create_job
     from worker.store.db import get_engine, open_store
-    from worker.store.models import Candidate, JobStatus, Step, TopEntry
+    from worker.store.schema import Candidate, JobStatus, Step, TopEntry
 
     Session = open_store(url, auto_upgrade=False)
     t0 = datetime(2026, 11, 27, 0, 0, tzinfo=timezone.utc)
@@ -286,7 +286,7 @@ def bounded_page(session, job_id: int, sort: str, cursor: str | None, limit: int
     the rows are the same (checked on every call against candidates_page)."""
     from sqlalchemy import and_
 
-    from worker.queries import CANDIDATE_SORTS, _after, _candidate_query, candidates_page, decode_cursor
+    from worker.store.queries import CANDIDATE_SORTS, _after, _candidate_query, candidates_page, decode_cursor
 
     order = CANDIDATE_SORTS[sort]
     query = _candidate_query(job_id, None, False, None)
@@ -369,7 +369,7 @@ def main() -> None:
 
     from web import create_app
     from worker.media import load_image_file
-    from worker.samples import sample_path
+    from worker.media.samples import sample_path
     from worker.store.db import forget_engines, open_store, upgrade
 
     sqlite_path = home / "bench.db"
@@ -494,9 +494,9 @@ def main() -> None:
             first_of.setdefault((db, what), m)
             page_rows.append({"db": db, "what": what, "page": label, "median_ms": m * 1e3, "p95_ms": p95(v) * 1e3,
                               "ratio_to_first_page": m / first_of[(db, what)], "url": url})
-        # The same pages' SQL alone (no HTTP, no JSON/HTML, no count): worker.queries.candidates_page
+        # The same pages' SQL alone (no HTTP, no JSON/HTML, no count): worker.store.queries.candidates_page
         # with limit=50, first page vs the cursor after row 99,000; and the count every request also runs.
-        from worker.queries import candidates_page, count_candidates
+        from worker.store.queries import candidates_page, count_candidates
 
         query_calls = []
         for db, url in dbs.items():
@@ -528,7 +528,7 @@ def main() -> None:
                               "p95_ms": p95(qtimes[i]) * 1e3, "ratio_to_first_page": m / first_of[(db, what)]})
 
         # ------------------------------------------------------------------ 3. memory
-        from worker.queries import history
+        from worker.store.queries import history
 
         memory_out = []
         for db, client in clients.items():

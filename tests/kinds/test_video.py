@@ -3,7 +3,7 @@ scorer's two modes, the video prompt, and the job going through the CLI and the 
 
 Videos are made here with PyAV: solid grey frames whose level is their index (so a decoded
 frame says which one it is), and pans across real photos. The scorers are tiny
-deterministic fakes; tests/test_real_models.py runs a video job on the embedded models.
+deterministic fakes; tests/models/test_real_models.py runs a video job on the embedded models.
 """
 
 from __future__ import annotations

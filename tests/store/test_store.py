@@ -1,4 +1,4 @@
-"""The durable job store (worker.jobs, worker.store) on SQLite and on the real PostgreSQL.
+"""The durable job store (worker.store, worker.runner) on SQLite and on the real PostgreSQL.
 
 Jobs run through `execute_step` / `run_in_process` with the tiny fakes of tests/support/fakes.py
 (resolver: (generator spec, scorer spec) -> Models); no model library is loaded. The input

@@ -2,7 +2,7 @@
 cluster, `mils worker` processes and `mils` CLI calls, all as subprocesses.
 
 Every process started here is owned by an object whose `close()` kills it; the fixtures
-in tests/test_distributed.py call `close()` in their teardown, whatever the test did.
+in tests/service/test_distributed.py call `close()` in their teardown, whatever the test did.
 Nothing here touches the machine's own Redis (6379) or PostgreSQL server (other than
 creating/dropping databases through the `pg_url` fixture).
 """

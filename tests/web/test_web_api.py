@@ -3,7 +3,7 @@ where the store differs), with a real SQLite-backed broker queue per test.
 
 Jobs are run in this process with the tiny fakes of tests/support/fakes.py (`run_in_process`), so
 their history is real: step 0 scores the 5,000-caption pool, later steps the fakes' texts.
-The browser tests (tests/test_web_browser.py) drive the same app through Chromium with a
+The browser tests (tests/web/test_web_browser.py) drive the same app through Chromium with a
 real worker; here every endpoint and its error cases are covered one by one.
 """
 
