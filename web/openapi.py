@@ -4,7 +4,6 @@ declared on its kind is described here without another edit."""
 
 from __future__ import annotations
 
-import copy
 import functools
 from importlib.resources import files
 
@@ -33,8 +32,7 @@ def option_schema(option: Option, kinds: list[str]) -> dict:
 
 @functools.cache
 def openapi_description() -> dict:
-    description = yaml.safe_load((files("web") / "openapi.yaml").read_text("utf-8"))
-    spec = copy.deepcopy(description)
+    spec = yaml.safe_load((files("web") / "openapi.yaml").read_text("utf-8"))
     form = spec["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     form["properties"]["task"]["enum"] = list(TASK_KINDS)
     for name, (option, kinds) in all_options().items():

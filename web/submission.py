@@ -51,12 +51,15 @@ def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None
     return data, name
 
 
-def _input(kind: TaskKind, fields: Mapping[str, str], upload: tuple[bytes, str] | None) -> tuple[Media, dict]:
+def _input(kind: TaskKind, fields: Mapping[str, str], files: MultiDict, file_field: str) -> tuple[Media, dict]:
+    """The input of a one-input kind: the prompt of a text kind (an upload is ignored), else the
+    upload or the bundled sample, exactly one of them."""
     sample = fields.get("sample") or None
     if kind.input_kind == "text":
         if not (fields.get("prompt") or "").strip():
             raise QueryError(f"{kind.name} needs a prompt (the text the picture should match)")
         return submission.task_input(kind, prompt=fields["prompt"])
+    upload = uploaded(files.get(file_field), "upload")
     if (upload is not None) == bool(sample):
         raise QueryError(f"send an {kind.input_kind} file or the name of a bundled sample (one of them)")
     if sample:
@@ -91,7 +94,7 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
             parts, generator=llm, scorer=scorer, audio_scorer=(fields.get("audio_scorer") or "").strip() or None,
             overrides=settings_from(fields), options=options_from(kind, fields, others="ignore"))
         return submission.submit_arithmetic(session_factory(), request)[0]
-    media, info = _input(kind, fields, uploaded(files.get(file_field), "upload"))
+    media, info = _input(kind, fields, files, file_field)
     request = submission.job_request(kind.name, media, info, generator=llm, scorer=scorer,
                                      overrides=settings_from(fields), options=options_from(kind, fields, others=others),
                                      attachments=_attachments(kind, fields, files))

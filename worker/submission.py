@@ -95,7 +95,7 @@ def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int
     """Store the request as a queued job in the caller's transaction."""
     return create_job(session, task=request.task, settings=request.settings, generator=request.generator,
                       scorer=request.scorer, media=request.media, options=request.options,
-                      input_info=request.input_info, attachments=request.attachments, parents=list(parents))
+                      input_info=request.input_info, attachments=request.attachments, parents=parents)
 
 
 def submit(sessions: sessionmaker[Session], request: JobRequest) -> int:

@@ -58,3 +58,11 @@ def test_reaper_stops_at_the_cap_and_leaves_fresh_jobs_alone(db_url):
             assert reap(session, stale_after=60, max_auto_resumes=1) == expected
     with Session() as session:
         assert session.get(Job, job_id).status == JobStatus.INTERRUPTED
+
+
+def test_the_queue_names_the_step_task_that_the_workers_register():
+    """worker.queue sends `run_step` by name (it does not import the tasks): the name must be the task's."""
+    from worker.queue import RUN_STEP
+    from worker.tasks import run_step
+
+    assert RUN_STEP == run_step.name

@@ -190,16 +190,18 @@ def arithmetic(files, texts, samples, steps, candidates, top_k, seed, llm, score
             for _ in run_in_process(sessions, parent_id):
                 pass
     finally:
-        results = list(run_in_process(sessions, job_id))  # after a failed part, this marks it failed too
-    if not results:
+        # After a failed part, this marks it failed too. Only the summaries are kept: a step's
+        # candidates carry their renders.
+        steps = [{"step": r.step, "best_score": r.best.score, "best_text": r.best.text}
+                 for r in run_in_process(sessions, job_id)]
+    if not steps:
         raise click.ClickException(f"job {job_id} ran no step (a part's job failed? see `mils status`)")
-    best = results[-1].best
+    best = steps[-1]
     if as_json:
-        click.echo(json.dumps({"prompt": best.text, "score": best.score, "job_id": job_id, "parents": parent_ids,
-                               "steps": [{"step": r.step, "best_score": r.best.score, "best_text": r.best.text}
-                                         for r in results]}, indent=2))
+        click.echo(json.dumps({"prompt": best["best_text"], "score": best["best_score"], "job_id": job_id,
+                               "parents": parent_ids, "steps": steps}, indent=2))
     else:
-        click.echo(best.text)
+        click.echo(best["best_text"])
 
 
 cli.command("arithmetic")(apply(user_errors(arithmetic), [

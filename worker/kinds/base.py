@@ -13,12 +13,11 @@ import functools
 import importlib.resources
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from worker.core import Scorer, Settings, SettingsError
 from worker.core.optimizer import PromptTemplate
-from worker.media import Media, read_media_file
+from worker.media import Media
 from worker.models import ModelLoadError, has_feature_maps, scorer_modality
 
 
@@ -132,6 +131,7 @@ class TaskKind:
         """The kind's options with what the user gave (None = not given), checked; SettingsError
         names an unknown, missing or wrong option, or a missing attachment."""
         unknown = sorted(k for k, v in given.items() if v is not None and k not in self.options)
+        unknown += sorted(f"{k} (an attachment)" for k in (attachments or {}) if k not in self.attachments)
         if unknown:
             raise SettingsError(f"{self.name} has no option {', '.join(unknown)}")
         options = {}
@@ -165,10 +165,6 @@ class TaskKind:
         if self.scorer_needs == "feature maps" and not has_feature_maps(spec):
             raise ModelLoadError(f"{self.name} measures style and content with the embedded scorer's CNN "
                                  "(EfficientNet-Lite0 activations): use --scorer embedded")
-
-    def load_file(self, path: str | Path) -> tuple[Media, dict]:
-        """A file on disk as this kind's input (checked by decoding it; its name is only a label)."""
-        return self.check_input(read_media_file(path), Path(path).name)
 
 
 PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)

@@ -93,7 +93,3 @@ def open_store(url: str | None = None, *, auto_upgrade: bool | None = None) -> s
             )
         upgrade(url)
     return sessionmaker(engine, expire_on_commit=False)
-
-
-# A session factory (what `open_store` returns); parameters named `sessions` are one.
-Sessions = sessionmaker[Session]

@@ -8,6 +8,7 @@ job's options mean is checked before it gets here (worker.submission).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -78,7 +79,7 @@ def store_artifact(session: Session, media: Media) -> Artifact:
 def create_job(
     session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
-    attachments: dict[str, Media] | None = None, parents: list[tuple[int, int]] = (),
+    attachments: dict[str, Media] | None = None, parents: Sequence[tuple[int, int]] = (),
 ) -> Job:
     """Store a new queued job with already checked options. `attachments` are more input media
     (e.g. a style image), stored and named in the options by hash; `parents` are (position,
