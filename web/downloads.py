@@ -27,7 +27,7 @@ def input_response(job_id: int) -> Response:
     job = get_job(get_session(), job_id)
     if job.input is None:
         return Response(status=404)
-    return media_response(job.input)
+    return media_response(job.input, job.input_media_type)
 
 
 def artifact_response(sha256: str) -> Response:
@@ -38,8 +38,9 @@ def artifact_response(sha256: str) -> Response:
     return media_response(artifact)
 
 
-def media_response(artifact: Artifact) -> Response:
-    response = Response(artifact.data, mimetype=artifact.media_type)
+def media_response(artifact: Artifact, media_type: str | None = None) -> Response:
+    """The stored bytes, served as `media_type` (a job's use of them) or the artifact's own type."""
+    response = Response(artifact.data, mimetype=media_type or artifact.media_type)
     # Served as the type we decoded it as, never sniffed into something else (e.g. HTML).
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'"

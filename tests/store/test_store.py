@@ -27,7 +27,7 @@ from worker.media import Media
 from worker.models import ModelLoadError
 from worker.store import db as store_db
 from worker.store.db import SchemaError, alembic_config, open_store, schema_revision, upgrade
-from worker.store.schema import Candidate, Job, JobStatus, Step, TopEntry
+from worker.store.schema import Candidate, Job, JobEvent, JobStatus, Step, TopEntry
 from worker.kinds import TASK_KINDS, JobInput
 
 TARGET = "a small orange cat sleeping on a red wooden chair in the garden"
@@ -55,7 +55,7 @@ class Resolver:
         self.asked: list[tuple[str, str]] = []
         self.scorers: list[HiddenCaptionScorer] = []
 
-    def __call__(self, generator_spec: str, scorer_spec: str) -> Models:
+    def __call__(self, generator_spec: str, scorer_spec: str) -> JobModels:
         self.asked.append((generator_spec, scorer_spec))
         scorer = HiddenCaptionScorer(self.target)
         self.scorers.append(scorer)
@@ -465,3 +465,28 @@ def test_a_model_that_cannot_load_fails_the_job(Session):
     assert job.status is JobStatus.FAILED
     assert job.error == "ModelLoadError: unknown scorer 'fake-scorer'"
     assert trajectory(Session, job_id) == ([], [], [])
+
+
+class MessyGenerator:
+    """Answers as chat models do: a header, a numbered list with a comment and a repeat, a sign-off."""
+
+    name = "messy-generator"
+
+    def complete(self, conversations, *, seed, temperature, top_p, max_tokens):
+        return [f"Here are new captions:\n1. A tabby cat on a wooden table {seed}\n2. This is a good mention.\n"
+                f"3. A tabby cat on a wooden table {seed}.\n4. 0100: A cat sitting in the sun {seed}\nI hope this helps!"
+                for _ in conversations]
+
+
+def test_what_the_llm_answered_that_was_not_a_candidate_is_counted_in_the_events(Session):
+    job_id = new_job(Session, Settings(steps=2, top_k=3, candidates=4, max_generation_rounds=1))
+    for _ in run_in_process(Session, job_id, Resolver(generator=MessyGenerator)):
+        pass
+    with Session() as session:
+        texts = {c.text for c in session.scalars(select(Candidate).where(Candidate.job_id == job_id,
+                                                                        Candidate.step > 0))}
+        rejected = [e.detail for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id,
+                                                                            JobEvent.kind == "rejected"))]
+    assert all(not t.startswith(("0100", "This is", "Here", "I hope")) for t in texts) and len(texts) == 4
+    assert rejected == [f"step {n}: 4 line(s) of the LLM's answers were not candidates "
+                        "(1 comment, 2 outside the list, 1 repeated)" for n in (1, 2)]

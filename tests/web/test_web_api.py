@@ -59,7 +59,7 @@ def Session(app, pg):
     return open_store(pg)
 
 
-def fake_models(_generator: str, _scorer: str) -> Models:
+def fake_models(_generator: str, _scorer: str) -> JobModels:
     return JobModels(ScriptedGenerator(extra_words=["tabby", "wooden", "sun", "sitting", "kitten"]),
                   HiddenCaptionScorer(TARGET))
 
@@ -554,3 +554,21 @@ def test_the_history_of_100k_candidates_pages_and_streams_without_loading_it_all
     assert size > 7_000_000
     assert max(page_peaks) < 4 * 1024 * 1024, max(page_peaks)
     assert export_peak < 4 * 1024 * 1024, (export_peak, size)
+
+
+def test_the_same_bytes_are_served_with_the_media_type_of_each_use(client):
+    """One WebM with a picture and a sound, uploaded for a video job and for an audio job: stored
+    once (by hash), served to each job as what that job used it as."""
+    from tests.media.test_field_cases import video_with_sound
+
+    data = video_with_sound()
+    ids = {}
+    for task in ("video-caption", "audio-caption"):
+        created = client.post("/api/jobs", data={"task": task, "file": (io.BytesIO(data), "both.webm"),
+                                                 "llm": FAKE_LLM, "scorer": FAKE_SCORER})
+        assert created.status_code == 201, created.get_data(as_text=True)
+        ids[task] = created.get_json()["id"]
+    for task, media_type in (("video-caption", "video/webm"), ("audio-caption", "audio/webm")):
+        assert client.get(f"/api/jobs/{ids[task]}").get_json()["input_media_type"] == media_type
+        served = client.get(f"/api/jobs/{ids[task]}/input")
+        assert served.mimetype == media_type and served.data == data

@@ -483,7 +483,9 @@ def test_cancel_and_resume_from_the_page(page, stack):
         < kinds.index("succeeded"), kinds
 
 
-def test_screenshots(page, stack, finished_job):
+def test_screenshots(page, stack, finished_job, tmp_path):
+    """The submit form's screenshot for the README, and the job page of a fakes' job checked (the
+    README's job-page screenshot is of a real embedded job: the next test)."""
     from playwright.sync_api import expect
 
     from worker.media.samples import sample_path
@@ -502,7 +504,7 @@ def test_screenshots(page, stack, finished_job):
     expect(page.locator("#score-chart")).to_have_attribute("data-points", "4")
     expect(page.locator("#job-input")).to_be_visible()
     page.wait_for_function("() => document.getElementById('job-input').naturalWidth > 0")
-    job_png = SCREENSHOTS / "job-page.png"
+    job_png = tmp_path / "job-page.png"
     page.screenshot(path=str(job_png), full_page=True)
 
     from PIL import Image
@@ -556,3 +558,22 @@ def test_jobs_list_and_search(page, stack, finished_job):
     row.locator("a").click()
     page.wait_for_url(f"**/jobs/{job_id}")
     expect(page.locator("h1")).to_contain_text(f"Job #{job_id}")
+
+
+@pytest.mark.slow
+def test_screenshot_of_a_real_embedded_job(page, stack, mils_home):
+    """The README's job page: a short job of the embedded default models (real weights) on the
+    coffee photo, run by `mils caption` into the stack's database, then shown by its web page."""
+    from playwright.sync_api import expect
+
+    env = mils_env(home=mils_home, database_url=stack.url, broker_url=stack.redis.url)
+    out = run_mils("caption", "--sample", "coffee", "--steps", "2", "--candidates", "6", "--seed", "3", "--json",
+                   env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    job_id = json.loads(out.stdout)["job_id"]
+    page.goto(f"/jobs/{job_id}")
+    expect(page.locator("#score-chart")).to_have_attribute("data-points", "3")
+    page.wait_for_function("() => document.getElementById('job-input').naturalWidth > 0")
+    assert "embedded" in page.locator("body").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "job-page.png"), full_page=True)

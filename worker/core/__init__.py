@@ -6,7 +6,7 @@ initial pool and `step` makes each next step from the previous `State`.
 """
 
 from worker.core.optimizer import Scored, State, StepResult, bootstrap, run, step
-from worker.core.parsing import normalize, parse_candidates
+from worker.core.parsing import normalize, parse_answer, parse_candidates
 from worker.core.protocols import Generator, Message, Score, Scorer
 from worker.core.settings import Settings, SettingsError
 
@@ -22,6 +22,7 @@ __all__ = [
     "StepResult",
     "bootstrap",
     "normalize",
+    "parse_answer",
     "parse_candidates",
     "run",
     "step",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any, Protocol
 
-from worker.core.parsing import normalize, parse_candidates
+from worker.core.parsing import normalize, parse_answer
 from worker.core.protocols import Generator, Message, Score, Scorer
 from worker.core.settings import Settings
 
@@ -61,6 +62,8 @@ class StepResult:
     improved: bool
     generation_seconds: float = 0.0
     scoring_seconds: float = 0.0
+    # Lines of the generator's answers that were not new candidates, by reason (see parse_answer).
+    rejected: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def top(self) -> tuple[Scored, ...]:
@@ -131,11 +134,20 @@ def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Sett
     return StepResult(0, candidates, state, improved=True, scoring_seconds=scoring_seconds)
 
 
+class Proposals(list):
+    """New candidate texts, in order; `rejected` counts the lines of the answers that were not
+    candidates, by reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected: Counter = Counter()
+
+
 def generate_candidates(
     state: State, generator: Generator, template: PromptTemplate, settings: Settings, step: int
-) -> list[str]:
+) -> Proposals:
     """Ask for `settings.candidates` new texts; ask again while too few usable ones come back."""
-    new: list[str] = []
+    new = Proposals()
     taken = set(state.scored)
     for round_ in range(settings.max_generation_rounds):
         missing = settings.candidates - len(new)
@@ -153,10 +165,15 @@ def generate_candidates(
             max_tokens=per_prompt * (settings.max_words * 3 // 2 + 6),
         )
         for completion in completions:
-            for text in parse_candidates(completion, max_words=settings.max_words, exclude=taken):
+            parsed = parse_answer(completion, max_words=settings.max_words, exclude=taken)
+            new.rejected.update(parsed.rejected)
+            for text in parsed.candidates:
                 taken.add(normalize(text))
                 new.append(text)
-    return new[: settings.candidates]
+    if len(new) > settings.candidates:
+        new.rejected["over the number asked for"] += len(new) - settings.candidates
+        del new[settings.candidates:]
+    return new
 
 
 def step(
@@ -189,7 +206,8 @@ def step(
                          greedy_top(list(seen.values()), settings.top_k))
     assert top[0].score >= state.best.score, "elitism: the best score went down"
     new_state = State(number, top, seen, 0 if improved else state.stale + 1)
-    return StepResult(number, candidates, new_state, improved, generated - started, scoring_seconds)
+    return StepResult(number, candidates, new_state, improved, generated - started, scoring_seconds,
+                      dict(texts.rejected))
 
 
 def should_stop(state: State, settings: Settings) -> bool:

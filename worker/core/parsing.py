@@ -1,23 +1,132 @@
-"""Turning an LLM's free-form answer into clean candidate lines."""
+"""Turning an LLM's free-form answer into clean candidate lines.
+
+One general parser for the list formats chat models answer in: numbered lists (any punctuation,
+any digits), bulleted lists (any bullet), markdown tables, JSON arrays (fenced or not), quoted or
+bracketed lines, with the prompt's leftovers (echoed scores, labels) and comments about the answer
+("Here are ...", "This is a good mention.") taken off. What is not a candidate is counted, by
+reason (`Parsed.rejected`), so a step can say how much of the answer it could not use.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-# "1. ", "2) ", "(3) ", "4: ", "- ", "* ", "• " at the start of a line. Not the "0." of an
+# Bullets a list item may start with (ASCII and the usual Unicode ones), and "#".
+_BULLETS = "-*+•◦▪▫●○■□►▸▹➤➢→·–—✓✔★☆#"
+# "1. ", "2) ", "(3) ", "4: ", "5 - ", "６．", "7、", "- ", "• " at the start of a line. Not the "0." of an
 # echoed score "0.412: ..." (a digit follows), not the "**" of a bold line (a bullet has a space).
-_LIST_MARK = re.compile(r"^\s*(?:\(?\d{1,3}\s*[.):\]](?!\d)|[-*•](?=\s))\s*")
-# Small models copy the "score: text" format of the prompt: "0.412: A cat ..." or "[0.41] A cat".
-_SCORE_PREFIX = re.compile(r"^\s*[\[(]?[-+]?\d*\.\d+[\])]?\s*[:\-–]?\s*")
-_LABEL_PREFIX = re.compile(r"^\s*(?:caption|prompt|text|description)\s*\d*\s*:\s*", re.IGNORECASE)
-_WRAPPERS = "\"'`“”‘’*_ "
-_WORD = re.compile(r"[a-z0-9]+")
+_LIST_MARK = re.compile(r"^\s*(?:[(\[]?\d{1,3}\s*(?:[.):\]、．。：）]|\s-)(?!\d)|[" + re.escape(_BULLETS) + r"](?=\s))\s*")
+# Small models copy the "score: text" format of the prompt: "0.412: A cat", "[0.41] A cat", "0100: A cat".
+_SCORE_PREFIX = re.compile(
+    r"^\s*(?:[\[(][-+]?\d*\.?\d+[\])]"  # [0.41] (12)
+    r"|[-+]?\d*\.\d+\s*[:\-–]"  # 0.412: / 0.41 -
+    r"|[-+]?0?\.\d{2,}(?=\s)"  # 0.412 A cat (not "3.5 mm")
+    r"|\d+\s*:(?=\s))\s*")  # 0100: A cat (not "10:30")
+_LABEL_PREFIX = re.compile(r"^\s*(?:caption|prompt|text|description|instruction)\s*\d*\s*[:：]\s*", re.IGNORECASE)
+# Lines (or trailing sentences) that talk about the answer instead of being part of it.
+_COMMENT = re.compile(
+    r"^(?:here (?:are|is)\b|sure\b|certainly\b|of course\b|okay\b|ok\b|note\b|i hope\b|i have\b|i've\b|i can\b|"
+    r"let me\b|feel free\b|these (?:are|captions?|prompts?|instructions?|descriptions?)\b|"
+    r"(?:this|that|it) (?:is|was|should be) (?:a |an |the )?(?:good|great|better|nice|fine|strong|best|perfect)\b|"
+    r"(?:the )?(?:captions?|prompts?|instructions?) (?:above|below)\b)", re.IGNORECASE)
+_WRAPPERS = "\"'`“”‘’«»„*_ "
+_PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">", "（": "）", "【": "】", "「": "」", "『": "』"}
+_WORD = re.compile(r"[^\W_]+")
+# Scripts written without spaces between words: a word is about two of their characters.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_FENCE = re.compile(r"^\s*```[\w-]*\s*$")
+_TABLE_RULE = re.compile(r"^:?-{2,}:?$")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 
 
 def normalize(text: str) -> str:
-    """The identity of a candidate: case, punctuation and spacing do not make a new one."""
-    return " ".join(_WORD.findall(text.lower()))
+    """The identity of a candidate: case, width, punctuation and spacing do not make a new one
+    (Unicode compatibility normalization and case folding; letters and digits of every script)."""
+    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def word_count(key: str) -> int:
+    """Words of a normalized text; in scripts without spaces (Chinese, Japanese) two characters
+    count as one word."""
+    count = 0
+    for token in key.split():
+        unspaced = len(_UNSPACED.findall(token))
+        count += -(-unspaced // 2) + (1 if len(token) > unspaced else 0) if unspaced else 1
+    return count
+
+
+@dataclass
+class Parsed:
+    candidates: list[str] = field(default_factory=list)
+    rejected: Counter = field(default_factory=Counter)  # reason -> lines
+
+
+def _json_items(text: str) -> list[str] | None:
+    """The strings of a JSON array in the answer (objects give their text field), or None."""
+    start, end = text.find("["), text.rfind("]")
+    if start < 0 or end <= start:
+        return None
+    try:
+        value = json.loads(text[start:end + 1])
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not value:
+        return None
+    items = []
+    for item in value:
+        if isinstance(item, dict):
+            texts = [v for v in item.values() if isinstance(v, str)]
+            item = max(texts, key=len) if texts else None
+        if isinstance(item, str):
+            items.append(item)
+    return items or None
+
+
+def _table_items(lines: list[str]) -> list[str] | None:
+    """The data rows of a markdown table (its widest text cell each), or None when there is none."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
+            if line.strip().startswith("|") and line.strip().count("|") >= 2]
+    if not rows:
+        return None
+    items = []
+    for i, cells in enumerate(rows):
+        if all(_TABLE_RULE.match(c) for c in cells if c):
+            continue
+        if i + 1 < len(rows) and all(_TABLE_RULE.match(c) for c in rows[i + 1] if c):
+            continue  # the header row, above the rule
+        texts = [c for c in cells if c and not _SCORE_PREFIX.fullmatch(c) and not re.fullmatch(r"[-+]?[\d.]+", c)]
+        if texts:
+            items.append(max(texts, key=lambda c: len(c.split())))
+    return items
+
+
+def _strip_wrappers(line: str) -> str:
+    """Quotes, backticks and emphasis around the line; brackets that wrap it or are left open."""
+    previous = None
+    while previous != line:
+        previous = line
+        line = line.strip(_WRAPPERS).rstrip(",;")
+        if len(line) >= 2 and _PAIRS.get(line[0]) == line[-1]:
+            line = line[1:-1]
+        for opening, closing in _PAIRS.items():
+            if line.startswith(opening) and closing not in line:
+                line = line[1:]
+            if line.endswith(closing) and opening not in line:
+                line = line[:-1]
+    return line
+
+
+def _without_comments(line: str) -> str:
+    """The line without trailing sentences that comment on it ("... rug. This is a good mention.")."""
+    sentences = _SENTENCE_END.split(line)
+    while len(sentences) > 1 and _COMMENT.match(sentences[-1]):
+        sentences.pop()
+    return " ".join(sentences)
 
 
 def _clean(line: str) -> str:
@@ -28,33 +137,46 @@ def _clean(line: str) -> str:
         previous = line
         line = _SCORE_PREFIX.sub("", line, count=1)
         line = _LABEL_PREFIX.sub("", line, count=1)
-    line = line.strip(_WRAPPERS)
-    return " ".join(line.split())
+        line = _strip_wrappers(line.strip())
+    return " ".join(_without_comments(line).split())
 
 
-def parse_candidates(
-    completion: str, *, max_words: int, min_words: int = 2, exclude: Iterable[str] = ()
-) -> list[str]:
-    """Usable candidate lines of one completion, in order, without duplicates.
+def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude: Iterable[str] = ()) -> Parsed:
+    """Usable candidate lines of one completion, in order, without duplicates, and what was
+    rejected by reason: "outside the list", "header", "comment", "empty", "too short", "too long",
+    "repeated".
 
-    When the answer has a numbered or bulleted list, only its items count (so
-    "Sure! Here are ten captions:" is not a candidate); otherwise every line does.
-    Lines that end with a colon are headers. `exclude` holds normalized texts
-    that are already taken.
-    """
-    lines = [line for line in completion.splitlines() if line.strip()]
-    # Echoed "score: text" lines are list items too (their header is not a candidate).
-    listed = [line for line in lines if _LIST_MARK.match(line) or _SCORE_PREFIX.match(line)]
+    A JSON array or a markdown table gives its items; otherwise, when the answer has a numbered or
+    bulleted list, only its items count (so "Sure! Here are ten captions:" is not a candidate);
+    otherwise every line does. `exclude` holds normalized texts that are already taken."""
+    lines = [line for line in completion.splitlines() if line.strip() and not _FENCE.match(line)]
+    parsed = Parsed()
+    items = _json_items("\n".join(lines)) or _table_items(lines)
+    if items is None:
+        # Echoed "score: text" lines are list items too (their header is not a candidate).
+        listed = [line for line in lines if _LIST_MARK.match(line) or _SCORE_PREFIX.match(line)]
+        items = listed or lines
+        if listed and len(listed) < len(lines):
+            parsed.rejected["outside the list"] += len(lines) - len(listed)
     taken = set(exclude)
-    result: list[str] = []
-    for raw in listed or lines:
-        if raw.rstrip().endswith(":"):
+    for raw in items:
+        if raw.rstrip().endswith((":", "：")):
+            parsed.rejected["header"] += 1
             continue
         text = _clean(raw)
         key = normalize(text)
-        n_words = len(key.split())
-        if not key or n_words < min_words or n_words > max_words or key in taken:
+        n_words = word_count(key)
+        reason = ("comment" if _COMMENT.match(text) else "empty" if not key else
+                  "too short" if n_words < min_words else "too long" if n_words > max_words else
+                  "repeated" if key in taken else None)
+        if reason:
+            parsed.rejected[reason] += 1
             continue
         taken.add(key)
-        result.append(text)
-    return result
+        parsed.candidates.append(text)
+    return parsed
+
+
+def parse_candidates(completion: str, *, max_words: int, min_words: int = 2, exclude: Iterable[str] = ()) -> list[str]:
+    """The candidates of `parse_answer` alone."""
+    return parse_answer(completion, max_words=max_words, min_words=min_words, exclude=exclude).candidates

@@ -1,4 +1,13 @@
-"""Decoding and checking input media. Errors are `MediaError` with a message for people."""
+"""Decoding and checking input media. Errors are `MediaError` with a message for people.
+
+An image is decoded as a viewer shows it, by `decode_image` alone (the CLI, the API and the worker
+all call it): EXIF orientation applied; 16- and 32-bit greyscale scaled to 8 bits; transparency
+(alpha, LA, palette or tRNS) composited on a white background; CMYK and other modes converted to RGB.
+
+Pixel budget: a file is at most MAX_FILE_BYTES, an image at most MAX_IMAGE_PIXELS and at most
+MAX_ASPECT:1; so decoding holds at most 40 M pixels x 8 bytes (a 32-bit image and its 8-bit copy,
+about 320 MB), and a scorer that scales the short side to 224 px gets at most 224 x 4,480 pixels.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +17,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Larger inputs are refused before decoding: a guard against decompression bombs.
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# Thinner images are refused at submission: scorers scale the short side to their input size, so a
+# 200,000 x 1 strip would become 44,800,000 x 224 pixels. 20:1 admits any panorama a camera makes.
+MAX_ASPECT = 20
+# What a transparent picture is shown on (a viewer's light background).
+BACKGROUND = (255, 255, 255)
 
 
 class MediaError(ValueError):
@@ -56,8 +70,38 @@ def read_media_file(path: str | Path) -> bytes:
 
 
 def decode_image(data: bytes, name: str = "input") -> Image.Image:
-    """A fully decoded RGB image, or a `MediaError` naming what is wrong."""
-    return _open_checked(data, name).convert("RGB")
+    """The image as a viewer shows it, in RGB (see the module's docstring), or a `MediaError`
+    naming what is wrong."""
+    return as_viewed(_open_checked(data, name))
+
+
+def as_viewed(image: Image.Image) -> Image.Image:
+    """An opened image as a viewer shows it: upright by its EXIF orientation, 8-bit RGB, any
+    transparency composited on BACKGROUND."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        image = _to_8_bit(image)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer or float greyscale as 8-bit "L" (PIL's own conversion clips at 255,
+    which turns a 16-bit picture white). Integers are scaled by their type's range (a 32-bit image
+    holding 16-bit values, as some decoders give, by 16 bits); floats in [0, 1] by 255."""
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16"):
+        scale = 65535 / 255
+    elif image.mode == "F":
+        scale = 1 / 255 if top <= 1.0 else 1.0
+    else:
+        scale = 1.0 if top <= 255 else 65535 / 255 if top <= 65535 else (2**32 - 1) / 255
+    return Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), "L")
 
 
 def _open_checked(data: bytes, name: str) -> Image.Image:
@@ -70,6 +114,9 @@ def _open_checked(data: bytes, name: str) -> Image.Image:
                 raise MediaError(
                     f"{name}: {width}x{height} pixels is over the {MAX_IMAGE_PIXELS:,}-pixel limit"
                 )
+            if max(width, height) > MAX_ASPECT * min(width, height):
+                raise MediaError(f"{name}: {width}x{height} pixels is longer than {MAX_ASPECT}:1 (scaled "
+                                 "for a scorer it would not fit in memory); crop it to the part to describe")
             image.load()  # decodes now, so a truncated file fails here and not mid-job
     except UnidentifiedImageError:
         raise MediaError(f"{name}: not an image in a format we can read") from None

@@ -35,10 +35,8 @@ def sample_input(name: str, input_kind: str) -> tuple[bytes, str]:
         raise MediaError("the bundled samples are photos; an audio task needs an audio file")
     path = sample_path(name)
     if input_kind == "video":
-        from PIL import Image
-
+        from worker.media import decode_image
         from worker.media.video import pan_video
 
-        with Image.open(path) as photo:
-            return pan_video(photo), f"{name}-pan.mp4"
+        return pan_video(decode_image(path.read_bytes(), path.name)), f"{name}-pan.mp4"
     return path.read_bytes(), path.name

@@ -97,6 +97,7 @@ def create_job(
         scorer=scorer,
         input_sha256=artifact.sha256,
         input_name=media.name,
+        input_media_type=media.media_type,
         status=JobStatus.QUEUED,
     )
     session.add(job)
@@ -206,3 +207,7 @@ def record_step(session: Session, job: Job, result: StepResult, started_at: date
     )
     job.result_text, job.result_score = result.best.text, result.best.score
     job.heartbeat_at = utcnow()
+    if result.rejected:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(result.rejected.items()))
+        add_event(session, job, "rejected", f"step {result.step}: {sum(result.rejected.values())} line(s) of "
+                                            f"the LLM's answers were not candidates ({reasons})")

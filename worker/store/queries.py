@@ -297,7 +297,8 @@ def job_detail(session: Session, job_id: int) -> dict:
         **summary.to_dict(),
         "options": dict(job.options or {}),
         "input_info": dict(job.input_info or {}),
-        "input_media_type": session.scalar(select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
+        "input_media_type": job.input_media_type or session.scalar(
+            select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
         "parents": parents_of(session, job_id),
         "steps": steps_of(session, job_id),
         "top_k": top_k(session, job_id, summary.steps_done - 1),

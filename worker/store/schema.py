@@ -78,6 +78,9 @@ class Job(Base):
     model_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     input_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
     input_name: Mapped[str | None] = mapped_column(String(255))
+    # The input's media type as this job uses it (the artifact's is its first use's); None for
+    # jobs stored before migration 0007, which use the artifact's.
+    input_media_type: Mapped[str | None] = mapped_column(String(100))
     # What the input is, measured at submission (e.g. a video's duration, frames, size).
     input_info: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # The task kind's own options (e.g. frames sampled from a video and how their scores pool).

@@ -1,0 +1,71 @@
+"""Any list format an LLM answers in becomes clean candidates (worker.core.parsing), and what is
+not a candidate is counted by reason. The field cases (tests/data/field_cases) are the markdown
+table and the JSON array a chat model gave; the rest are variations of the same kinds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.core import parse_answer, parse_candidates
+
+CASES = Path(__file__).resolve().parents[1] / "data" / "field_cases"
+FIVE = ["A tabby cat resting on a striped rug", "A gray cat lying on a carpet indoors",
+        "A close-up of a tabby cat looking up", "A sleepy cat curled up on the floor",
+        "A striped cat staring at the camera"]
+
+
+@pytest.mark.parametrize("name", ["answer_markdown_table.txt", "answer_json_array.txt"])
+def test_the_field_cases_give_five_clean_captions(name):
+    parsed = parse_answer((CASES / name).read_text(), max_words=20)
+    assert parsed.candidates == FIVE and not parsed.rejected
+
+
+@pytest.mark.parametrize("answer", [
+    '["A tabby cat resting on a striped rug", "A gray cat lying on a carpet indoors"]',  # unfenced, one line
+    'Sure! Here you go:\n```\n[\n  {"caption": "A tabby cat resting on a striped rug"},\n'
+    '  {"caption": "A gray cat lying on a carpet indoors"}\n]\n```',  # objects, in a plain fence
+    "| Score | Caption |\n|:-----:|:--------|\n| 0.91 | A tabby cat resting on a striped rug |\n"
+    "| 0.88 | A gray cat lying on a carpet indoors |",  # another table, with scores
+    "1) A tabby cat resting on a striped rug\n2) A gray cat lying on a carpet indoors",
+    "(1) A tabby cat resting on a striped rug\n(2) A gray cat lying on a carpet indoors",
+    "1 - A tabby cat resting on a striped rug\n2 - A gray cat lying on a carpet indoors",
+    "• A tabby cat resting on a striped rug\n• A gray cat lying on a carpet indoors",
+    "➤ A tabby cat resting on a striped rug\n➤ A gray cat lying on a carpet indoors",
+    "１．A tabby cat resting on a striped rug\n２．A gray cat lying on a carpet indoors",
+    '1. "A tabby cat resting on a striped rug",\n2. "A gray cat lying on a carpet indoors",',
+    "1. (A tabby cat resting on a striped rug)\n2. A gray cat lying on a carpet indoors]",
+    "1. 0100: A tabby cat resting on a striped rug\n2. [0.41] A gray cat lying on a carpet indoors",
+    "1. A tabby cat resting on a striped rug. This is a good mention.\n"
+    "2. A gray cat lying on a carpet indoors\nThese captions should score higher.",
+])
+def test_any_list_format_gives_the_same_clean_candidates(answer):
+    found = parse_candidates(answer, max_words=20)
+    # The captions' own words and nothing else (a caption may keep its full stop).
+    assert [line.rstrip(".") for line in found] == FIVE[:2], found
+
+
+def test_leftovers_of_the_prompt_and_comments_are_rejected_and_counted():
+    answer = ("Here are five new captions:\n"
+              "1. A tabby cat resting on a striped rug\n"
+              "2. This is a good mention.\n"
+              "3. A tabby cat resting on a striped rug!\n"
+              "4. Cat\n"
+              "5. " + " ".join(["word"] * 30) + "\n"
+              "I hope these help.")
+    parsed = parse_answer(answer, max_words=20)
+    assert parsed.candidates == FIVE[:1]
+    assert parsed.rejected == {"outside the list": 2, "comment": 1, "repeated": 1, "too short": 1, "too long": 1}
+
+
+def test_numbers_that_belong_to_the_caption_are_kept():
+    for line in ["3-year-old boy on a bike", "10:30 clock on a tower wall", "3.5 mm lens on a table",
+                 "2 cats on a sofa"]:
+        assert parse_candidates(line, max_words=20) == [line]
+
+
+def test_chinese_words_are_counted_two_characters_a_word():
+    assert parse_candidates("1. 一只猫", max_words=20) == ["一只猫"]  # two words
+    assert parse_candidates("1. 猫", max_words=20) == []  # one
+    assert parse_candidates("1. " + "猫" * 41, max_words=20) == []  # 21 words
