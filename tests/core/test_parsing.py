@@ -69,3 +69,31 @@ def test_chinese_words_are_counted_two_characters_a_word():
     assert parse_candidates("1. 一只猫", max_words=20) == ["一只猫"]  # two words
     assert parse_candidates("1. 猫", max_words=20) == []  # one
     assert parse_candidates("1. " + "猫" * 41, max_words=20) == []  # 21 words
+
+
+@pytest.mark.parametrize("line", [
+    "This is a great white shark swimming in the ocean", "Note card pinned to a corkboard",
+    "Sure-footed goat on a cliff", "Okay sign made with a hand", "Here is a dog on a beach",
+    "Make it look like Van Gogh. Note the swirling brushstrokes.",
+    "A cozy cabin in the snow. It is a perfect winter evening.", "2001: A Space Odyssey poster on a wall",
+    ".45 caliber bullet on a table", "3.5-inch floppy disk on a desk", "3 - piece suit on a hanger",
+    "The caption above a painting in a museum", "# 1 jersey hanging in a locker room",
+])
+def test_descriptions_that_look_like_markup_or_comments_are_kept_whole(line):
+    assert parse_candidates(f"A cat on a rug\n{line}\nA dog on a mat", max_words=20)[1] == line
+    assert parse_candidates(f"1. A cat on a rug\n2. {line}", max_words=20)[1] == line
+
+
+def test_one_item_like_line_does_not_make_the_answer_a_list_and_a_keyword_list_is_not_the_answer():
+    assert parse_candidates("# Captions\nA cat on a rug\nA dog on a mat", max_words=20) == ["A cat on a rug",
+                                                                                        "A dog on a mat"]
+    answer = '1. A cat on a rug\n2. A dog on a mat\nKeywords: ["cat", "rug"]'
+    assert parse_candidates(answer, max_words=20) == ["A cat on a rug", "A dog on a mat"]
+
+
+def test_words_keep_their_combining_marks():
+    from worker.core import normalize
+
+    assert normalize("दिन") != normalize("दीन")  # Hindi: two words that differ by a vowel sign
+    assert parse_candidates("1. बिल्ली एक धारीदार कालीन पर सो रही है", max_words=8) == [
+        "बिल्ली एक धारीदार कालीन पर सो रही है"]

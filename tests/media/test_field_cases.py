@@ -149,6 +149,12 @@ def test_aspect_ratios_beyond_the_budget_are_refused_and_panoramas_accepted(size
             check_image(data, "thin.png")
 
 
+def test_a_video_of_thin_frames_is_refused_at_submission():
+    data = _video([Image.new("RGB", (2000, 16), c) for c in COLOURS[:2]], fmt="webm")
+    with pytest.raises(MediaError, match="2000x16 frames are longer than 20:1"):
+        TASK_KINDS["video-caption"].check_input(data, "thin.webm")
+
+
 def test_the_strip_fails_in_the_cli_with_one_line(tmp_path):
     from tests.support.services import assert_one_error_line, run_embedded
 

@@ -490,3 +490,31 @@ def test_what_the_llm_answered_that_was_not_a_candidate_is_counted_in_the_events
     assert all(not t.startswith(("0100", "This is", "Here", "I hope")) for t in texts) and len(texts) == 4
     assert rejected == [f"step {n}: 4 line(s) of the LLM's answers were not candidates "
                         "(1 comment, 2 outside the list, 1 repeated)" for n in (1, 2)]
+
+
+def test_a_job_stored_with_keys_of_the_old_normalization_goes_on(Session):
+    """Jobs stored before issue 10 keyed their texts by ASCII letters and digits only ("café" ->
+    "caf"): a step after the upgrade loads and extends them without losing the top K."""
+    import re
+
+    def old_key(text: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+    target = "café crème"
+    resolver = Resolver(generator=lambda: ScriptedGenerator(extra_words=["café", "crème", "tabby", "wooden"]),
+                        target=target)
+    settings = Settings(steps=4, top_k=4, candidates=6, seed=3)
+    job_id = new_job(Session, settings)
+    runs = run_in_process(Session, job_id, resolver)
+    for _ in range(3):
+        next(runs)
+    with Session.begin() as session:
+        rows = session.execute(select(Candidate.id, Candidate.text).where(Candidate.job_id == job_id)).all()
+        legacy = [(cid, text) for cid, text in rows if old_key(text) != normalize(text)]
+        for cid, text in legacy:
+            session.execute(update(Candidate).where(Candidate.id == cid).values(text_key=old_key(text)))
+    assert legacy, "the fake LLM wrote no accented candidate"
+    with Session() as session:
+        assert any(not c.text.isascii() for c in load_state(session, job_id).top)
+    rest = list(runs)
+    assert [r.step for r in rest] == [3, 4] and get_job(Session, job_id).status is JobStatus.SUCCEEDED

@@ -16,27 +16,34 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# Bullets a list item may start with (ASCII and the usual Unicode ones), and "#".
-_BULLETS = "-*+•◦▪▫●○■□►▸▹➤➢→·–—✓✔★☆#"
+# Bullets a list item may start with (ASCII and the usual Unicode ones).
+_BULLETS = "-*+•◦▪▫●○■□►▸▹➤➢→·–—✓✔★☆"
 # "1. ", "2) ", "(3) ", "4: ", "5 - ", "６．", "7、", "- ", "• " at the start of a line. Not the "0." of an
 # echoed score "0.412: ..." (a digit follows), not the "**" of a bold line (a bullet has a space).
 _LIST_MARK = re.compile(r"^\s*(?:[(\[]?\d{1,3}\s*(?:[.):\]、．。：）]|\s-)(?!\d)|[" + re.escape(_BULLETS) + r"](?=\s))\s*")
 # Small models copy the "score: text" format of the prompt: "0.412: A cat", "[0.41] A cat", "0100: A cat".
 _SCORE_PREFIX = re.compile(
     r"^\s*(?:[\[(][-+]?\d*\.?\d+[\])]"  # [0.41] (12)
-    r"|[-+]?\d*\.\d+\s*[:\-–]"  # 0.412: / 0.41 -
-    r"|[-+]?0?\.\d{2,}(?=\s)"  # 0.412 A cat (not "3.5 mm")
-    r"|\d+\s*:(?=\s))\s*")  # 0100: A cat (not "10:30")
+    r"|[-+]?\d*\.\d+\s*[:\-–](?=\s)"  # 0.412: / 0.41 - (not "3.5-inch")
+    r"|-?0\.\d{2,}(?=\s)"  # 0.412 A cat (not "3.5 mm", ".45 caliber")
+    r"|0\d+\s*:(?=\s))\s*")  # 0100: A cat (a score without its point; not "2001: A Space Odyssey")
+# The style template's own score line: "-0.8123 (style 0.30, content 0.52): ...".
+_PARTS_PREFIX = re.compile(r"^\s*\((?:\s*\w+\s+[-+]?\d*\.?\d+\s*,?)+\)\s*:\s*")
 _LABEL_PREFIX = re.compile(r"^\s*(?:caption|prompt|text|description|instruction)\s*\d*\s*[:：]\s*", re.IGNORECASE)
-# Lines (or trailing sentences) that talk about the answer instead of being part of it.
+# Lines (or trailing sentences) that talk about the answer instead of being part of it. Only
+# phrasings a description does not start with: "Sure," "Note:" "Here are the captions", "This is a
+# good mention", "I hope these help", "Let me know".
 _COMMENT = re.compile(
-    r"^(?:here (?:are|is)\b|sure\b|certainly\b|of course\b|okay\b|ok\b|note\b|i hope\b|i have\b|i've\b|i can\b|"
-    r"let me\b|feel free\b|these (?:are|captions?|prompts?|instructions?|descriptions?)\b|"
-    r"(?:this|that|it) (?:is|was|should be) (?:a |an |the )?(?:good|great|better|nice|fine|strong|best|perfect)\b|"
-    r"(?:the )?(?:captions?|prompts?|instructions?) (?:above|below)\b)", re.IGNORECASE)
+    r"^(?:(?:sure|certainly|of course|okay|ok|absolutely)\s*[,!.:]"
+    r"|note\s*:"
+    r"|here (?:are|is) (?:\w+ )?(?:new |more |some |the |my |a few )*(?:captions?|prompts?|instructions?|"
+    r"descriptions?|options?|ideas?|suggestions?|alternatives?|variations?)\b"
+    r"|(?:this|that|it) (?:is|was|would be) (?:a |an )?(?:good|great|better|nice|strong|solid) "
+    r"(?:mention|caption|prompt|instruction|description|one|choice|option)\b"
+    r"|these (?:captions?|prompts?|instructions?|descriptions?) (?:should|would|will|are|might)\b"
+    r"|i hope (?:this|these|that|it)\b|let me know\b|feel free\b)", re.IGNORECASE)
 _WRAPPERS = "\"'`“”‘’«»„*_ "
 _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">", "（": "）", "【": "】", "「": "」", "『": "』"}
-_WORD = re.compile(r"[^\W_]+")
 # Scripts written without spaces between words: a word is about two of their characters.
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _FENCE = re.compile(r"^\s*```[\w-]*\s*$")
@@ -46,8 +53,18 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 
 def normalize(text: str) -> str:
     """The identity of a candidate: case, width, punctuation and spacing do not make a new one
-    (Unicode compatibility normalization and case folding; letters and digits of every script)."""
-    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+    (Unicode compatibility normalization and case folding); words are letters, digits and the
+    combining marks of every script (Hindi's, Thai's and Arabic's vowel signs are part of a word)."""
+    words, word = [], []
+    for char in unicodedata.normalize("NFKC", text).casefold():
+        if char.isalnum() or unicodedata.category(char).startswith("M"):
+            word.append(char)
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    return " ".join(words)
 
 
 def word_count(key: str) -> int:
@@ -66,13 +83,18 @@ class Parsed:
     rejected: Counter = field(default_factory=Counter)  # reason -> lines
 
 
+_TEXT_KEYS = ("caption", "prompt", "instruction", "text", "description")
+
+
 def _json_items(text: str) -> list[str] | None:
-    """The strings of a JSON array in the answer (objects give their text field), or None."""
-    start, end = text.find("["), text.rfind("]")
-    if start < 0 or end <= start:
+    """The strings of a JSON array that is the whole answer or the whole of a fenced block (objects
+    give their caption/prompt/text field), or None."""
+    fenced = re.search(r"```[\w-]*\s*\n(.*?)```", text, re.S)
+    body = (fenced.group(1) if fenced else text).strip()
+    if not (body.startswith("[") and body.endswith("]")):
         return None
     try:
-        value = json.loads(text[start:end + 1])
+        value = json.loads(body)
     except ValueError:
         return None
     if not isinstance(value, list) or not value:
@@ -80,8 +102,9 @@ def _json_items(text: str) -> list[str] | None:
     items = []
     for item in value:
         if isinstance(item, dict):
-            texts = [v for v in item.values() if isinstance(v, str)]
-            item = max(texts, key=len) if texts else None
+            named = [item[k] for k in _TEXT_KEYS if isinstance(item.get(k), str)]
+            texts = named or [v for v in item.values() if isinstance(v, str)]
+            item = named[0] if named else max(texts, key=len) if texts else None
         if isinstance(item, str):
             items.append(item)
     return items or None
@@ -129,13 +152,15 @@ def _without_comments(line: str) -> str:
     return " ".join(sentences)
 
 
-def _clean(line: str) -> str:
+def _clean(line: str, list_item: bool) -> str:
     line = line.replace("**", "")  # markdown bold, anywhere
-    line = _LIST_MARK.sub("", line, count=1)
+    if list_item:  # "3 - piece suit" is only a list item in a list
+        line = _LIST_MARK.sub("", line, count=1)
     previous = None
     while previous != line:  # "Caption 3: 0.41: ..." and the like, in any order
         previous = line
         line = _SCORE_PREFIX.sub("", line, count=1)
+        line = _PARTS_PREFIX.sub("", line, count=1)
         line = _LABEL_PREFIX.sub("", line, count=1)
         line = _strip_wrappers(line.strip())
     return " ".join(_without_comments(line).split())
@@ -151,11 +176,15 @@ def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude
     otherwise every line does. `exclude` holds normalized texts that are already taken."""
     lines = [line for line in completion.splitlines() if line.strip() and not _FENCE.match(line)]
     parsed = Parsed()
-    items = _json_items("\n".join(lines)) or _table_items(lines)
+    items = _json_items(completion) or _table_items(lines)
+    list_items = True
     if items is None:
         # Echoed "score: text" lines are list items too (their header is not a candidate).
         listed = [line for line in lines if _LIST_MARK.match(line) or _SCORE_PREFIX.match(line)]
+        if len(listed) < min(2, len(lines)):  # one item-like line among others is not a list
+            listed = []
         items = listed or lines
+        list_items = bool(listed)
         if listed and len(listed) < len(lines):
             parsed.rejected["outside the list"] += len(lines) - len(listed)
     taken = set(exclude)
@@ -163,7 +192,7 @@ def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude
         if raw.rstrip().endswith((":", "：")):
             parsed.rejected["header"] += 1
             continue
-        text = _clean(raw)
+        text = _clean(raw, list_items)
         key = normalize(text)
         n_words = word_count(key)
         reason = ("comment" if _COMMENT.match(text) else "empty" if not key else

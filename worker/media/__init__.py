@@ -5,8 +5,9 @@ all call it): EXIF orientation applied; 16- and 32-bit greyscale scaled to 8 bit
 (alpha, LA, palette or tRNS) composited on a white background; CMYK and other modes converted to RGB.
 
 Pixel budget: a file is at most MAX_FILE_BYTES, an image at most MAX_IMAGE_PIXELS and at most
-MAX_ASPECT:1; so decoding holds at most 40 M pixels x 8 bytes (a 32-bit image and its 8-bit copy,
-about 320 MB), and a scorer that scales the short side to 224 px gets at most 224 x 4,480 pixels.
+MAX_ASPECT:1 (a video's frames too), so a scorer that scales the short side to 224 px gets at most
+224 x 4,480 pixels. Decoding adds at most about 12.5 bytes per pixel, 0.5 GB for the largest accepted
+picture (measured on 40-megapixel pictures by benchmarks/decode_memory.py; see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -78,22 +79,31 @@ def decode_image(data: bytes, name: str = "input") -> Image.Image:
 def as_viewed(image: Image.Image) -> Image.Image:
     """An opened image as a viewer shows it: upright by its EXIF orientation, 8-bit RGB, any
     transparency composited on BACKGROUND."""
+    import numpy as np
+
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        key = image.info.get("transparency")  # a colour-key (tRNS) grey value, lost by the conversion
+        opaque = np.asarray(image) != key if isinstance(key, int) else None
         image = _to_8_bit(image)
+        if opaque is not None:
+            image.putalpha(Image.fromarray(opaque.astype(np.uint8) * 255, "L"))
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        shown = Image.new("RGB", rgba.size, BACKGROUND)
+        shown.paste(rgba, mask=rgba.getchannel("A"))  # the same pixels as alpha_composite, in less memory
+        return shown
     return image.convert("RGB")
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit integer or float greyscale as 8-bit "L" (PIL's own conversion clips at 255,
     which turns a 16-bit picture white). Integers are scaled by their type's range (a 32-bit image
-    holding 16-bit values, as some decoders give, by 16 bits); floats in [0, 1] by 255."""
+    holding 16-bit values, as some decoders give, by 16 bits); floats in [0, 1] by 255. One
+    float32 copy, scaled in place: 4 bytes per pixel beside the image."""
     import numpy as np
 
-    values = np.asarray(image, dtype=np.float64)
+    values = np.array(image, dtype=np.float32)  # a copy of its own: scaled in place below
     top = float(values.max()) if values.size else 0.0
     if image.mode.startswith("I;16"):
         scale = 65535 / 255
@@ -101,7 +111,10 @@ def _to_8_bit(image: Image.Image) -> Image.Image:
         scale = 1 / 255 if top <= 1.0 else 1.0
     else:
         scale = 1.0 if top <= 255 else 65535 / 255 if top <= 65535 else (2**32 - 1) / 255
-    return Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), "L")
+    values /= scale
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return Image.fromarray(values.astype(np.uint8), "L")
 
 
 def _open_checked(data: bytes, name: str) -> Image.Image:

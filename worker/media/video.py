@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from worker.media import MAX_IMAGE_PIXELS, Media, MediaError, open_av
+from worker.media import MAX_ASPECT, MAX_IMAGE_PIXELS, Media, MediaError, open_av
 from worker.media.audio import AUDIO_TYPES
 
 MAX_VIDEO_SECONDS = 600.0
@@ -73,27 +73,29 @@ def probe_video(data: bytes, name: str) -> VideoInfo:
 
     container, stream = _open(data, name)
     try:
-        duration = _duration(container, stream)
-        if duration > MAX_VIDEO_SECONDS:
-            raise MediaError(f"{name}: {duration:.0f} s is over the {MAX_VIDEO_SECONDS:.0f}-second limit")
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > MAX_IMAGE_PIXELS:
             raise MediaError(f"{name}: {width}x{height} frames are over the {MAX_IMAGE_PIXELS:,}-pixel limit")
-        try:
-            frames = container.decode(stream)
-            first = next(frames)
-            if next(frames, None) is None:
-                raise MediaError(f"{name}: a single still picture, not a video (caption it as an image)")
-        except StopIteration:
-            raise MediaError(f"{name}: the video has no frame") from None
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"{name}: the video is corrupt ({exc})") from None
+        if min(width, height) and max(width, height) > MAX_ASPECT * min(width, height):
+            raise MediaError(f"{name}: {width}x{height} frames are longer than {MAX_ASPECT}:1 (scaled for a "
+                             "scorer they would not fit in memory); crop the video")
+        duration = _duration(container, stream)
+        if duration > MAX_VIDEO_SECONDS:
+            raise MediaError(f"{name}: {duration:.0f} s is over the {MAX_VIDEO_SECONDS:.0f}-second limit")
+        frames = container.decode(stream)
+        first = next(frames, None)
+        if first is None:
+            raise MediaError(f"{name}: the video has no frame")
+        if next(frames, None) is None:
+            raise MediaError(f"{name}: a single still picture, not a video (caption it as an image)")
         if _quarter_turns(first) % 2:
             width, height = height, width
         fps = float(stream.average_rate or 0)
         media_type = VIDEO_TYPES[container.format.name]
         return VideoInfo(duration=duration, frames=stream.frames, fps=fps, width=width, height=height,
                          codec=stream.codec_context.name, media_type=media_type)
+    except av.error.FFmpegError as exc:  # while measuring or decoding: the file is damaged
+        raise MediaError(f"{name}: the video is corrupt ({exc})") from None
     finally:
         container.close()
 
@@ -165,20 +167,23 @@ def sample_frames(data: bytes, name: str, count: int) -> list[Image.Image]:
 def _frame_at(container, stream, seconds: float):
     """The frame on screen at `seconds`: the last one that starts at or before it (the first frame
     when `seconds` is before every frame). Seeks to the keyframe before it; when the seek lands
-    past it (a file without an index, as browsers record), reads from the start instead."""
+    past it or on nothing (a file without an index, as browsers record), reads from the start."""
     start = stream.start_time or 0
     target_pts = start + round(seconds / float(stream.time_base))
     for seek_to in (target_pts, start):
         container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         shown = None
         for frame in container.decode(stream):
-            if frame.pts is not None and frame.pts > target_pts:
+            if frame.pts is None:  # no timestamps to go by: the first frame decoded there
+                return frame
+            if frame.pts > target_pts:
                 if shown is None and seek_to != start and frame.pts > start:
                     break  # landed past the time: try again from the start
                 return shown if shown is not None else frame
             shown = frame
         else:
-            return shown  # the time is past the last frame
+            if shown is not None or seek_to == start:
+                return shown  # the time is past the last frame
     return None
 
 

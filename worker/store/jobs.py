@@ -141,18 +141,20 @@ def load_state(session: Session, job_id: int) -> State | None:
     last = next_step_number(session, job_id) - 1
     if last < 0:
         return None
-    # In the order they were scored, as in the in-memory State: ties are broken by it.
+    # In the order they were scored, as in the in-memory State: ties are broken by it. Keyed by
+    # the text normalized now, not the stored key: a job stored before the Unicode-aware
+    # normalization (issue 10) goes on with today's identity of its texts.
     rows = session.execute(
-        select(Candidate.text_key, Candidate.text, Candidate.score, Candidate.details)
+        select(Candidate.id, Candidate.text, Candidate.score, Candidate.details)
         .where(Candidate.job_id == job_id)
         .order_by(Candidate.id)
     )
-    scored = {key: as_scored(text, (score, details) if details else score) for key, text, score, details in rows}
-    top = session.execute(
-        select(Candidate.text_key)
-        .join(TopEntry, TopEntry.candidate_id == Candidate.id)
-        .where(TopEntry.job_id == job_id, TopEntry.step == last)
-        .order_by(TopEntry.rank)
+    by_id = {}
+    scored = {}
+    for candidate_id, text, score, details in rows:
+        by_id[candidate_id] = scored[normalize(text)] = as_scored(text, (score, details) if details else score)
+    top = session.scalars(
+        select(TopEntry.candidate_id).where(TopEntry.job_id == job_id, TopEntry.step == last).order_by(TopEntry.rank)
     )
     improved = session.scalars(
         select(Step.improved).where(Step.job_id == job_id).order_by(Step.step.desc())
@@ -162,7 +164,7 @@ def load_state(session: Session, job_id: int) -> State | None:
         if flag:
             break
         stale += 1
-    return State(step=last, top=tuple(scored[key] for key, in top), scored=scored, stale=stale)
+    return State(step=last, top=tuple(by_id[candidate_id] for candidate_id in top), scored=scored, stale=stale)
 
 
 def record_step(session: Session, job: Job, result: StepResult, started_at: datetime) -> None:
@@ -185,6 +187,12 @@ def record_step(session: Session, job: Job, result: StepResult, started_at: date
             select(Candidate.text_key, Candidate.id).where(Candidate.job_id == job.id, Candidate.text_key.in_(older))
         )
         older_ids = {key: candidate_id for key, candidate_id in found}
+    if len(older_ids) < len(older):
+        # Stored under a key of the old normalization (before issue 10): find them by their text.
+        texts = {c.text: normalize(c.text) for c in result.top if normalize(c.text) not in ids | older_ids.keys()}
+        found = session.execute(
+            select(Candidate.text, Candidate.id).where(Candidate.job_id == job.id, Candidate.text.in_(texts)))
+        older_ids.update({texts[text]: candidate_id for text, candidate_id in found})
     for rank, key in enumerate(top_keys, start=1):
         if key in ids:
             ids[key].rank = rank
