@@ -25,11 +25,15 @@ import _common  # noqa: E402
 CHECKS = {
     "list markup": re.compile(r"^\s*(?:\(?\d+\s*[.)\]:、]|[-*•·▪●→#]\s)"),
     "leftover score": re.compile(r"^\s*[\[(]?[-+]?(?:\d*\.\d+|0\d+)[\])]?\s*[:\-–]?\s|\d\.\d{3,}"),
-    "table or JSON punctuation": re.compile(r"\||^\s*[\[{\"“']|[\]}\"”'],?\s*$|\",\s*$"),
+    "table or JSON punctuation": re.compile(r"\||^\s*[\[{\"“']|[\]}\"”'],?\s*$|\",\s*$|,\s*$"),
+    "label left on": re.compile(r"^\s*[(\[（]?\s*(?:best|worst|new|scor\w*|caption\w*|prompt\w*)\s*\d*\s*[)\]）]?\s*[:：=]",
+                                re.IGNORECASE),
     "wrapped in brackets": re.compile(r"^\s*[(\[{<].*[)\]}>]\s*$"),
     "unbalanced brackets": None,  # counted below
     "comment about the answer": re.compile(
-        r"\b(?:this is a (?:good|great|better|nice)|good mention|here (?:are|is)|I hope|captions? (?:above|below))\b",
+        r"\b(?:this is (?:a |an )?(?:very |very very |even |really )?(?:good|great|better|nice|excellent|well)"
+        r"|good mention|(?:best|worst|most|only) descri\w*|best described|here (?:are|is)|I hope"
+        r"|captions? (?:above|below))\b",
         re.IGNORECASE),
     "markdown emphasis": re.compile(r"\*\*|__|`"),
 }

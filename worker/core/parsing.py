@@ -24,24 +24,44 @@ _LIST_MARK = re.compile(r"^\s*(?:[(\[]?\d{1,3}\s*(?:[.):\]、．。：）]|\s-)(
 # Small models copy the "score: text" format of the prompt: "0.412: A cat", "[0.41] A cat", "0100: A cat".
 _SCORE_PREFIX = re.compile(
     r"^\s*(?:[\[(][-+]?\d*\.?\d+[\])]"  # [0.41] (12)
-    r"|[-+]?\d*\.\d+\s*[:\-–](?=\s)"  # 0.412: / 0.41 - (not "3.5-inch")
+    r"|(?:[-+]?\d*\s?\.\d+\s*,\s*)*[-+]?\d*\s?\.\d+\s*[:\-–](?=\s)"  # 0.412: / 0.41 - / 0.18, 0.17:
     r"|-?0\.\d{2,}(?=\s)"  # 0.412 A cat (not "3.5 mm", ".45 caliber")
-    r"|0\d+\s*:(?=\s))\s*")  # 0100: A cat (a score without its point; not "2001: A Space Odyssey")
+    r"|\d{3,5}\s*:(?=\s))\s*")  # 0100: / 3088: a score without its point (so "1999: ..." goes too)
+_SEPARATOR_BEFORE_SCORE = re.compile(r"^[\s,.;:|#\-–]+(?=[-+]?\d*\s?\.\d+\s*[,:\-–])")
+# A score left at the end: "(Score: 0.41)", "Score=0.459)", ", with a score of 0.28", ", -0.27."
+_SCORE_SUFFIX = re.compile(
+    r"(?:[\s,;]*[(\[]?\s*(?:with\s+)?(?:a\s+)?score(?:\s+of)?\s*[:=]?\s*[-+]?\d[\d.,\s]*[)\]]?"
+    r"|,\s*(?:with\s+|in\s+)?[-+]?\d*\.\d+)\s*[.)\]]?\s*$", re.IGNORECASE)
 # The style template's own score line: "-0.8123 (style 0.30, content 0.52): ...".
 _PARTS_PREFIX = re.compile(r"^\s*\((?:\s*\w+\s+[-+]?\d*\.?\d+\s*,?)+\)\s*:\s*")
-_LABEL_PREFIX = re.compile(r"^\s*(?:caption|prompt|text|description|instruction)\s*\d*\s*[:：]\s*", re.IGNORECASE)
-# Lines (or trailing sentences) that talk about the answer instead of being part of it. Only
-# phrasings a description does not start with: "Sure," "Note:" "Here are the captions", "This is a
-# good mention", "I hope these help", "Let me know".
+# A label the answer puts before a line: "Caption 2:", "Scored caption (negative):", "Best score:",
+# "（best):", '"caption": ' (misspelt as small models do: "Scoreed", "Scoredccaption").
+_LABEL_PREFIX = re.compile(
+    r"^\s*[(\[（【]?\s*\"?(?:(?:the|my|new|best|scor\w*)\s+)?"
+    r"(?:best|worst|new|top|scor\w*|caption\w*|prompt\w*|descriptions?|instructions?|text)\"?\s*\d*\s*"
+    r"(?:\([^)]{0,20}\))?\s*[)\]）】]?\s*[:：=]\s*", re.IGNORECASE)
+# A line that is only a label or a list's title: "Scoredcc-caption", "List 1", "Captions".
+_ONLY_LABEL = re.compile(r"^\W*(?:(?:best|new|scor\w*)\W*)?(?:list|scor\w*|caption\w*|prompt\w*|options?)"
+                         r"\W*(?:caption\w*)?\W*\d*\W*$", re.IGNORECASE)
+# Lines that talk about the answer instead of being part of it. Only phrasings a description does
+# not start with: "Sure," "Note:" "Here are the captions", "This is a good mention", "I hope these
+# help", "Let me know", and judgements of the candidates ("... is the best description").
+_META_NOUN = r"(?:mention|match|score|choice|fit|caption|description|option|one|example)"
 _COMMENT = re.compile(
     r"^(?:(?:sure|certainly|of course|okay|ok|absolutely)\s*[,!.:]"
     r"|note\s*:"
     r"|here (?:are|is) (?:\w+ )?(?:new |more |some |the |my |a few )*(?:captions?|prompts?|instructions?|"
     r"descriptions?|options?|ideas?|suggestions?|alternatives?|variations?)\b"
-    r"|(?:this|that|it) (?:is|was|would be) (?:a |an )?(?:good|great|better|nice|strong|solid) "
-    r"(?:mention|caption|prompt|instruction|description|one|choice|option)\b"
+    r"|(?:this|that|it) (?:is|was|would be) (?:a |an )?(?:very |even |really )?(?:good|great|better|nice|strong|"
+    r"solid|perfect|excellent) " + _META_NOUN + r"\b"
     r"|these (?:captions?|prompts?|instructions?|descriptions?) (?:should|would|will|are|might)\b"
     r"|i hope (?:this|these|that|it)\b|let me know\b|feel free\b)", re.IGNORECASE)
+# Anywhere in a line: a judgement of the candidates, not a candidate ("X is the best description").
+_JUDGEMENT = re.compile(r"\b(?:is|are) (?:the )?(?:\w+ )?(?:best|worst|most|only|better)\b[^.]*\bdescri(?:ption|bed)\b"
+                        r"|\b(?:best|worst) descri(?:ptions?|bed)\b", re.IGNORECASE)
+# A sentence after the first that judges it: "This is a good match." "This is even better than 0.22."
+_TRAILING_COMMENT = re.compile(
+    r"^(?:this|that|it) (?:is|was|would be)\b[^.]*(?:\b" + _META_NOUN + r"\b|\bthan\s*[-+]?\d)", re.IGNORECASE)
 _WRAPPERS = "\"'`“”‘’«»„*_ "
 _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">", "（": "）", "【": "】", "「": "」", "『": "』"}
 # Scripts written without spaces between words: a word is about two of their characters.
@@ -147,7 +167,7 @@ def _strip_wrappers(line: str) -> str:
 def _without_comments(line: str) -> str:
     """The line without trailing sentences that comment on it ("... rug. This is a good mention.")."""
     sentences = _SENTENCE_END.split(line)
-    while len(sentences) > 1 and _COMMENT.match(sentences[-1]):
+    while len(sentences) > 1 and (_COMMENT.match(sentences[-1]) or _TRAILING_COMMENT.match(sentences[-1])):
         sentences.pop()
     return " ".join(sentences)
 
@@ -159,11 +179,17 @@ def _clean(line: str, list_item: bool) -> str:
     previous = None
     while previous != line:  # "Caption 3: 0.41: ..." and the like, in any order
         previous = line
+        line = _SEPARATOR_BEFORE_SCORE.sub("", line, count=1)  # ", 0.17: ..." "-, 0.17: ..."
         line = _SCORE_PREFIX.sub("", line, count=1)
         line = _PARTS_PREFIX.sub("", line, count=1)
         line = _LABEL_PREFIX.sub("", line, count=1)
         line = _strip_wrappers(line.strip())
-    return " ".join(_without_comments(line).split())
+    line = _without_comments(line)
+    previous = None
+    while previous != line:  # "... lamp. (Score: 0.409)", then what wrapped it
+        previous = line
+        line = _strip_wrappers(_SCORE_SUFFIX.sub("", line).strip())
+    return " ".join(line.split())
 
 
 def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude: Iterable[str] = ()) -> Parsed:
@@ -195,7 +221,10 @@ def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude
         text = _clean(raw, list_items)
         key = normalize(text)
         n_words = word_count(key)
-        reason = ("comment" if _COMMENT.match(text) else "empty" if not key else
+        reason = ("comment" if _COMMENT.match(text) or _JUDGEMENT.search(text) else
+                  "header" if _ONLY_LABEL.match(text) else
+                  "no words" if not any(char.isalpha() for char in key) else
+                  "empty" if not key else
                   "too short" if n_words < min_words else "too long" if n_words > max_words else
                   "repeated" if key in taken else None)
         if reason:
