@@ -121,10 +121,7 @@ def execute_step(
     resume and the reaper lock it too), so none of them decides on a stale copy of it."""
     with sessions.begin() as session:
         job = get_job(session, job_id, for_update=True)
-        if job.status.finished:
-            return None
-        if job.cancel_requested:
-            set_status(session, job, JobStatus.CANCELLED, "before a step")
+        if _no_step_now(session, job):
             return None
         number = next_step_number(session, job_id)
         if expected_step is not None and expected_step != number:
@@ -150,10 +147,7 @@ def execute_step(
         # Look again: the job may have been cancelled, resumed or reaped, or this step
         # committed by another delivery, while the models loaded.
         job = get_job(session, job_id, for_update=True)
-        if job.status.finished:
-            return None
-        if job.cancel_requested:
-            set_status(session, job, JobStatus.CANCELLED, "before a step")
+        if _no_step_now(session, job):
             return None
         if next_step_number(session, job_id) != number:
             log.info("job %s: step %s was committed meanwhile; dropping the message", job_id, number)
@@ -211,6 +205,17 @@ def execute_step(
         return None
     log.info("job %s step %s committed", job_id, result.step)
     return result
+
+
+def _no_step_now(session: Session, job: Job) -> bool:
+    """True when the (locked) job must not run a step: it is finished, or a cancel was asked for,
+    which this records."""
+    if job.status.finished:
+        return True
+    if job.cancel_requested:
+        set_status(session, job, JobStatus.CANCELLED, "before a step")
+        return True
+    return False
 
 
 class _AlreadyCommitted(Exception):
