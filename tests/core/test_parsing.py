@@ -118,13 +118,15 @@ def test_words_keep_their_combining_marks():
     ("Four small jellyfish in a pool. This is a very well fit.", "Four small jellyfish in a pool."),
     ("A golf ball in one photo studio. This is even better than 0.2208.", "A golf ball in one photo studio."),
     ("An espresso at a kitchen counter,", "An espresso at a kitchen counter"),
+    ("2.2548 (parked scooter on white street)", "parked scooter on white street"),
+    ("Four small jelly(fish near the surface of the water.", "Four small jellyfish near the surface of the water."),
 ])
 def test_what_the_embedded_llm_wrote_comes_out_clean(line, clean):
     assert parse_candidates(line, max_words=20) == [clean]
 
 
 @pytest.mark.parametrize("line", [
-    "| Best Score: 13 |", "Score: 0.663", "### 1.1871", "[List 1]", "| Scoredcc-caption",
+    "| Best Score: 13 |", "Score: 0.663", "### 1.1871", "[List 1]", "| Scoredcc-caption", "1.4381 (Scored)",
     "Scored captions: 0.1994, 0.1866, 0.1768", "The Labrador is the best description, with 0.998.",
     "The Husky is best described as a Husky, with a score of 2.2835.",
     "The scores are based on the best descriptions for the given images.",

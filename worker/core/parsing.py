@@ -25,7 +25,7 @@ _LIST_MARK = re.compile(r"^\s*(?:[(\[]?\d{1,3}\s*(?:[.):\]、．。：）]|\s-)(
 _SCORE_PREFIX = re.compile(
     r"^\s*(?:[\[(][-+]?\d*\.?\d+[\])]"  # [0.41] (12)
     r"|(?:[-+]?\d*\s?\.\d+\s*,\s*)*[-+]?\d*\s?\.\d+\s*[:\-–](?=\s)"  # 0.412: / 0.41 - / 0.18, 0.17:
-    r"|-?0\.\d{2,}(?=\s)"  # 0.412 A cat (not "3.5 mm", ".45 caliber")
+    r"|-?0\.\d{2,}(?=\s)|-?\d\.\d{3,}(?=\s)"  # 0.41 A cat, 2.2548 (a cat) (not "3.5 mm", ".45 caliber")
     r"|\d{3,5}\s*:(?=\s))\s*")  # 0100: / 3088: a score without its point (so "1999: ..." goes too)
 _SEPARATOR_BEFORE_SCORE = re.compile(r"^[\s,.;:|#\-–]+(?=[-+]?\d*\s?\.\d+\s*[,:\-–])")
 # A score left at the end: "(Score: 0.41)", "Score=0.459)", ", with a score of 0.28", ", -0.27."
@@ -164,6 +164,22 @@ def _strip_wrappers(line: str) -> str:
     return line
 
 
+def _without_stray_brackets(line: str) -> str:
+    """The line without brackets that close nothing or are never closed ("a jelly(fish in water")."""
+    stray, open_at = set(), {opening: [] for opening in _PAIRS}
+    closing_of = {closing: opening for opening, closing in _PAIRS.items()}
+    for i, char in enumerate(line):
+        if char in _PAIRS:
+            open_at[char].append(i)
+        elif char in closing_of:
+            if open_at[closing_of[char]]:
+                open_at[closing_of[char]].pop()
+            else:
+                stray.add(i)
+    stray.update(i for positions in open_at.values() for i in positions)
+    return "".join(char for i, char in enumerate(line) if i not in stray) if stray else line
+
+
 def _without_comments(line: str) -> str:
     """The line without trailing sentences that comment on it ("... rug. This is a good mention.")."""
     sentences = _SENTENCE_END.split(line)
@@ -184,7 +200,7 @@ def _clean(line: str, list_item: bool) -> str:
         line = _PARTS_PREFIX.sub("", line, count=1)
         line = _LABEL_PREFIX.sub("", line, count=1)
         line = _strip_wrappers(line.strip())
-    line = _without_comments(line)
+    line = _without_stray_brackets(_without_comments(line))
     previous = None
     while previous != line:  # "... lamp. (Score: 0.409)", then what wrapped it
         previous = line
