@@ -501,7 +501,9 @@ def test_cancel_mid_step_then_resume_to_the_reference_result(stack):
     assert max(done) <= before_cancel  # i.e. no step after (the last committed before the cancel) + 1
     _stays(lambda: committed_steps(stack.url, job_id) == done and job_status(stack.url, job_id) == "cancelled",
            seconds=2.6)
-    assert events(stack.url, job_id)[-2:] == [("cancel_requested", None), ("cancelled", "after step 3")]
+    # The job's lifecycle (a step's "rejected" count of the LLM's lines may sit between them).
+    lifecycle = [e for e in events(stack.url, job_id) if e[0] != "rejected"]
+    assert lifecycle[-2:] == [("cancel_requested", None), ("cancelled", "after step 3")]
     assert (job_id, 4) not in slow.committed()
     slow.close()
 
