@@ -13,6 +13,7 @@ spec), all raised before anything is stored; BrokerError after the commit means 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ def arithmetic_request(parts: Sequence[Part], *, generator: str = "embedded", sc
                                               overrides={"seed": settings.seed})))
         manifest.append({"kind": part.kind, "name": part.media.name})
     ARITHMETIC.check_scorer(scorer)
+    # Its input, the manifest, names the parents' ids: it is made when they are stored.
     placeholder = Media(data=b"", media_type="application/json", name="arithmetic.json")
     request = JobRequest(ARITHMETIC.name, placeholder, {}, settings, checked, generator, scorer)
     return ArithmeticRequest(tuple(parents), tuple(manifest), request)
@@ -161,10 +163,9 @@ def store_arithmetic(session: Session, request: ArithmeticRequest) -> tuple[Job,
         parents.append((position, parent))
         manifest[position] = {"job": parent.id, **manifest[position]}
     data = json.dumps({"parts": manifest}, sort_keys=True).encode()
-    job = store_job(session, JobRequest(
-        request.request.task, Media(data=data, media_type="application/json", name="arithmetic.json"),
-        {"parts": manifest}, request.request.settings, request.request.options, request.request.generator,
-        request.request.scorer), parents=[(position, parent.id) for position, parent in parents])
+    media = dataclasses.replace(request.request.media, data=data)
+    job = store_job(session, dataclasses.replace(request.request, media=media, input_info={"parts": manifest}),
+                    parents=[(position, parent.id) for position, parent in parents])
     return job, [parent for _, parent in parents]
 
 

@@ -187,9 +187,10 @@ def record_step(session: Session, job: Job, result: StepResult, started_at: date
             select(Candidate.text_key, Candidate.id).where(Candidate.job_id == job.id, Candidate.text_key.in_(older))
         )
         older_ids = {key: candidate_id for key, candidate_id in found}
-    if len(older_ids) < len(older):
+    missing = {key for key in older if key not in older_ids}
+    if missing:
         # Stored under a key of the old normalization (before issue 10): find them by their text.
-        texts = {c.text: normalize(c.text) for c in result.top if normalize(c.text) not in ids | older_ids.keys()}
+        texts = {c.text: key for c, key in zip(result.top, top_keys) if key in missing}
         found = session.execute(
             select(Candidate.text, Candidate.id).where(Candidate.job_id == job.id, Candidate.text.in_(texts)))
         older_ids.update({texts[text]: candidate_id for text, candidate_id in found})
