@@ -3,6 +3,7 @@ does (default settings, seed 0, SQLite store in MILS_HOME), and report whether t
 bootstrap improved on step 0.
 
     python benchmarks/skimage_photos.py [--home /tmp/mils-bench] [--seed 0] [--samples chelsea coffee]
+        [--generator embedded-transformers]
 
 Scores are seeded and deterministic; wall times depend on the machine's load. Results are written to
 benchmarks/results/skimage_photos.json after every photo (a partial run keeps what it finished).
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--home", default=_common.DEFAULT_HOME, help="MILS_HOME for this run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", nargs="*", help="subset of worker.media.samples.SKIMAGE_PHOTOS (default: all)")
+    parser.add_argument("--generator", default="embedded", help="generator spec (default: embedded)")
     parser.add_argument("--out", default="skimage_photos", help="results file name (no extension)")
     args = parser.parse_args()
 
@@ -37,7 +39,7 @@ def main() -> None:
     from worker.media import load_image_file
     from worker.media.samples import SKIMAGE_PHOTOS, sample_path
     from worker.store.db import open_store
-    from worker.kinds import default_settings
+    from worker.kinds import job_settings
 
     names = args.samples or list(SKIMAGE_PHOTOS)
     unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
@@ -46,21 +48,19 @@ def main() -> None:
 
     Session = open_store()
     started = time.perf_counter()
-    default_models("embedded", "embedded")  # cached per process, as in `mils caption`
+    default_models(args.generator, "embedded")  # cached per process, as in `mils caption`
     load_seconds = time.perf_counter() - started
     print(f"models loaded in {load_seconds:.1f} s", file=sys.stderr, flush=True)
 
-    settings = default_settings("image-caption", "embedded").replace(seed=args.seed)
-    if settings.prompts_per_step > settings.candidates:
-        settings = settings.replace(prompts_per_step=settings.candidates)
+    settings = job_settings("image-caption", args.generator, seed=args.seed)
 
-    data = {"benchmark": "skimage_photos", "machine": info, "settings": settings.to_dict(),
+    data = {"benchmark": "skimage_photos", "generator": args.generator, "machine": info, "settings": settings.to_dict(),
             "model_load_seconds": round(load_seconds, 2), "photos": []}
     for name in names:
         media = load_image_file(sample_path(name))
         with Session.begin() as session:
             job_id = create_job(session, task="image-caption", settings=settings,
-                                generator="embedded", scorer="embedded", media=media).id
+                                generator=args.generator, scorer="embedded", media=media).id
         t0 = time.perf_counter()
         steps = []
         for result in run_in_process(Session, job_id):

@@ -62,7 +62,8 @@ class SubmitForm(FlaskForm):
     epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)], default=0.0,
                          description="Chance that a top-K slot shows a random scored text instead (0: greedy).")
     llm = StringField("Generator (LLM)", default="embedded",
-                      description="'embedded' (Qwen2.5-Coder-0.5B on the CPU), a Hugging Face id or path, or py:MODULE:FACTORY. "
+                      description="'embedded' (Qwen2.5-Coder-0.5B on llama.cpp, CPU), openai:MODEL@BASE_URL (an OpenAI-compatible "
+                                  "server such as vLLM), gguf:PATH, a Hugging Face id or path, or py:MODULE:FACTORY. "
                                   "The defaults above are the embedded model's; leave fields empty for the paper's.")
     scorer = StringField("Scorer", default="embedded",
                          description="'embedded' (EfficientNet-Lite0 + MiniLM), open_clip:ARCH[@PRETRAINED], "

@@ -14,6 +14,12 @@ test or a process that sets a variable before calling sees it. Defaults are in o
 | MILS_MAX_AUTO_RESUMES     | 3                                 | the reaper                       |
 | MILS_REAP_SECONDS         | 30                                | the workers' reaper loop         |
 | MILS_PARENT_POLL_SECONDS  | 5                                 | arithmetic jobs waiting          |
+| MILS_LLM_TIMEOUT          | 600 s                             | one request to an LLM server     |
+| MILS_LLM_WAIT_SECONDS     | 900 s                             | a step waiting for its LLM server|
+| MILS_LLM_SLOTS            | 1                                 | the in-process llama.cpp engine  |
+| MILS_LLM_THREADS          | the machine's cores               | the in-process llama.cpp engine  |
+| OPENAI_API_KEY            | (none: "unused" is sent)          | openai:MODEL@URL generators      |
+| OPENAI_BASE_URL           | (none)                            | openai:MODEL without @URL        |
 | MILS_WEB_AUTH             | none                              | the web app (none or token)      |
 | MILS_SECRET_KEY           | a key kept in $MILS_HOME          | the web app's sessions           |
 """
@@ -102,6 +108,31 @@ def reap_seconds() -> float:
 def parent_poll_seconds() -> float:
     """How long a job built on unfinished jobs (arithmetic) waits before it looks again."""
     return _number("MILS_PARENT_POLL_SECONDS", 5)
+
+
+# --------------------------------------------------------------------------- LLM engines
+
+
+def llm_timeout() -> float:
+    """Seconds one chat-completion request may take before the step fails (a share of N candidates
+    on a slow CPU server can take minutes)."""
+    return _number("MILS_LLM_TIMEOUT", 600)
+
+
+def llm_wait_seconds() -> float:
+    """How long a step keeps trying again while its LLM server is unreachable before the job fails."""
+    return _number("MILS_LLM_WAIT_SECONDS", 900)
+
+
+def llm_slots() -> int:
+    """Parallel sequences of the in-process llama.cpp engine. 1 keeps runs reproducible (a request
+    decoded beside others gets slightly different logits); more pays off on a GPU build."""
+    return max(1, int(_number("MILS_LLM_SLOTS", 1)))
+
+
+def llm_threads() -> int:
+    """CPU threads of the in-process llama.cpp engine."""
+    return max(1, int(_number("MILS_LLM_THREADS", os.cpu_count() or 1)))
 
 
 # --------------------------------------------------------------------------- the web front end

@@ -23,10 +23,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import config, core
-from worker.core import Generator, Scorer, Settings, StepResult
+from worker.core import Generator, GeneratorUnavailable, Scorer, Settings, StepResult
 from worker.core.optimizer import should_stop
 from worker.kinds import TASK_KINDS, JobInput
-from worker.store.jobs import (JobError, attachments_of, get_job, load_state, next_step_number, parents_of_job,
+from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, next_step_number, parents_of_job,
                                record_step, set_status, touch_heartbeat)
 from worker.store.schema import Job, JobStatus, utcnow
 
@@ -49,28 +49,66 @@ class JobModels:
 ModelResolver = Callable[[str, str], JobModels]
 
 
+class Serialized:
+    """A model whose methods run one call at a time, for a worker that runs several jobs' steps in
+    threads (`mils worker --concurrency`): transformers and torch models are not made to be called
+    from several threads at once. Models marked `concurrent` (the chat-completions generators,
+    whose engine queues or batches requests itself) are used as they are."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._model, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return call
+
+
+def serialized(model: Any) -> Any:
+    return model if getattr(model, "concurrent", False) else Serialized(model)
+
+
+_loading = threading.Lock()
+_loaded: dict[tuple[str, str], Any] = {}
+
+
 def default_models(generator: str, scorer: str) -> JobModels:
-    """The models the specs name, loaded once per process (worker.models caches them)."""
+    """The models the specs name, loaded once per process and shared by its threads."""
     from worker.models import load_generator, load_scorer
 
-    # The scorer first: a mistyped scorer must not cost an LLM load (a minute on a fresh home).
-    scorer_model = load_scorer(scorer)
-    return JobModels(load_generator(generator), scorer_model)
+    with _loading:  # two threads asking at once load a model once
+        # The scorer first: a mistyped scorer must not cost an LLM load (a minute on a fresh home).
+        if ("scorer", scorer) not in _loaded:
+            _loaded["scorer", scorer] = serialized(load_scorer(scorer))
+        if ("generator", generator) not in _loaded:
+            _loaded["generator", generator] = serialized(load_generator(generator))
+        return JobModels(_loaded["generator", generator], _loaded["scorer", scorer])
 
 
 # Sample features are computed once per job and kept for the job's next steps in this process.
 _features: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_features_lock = threading.Lock()
 
 
 def _sample_features(job: _JobSnapshot, scorer: Scorer) -> Any:
     key = (scorer.name, job.input_sha256 or "", json.dumps(dict(job.input.options), sort_keys=True))
-    if key not in _features:
-        sample = TASK_KINDS[job.task].decode(job.input)
-        _features[key] = scorer.encode_sample(sample)
+    with _features_lock:
+        if key in _features:
+            _features.move_to_end(key)
+            return _features[key]
+    features = scorer.encode_sample(TASK_KINDS[job.task].decode(job.input))  # outside the lock: slow
+    with _features_lock:
+        _features[key] = features
         while len(_features) > 8:
             _features.popitem(last=False)
-    _features.move_to_end(key)
-    return _features[key]
+    return features
 
 
 @contextlib.contextmanager
@@ -141,7 +179,7 @@ def execute_step(
     try:
         models = models_for(*specs)  # cached per process; the first load can take a while
     except Exception as exc:
-        _fail(sessions, job_id, exc)
+        fail_job(sessions, job_id, exc)
         raise
     with sessions.begin() as session:
         # Look again: the job may have been cancelled, resumed or reaped, or this step
@@ -183,8 +221,11 @@ def execute_step(
                 result = core.bootstrap(pool, scorer, features, settings)
             else:
                 result = core.step(state, models.generator, scorer, features, template, settings)
+    except GeneratorUnavailable as exc:
+        _waiting_for_generator(sessions, job_id, number, exc)
+        raise
     except Exception as exc:
-        _fail(sessions, job_id, exc)
+        fail_job(sessions, job_id, exc)
         raise
 
     try:
@@ -193,6 +234,7 @@ def execute_step(
             if next_step_number(session, job_id) != result.step:
                 raise _AlreadyCommitted
             record_step(session, job, result, started_at)
+            _note_served(session, job, getattr(models.generator, "served", None))
             if job.status.finished:
                 pass  # cancelled (or failed) while the step ran: the step is kept, the status too
             elif should_stop(result.state, settings):
@@ -216,6 +258,31 @@ def _no_step_now(session: Session, job: Job) -> bool:
         set_status(session, job, JobStatus.CANCELLED, "before a step")
         return True
     return False
+
+
+def _waiting_for_generator(sessions: sessionmaker[Session], job_id: int, number: int,
+                           exc: GeneratorUnavailable) -> None:
+    """The LLM server is down: nothing of the step is kept, and this start of it does not count
+    against MILS_MAX_STEP_ATTEMPTS (no worker died); the caller tries again later or gives up."""
+    with sessions.begin() as session:
+        job = get_job(session, job_id, for_update=True)
+        if job.attempt_step == number and job.attempts > 0:
+            job.attempts -= 1
+        add_event(session, job, "waiting_for_llm", f"step {number}: {exc}")
+
+
+def _note_served(session: Session, job: Job, served: dict[str, str] | None) -> None:
+    """Keep with the job what model id and version (system_fingerprint) the LLM server reported,
+    and say so in its events when it changes between steps (the server was replaced mid-job)."""
+    if not served or not job.model_versions:
+        return
+    generator = dict(job.model_versions.get("generator", {}))
+    if generator.get("served") == served:
+        return
+    if generator.get("served"):
+        add_event(session, job, "llm_changed", f"{generator['served']} -> {served}")
+    generator["served"] = served
+    job.model_versions = {**job.model_versions, "generator": generator}  # a new dict: JSON columns track assignment
 
 
 class _AlreadyCommitted(Exception):
@@ -246,7 +313,7 @@ def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
                     info=dict(job.input_info or {}), parent_texts=parent_texts)
 
 
-def _fail(sessions: sessionmaker[Session], job_id: int, exc: Exception) -> None:
+def fail_job(sessions: sessionmaker[Session], job_id: int, exc: Exception) -> None:
     """Record why the job failed; its committed steps stay, so it can be resumed."""
     with sessions.begin() as session:
         job = get_job(session, job_id, for_update=True)
@@ -257,6 +324,15 @@ def _fail(sessions: sessionmaker[Session], job_id: int, exc: Exception) -> None:
 def run_in_process(
     sessions: sessionmaker[Session], job_id: int, models_for: ModelResolver = default_models
 ) -> Iterator[StepResult]:
-    """The embedded default: every step of the job, one after another, in this process."""
-    while (result := execute_step(sessions, job_id, models_for)) is not None:
+    """The embedded default: every step of the job, one after another, in this process. An LLM
+    server that cannot be reached fails the job at once (no worker waits for it here); its
+    committed steps stay, and `mils resume` goes on from them."""
+    while True:
+        try:
+            result = execute_step(sessions, job_id, models_for)
+        except GeneratorUnavailable as exc:
+            fail_job(sessions, job_id, exc)
+            raise
+        if result is None:
+            return
         yield result

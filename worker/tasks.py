@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery.signals import worker_ready, worker_shutting_down
 from sqlalchemy.exc import DBAPIError
@@ -16,7 +17,8 @@ from worker import config
 from worker.celery_app import app
 from worker.lifecycle import reap_once
 from worker.queue import enqueue, job_queue
-from worker.runner import WaitingForParents, default_models, execute_step
+from worker.core import GeneratorUnavailable
+from worker.runner import WaitingForParents, default_models, execute_step, fail_job
 from worker.store.db import open_store
 from worker.store.jobs import get_job
 
@@ -24,16 +26,28 @@ log = logging.getLogger(__name__)
 
 
 @app.task(
+    bind=True,
     # Database restarts, dropped connections: retry the step (it is idempotent).
     autoretry_for=(DBAPIError,),
     retry_backoff=1,
     retry_backoff_max=30,
     max_retries=30,
 )
-def run_step(job_id: int, step: int) -> None:
+def run_step(self, job_id: int, step: int, llm_waiting_since: float | None = None) -> None:
     sessions = open_store()
     try:
         result = execute_step(sessions, job_id, default_models, expected_step=step)
+    except GeneratorUnavailable as exc:
+        # The LLM server is down or overloaded: the same step again in a while, for up to
+        # MILS_LLM_WAIT_SECONDS in all; then the job fails (and `mils resume` takes it on later).
+        since = llm_waiting_since or time.time()
+        waited = time.time() - since
+        if waited >= config.llm_wait_seconds():
+            fail_job(sessions, job_id, GeneratorUnavailable(f"{exc} (waited {waited:.0f} s)"))
+            return
+        countdown = min(2 ** min(self.request.retries, 5), 30)
+        log.info("job %s step %s: %s; trying again in %s s", job_id, step, exc, countdown)
+        raise self.retry(kwargs={"llm_waiting_since": since}, countdown=countdown, max_retries=None) from None
     except WaitingForParents as exc:
         # Built on jobs still running (cross-modal arithmetic): look again in a while.
         log.info("%s; trying again in %s s", exc, config.parent_poll_seconds())

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -309,12 +310,12 @@ def assert_one_error_line(out: subprocess.CompletedProcess, pattern: str) -> lis
 class Worker:
     """One `mils worker` process (solo pool: one process, one step at a time), logging to a file."""
 
-    def __init__(self, name: str, env: dict[str, str], folder: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], folder: Path, args: Sequence[str] = ()) -> None:
         self.name = name
         self.log = folder / f"worker-{name}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [mils_executable(), "worker", "--loglevel", "INFO", "--name", f"{name}@%h"],
+                [mils_executable(), "worker", "--loglevel", "INFO", "--name", f"{name}@%h", *args],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.pid = self.proc.pid
@@ -349,3 +350,49 @@ class Worker:
 
     def received_task_ids(self) -> list[str]:
         return re.findall(r"Task worker\.tasks\.run_step\[([0-9a-f-]+)\] received", self.text())
+
+
+class LLMServer:
+    """One `mils llm-server` process: llama.cpp serving the embedded GGUF over the OpenAI API on
+    localhost. `home` holds the joined GGUF (the slow tests' shared home: joined once)."""
+
+    def __init__(self, folder: Path, home: Path, parallel: int = 1, reproducible: bool = True,
+                 threads: int = 2) -> None:
+        self.folder, self.home = folder, home
+        self.port = free_port()
+        self.args = ["--port", str(self.port), "--parallel", str(parallel), "--threads", str(threads),
+                     "--reproducible" if reproducible else "--prompt-cache"]
+        self.proc: subprocess.Popen | None = None
+        self.log = folder / f"llm-server-{self.port}.log"
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 180) -> LLMServer:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MILS_")}
+        env["MILS_HOME"] = str(self.home)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([mils_executable(), "llm-server", *self.args], cwd=ROOT, env=env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"llm-server exited ({self.proc.returncode}):\n{self.text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        wait_for("the LLM server to answer", answers, timeout, interval=0.2, on_timeout=self.text)
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-request, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        _kill(self.proc)

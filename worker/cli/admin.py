@@ -6,24 +6,72 @@ import os
 
 import click
 
-from worker.cli.common import cli, quiet_libraries
+from worker.cli.common import cli, quiet_libraries, user_errors
 
 
 @cli.command()
 @click.option("--queues", default="default,gpu", show_default=True, help="Queues to consume.")
 @click.option("--name", default=None, help="Worker node name (default: mils@hostname-pid).")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(queues: str, name: str | None, loglevel: str) -> None:
-    """Run a worker: one process, one step at a time, models loaded once (one per GPU)."""
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Steps of different jobs run at once, in threads sharing one copy of each model. "
+                   "Pays off when the LLM is a serving engine (openai:MODEL@URL) that batches their "
+                   "requests; keep 1 for models computed in this process on a CPU.")
+def worker(queues: str, name: str | None, loglevel: str, concurrency: int) -> None:
+    """Run a worker: one process, models loaded once (one per GPU), CONCURRENCY steps at a time."""
     from worker.celery_app import app
     from worker.store.db import open_store
 
     open_store()  # refuse to start on a schema behind the code
     quiet_libraries()
-    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={loglevel}",
-            "--without-gossip", "--without-mingle"]
+    # Threads, not processes: C processes would each load the models (C copies on one GPU).
+    pool = "solo" if concurrency == 1 else "threads"
+    argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={queues}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     argv.append(f"--hostname={name or f'mils@%h-{os.getpid()}'}")
     app.worker_main(argv)
+
+
+@cli.command("llm-server")
+@click.option("--model", "model", default="embedded", show_default=True,
+              help="'embedded' (the offline Qwen2.5-Coder-0.5B GGUF) or the path of any GGUF file.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--parallel", "-p", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="Requests decoded together (llama.cpp slots).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="CPU threads (default: every core).")
+@click.option("--reproducible/--prompt-cache", default=False, show_default=True,
+              help="--reproducible: no prompt cache, so a request decoded alone (--parallel 1) gives "
+                   "the same text for the same seed every time; the prompt cache is faster.")
+@user_errors
+def llm_server(model: str, host: str, port: int, parallel: int, threads: int | None, reproducible: bool) -> None:
+    """Serve a GGUF model over the OpenAI chat-completions API (llama.cpp), so several workers on
+    this machine share one model: run them with --generator openai:MODEL@http://HOST:PORT/v1."""
+    import signal
+    import socket
+    import threading
+    from pathlib import Path
+
+    from worker.models.chat import start_llamacpp
+    from worker.models.embedded_llm import embedded_gguf
+
+    with socket.socket() as probe:  # llama.cpp only says "failed to init" when the port is taken
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    gguf = embedded_gguf() if model == "embedded" else Path(model).expanduser()
+    alias = "embedded" if model == "embedded" else gguf.stem
+    server = start_llamacpp(gguf, slots=parallel, threads=threads or os.cpu_count() or 1, host=host, port=port,
+                            reproducible=reproducible, alias=alias)
+    click.echo(f"llama.cpp serving {gguf.name} on {server.listening_address}/v1 with {parallel} slot(s); "
+               f"workers: --generator openai:{alias}@{server.listening_address}/v1", err=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    click.echo("llm-server stopped", err=True)
 
 
 @cli.command()

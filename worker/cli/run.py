@@ -42,7 +42,9 @@ def _common_options() -> list:
                      help="Use a bundled sample photo instead (for a video task: a pan across it)."),
         *_settings_options(),
         click.option("--llm", default="embedded", show_default=True,
-                     help="'embedded', a Hugging Face model id / local path, or 'py:MODULE:FACTORY'."),
+                     help="'embedded' (llama.cpp, in process), 'openai:MODEL@BASE_URL' (any OpenAI-compatible "
+                          "server: vLLM, SGLang, llama.cpp, Ollama, `mils llm-server`), 'gguf:PATH', a Hugging "
+                          "Face model id / local path (transformers), or 'py:MODULE:FACTORY'."),
         click.option("--scorer", default="embedded", show_default=True,
                      help="'embedded', 'open_clip:ARCH[@PRETRAINED]', 'clap:ID_OR_PATH' or 'py:MODULE:FACTORY'."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),

@@ -7,11 +7,13 @@ initial pool and `step` makes each next step from the previous `State`.
 
 from worker.core.optimizer import Scored, State, StepResult, bootstrap, run, step
 from worker.core.parsing import normalize, parse_answer, parse_candidates
-from worker.core.protocols import Generator, Message, Score, Scorer
+from worker.core.protocols import Generator, GeneratorError, GeneratorUnavailable, Message, Score, Scorer
 from worker.core.settings import Settings, SettingsError
 
 __all__ = [
     "Generator",
+    "GeneratorError",
+    "GeneratorUnavailable",
     "Message",
     "Score",
     "Scored",

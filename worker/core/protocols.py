@@ -12,6 +12,16 @@ class Message(TypedDict):
     content: str
 
 
+class GeneratorError(RuntimeError):
+    """The generator answered, but not with something usable (an HTTP 4xx, an empty or malformed
+    answer, no answer within the time allowed): the step fails with this message."""
+
+
+class GeneratorUnavailable(GeneratorError):
+    """The generator's server cannot be reached now (refused connection, 5xx, overloaded): nothing
+    was decided, and the same step can be tried again once it is back."""
+
+
 class Generator(Protocol):
     """Proposes text. Real ones are LLMs; tests use tiny deterministic ones."""
 

@@ -12,6 +12,7 @@ from typing import Any
 from worker.core import Settings, SettingsError
 from worker.kinds import arithmetic, audio, image, style, text_to_image, video
 from worker.kinds.base import JobInput, Option, TaskKind
+from worker.models import is_embedded_generator, served_by_engine
 
 TASK_KINDS: dict[str, TaskKind] = {
     module.KIND.name: module.KIND for module in (image, video, audio, text_to_image, style, arithmetic)
@@ -38,16 +39,23 @@ def all_options() -> dict[str, tuple[Option, list[str]]]:
     return found
 
 
+# A serving engine gets a step's N candidates asked for in shares of about this many, as parallel
+# requests it decodes together: a step then lasts as long as one share (10 of the paper's 50).
+CANDIDATES_PER_REQUEST = 10
+
+
 def default_settings(task: str, generator: str) -> Settings:
     kind = get_kind(task)
-    return kind.embedded_settings if generator == "embedded" else kind.paper_settings
+    return kind.embedded_settings if is_embedded_generator(generator) else kind.paper_settings
 
 
 def job_settings(task: str, generator: str, **overrides: Any) -> Settings:
     """The task's defaults for this generator with what the user set (None = not set);
-    raises SettingsError for values out of range."""
+    raises SettingsError for values out of range. The resolved settings are stored with the job."""
     settings = default_settings(task, generator).replace(
         **{name: value for name, value in overrides.items() if value is not None})
+    if overrides.get("prompts_per_step") is None and served_by_engine(generator):
+        settings = settings.replace(prompts_per_step=-(-settings.candidates // CANDIDATES_PER_REQUEST))
     if settings.prompts_per_step > settings.candidates:
         settings = settings.replace(prompts_per_step=settings.candidates)
     return settings

