@@ -4,7 +4,7 @@ MILS_HOME
     Every test gets its own empty MILS_HOME (under tmp_path), so no test reads or writes
     ~/.mils. Tests marked `slow` load the real models instead; they share one folder per
     machine, `$MILS_TEST_HOME` or else /tmp/mils-test-home, so the model caches (the
-    de-quantised LLM above all, ~40 s to build) are built once and then reused.
+    joined GGUF of the embedded LLM, the de-quantised copy of its transformers path) are built once.
     MILS_DATABASE_URL is always unset: a test names its database explicitly.
 
 PostgreSQL

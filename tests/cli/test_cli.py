@@ -131,3 +131,27 @@ def test_help_and_db_upgrade(mils_home, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"schema up to date: sqlite:///{mils_home / 'mils.db'}"
     assert (mils_home / "mils.db").exists()
+
+
+def test_llm_server_refuses_a_taken_port_and_a_missing_model(mils_home, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_mils("llm-server", "--port", str(port), home=mils_home, cwd=tmp_path)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert re.search(rf"^Error: cannot listen on 127.0.0.1:{port}: Address already in use$", out.stderr, re.M)
+    out = run_mils("llm-server", "--model", str(tmp_path / "nope.gguf"), "--port", "0", home=mils_home, cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.search(r"^Error: GGUF '.*nope.gguf': no such file$", out.stderr, re.M)
+
+
+def test_bad_generator_specs_are_refused_before_anything_loads(inputs, mils_home, tmp_path):
+    for spec, cause in [("openai:@http://127.0.0.1:1/v1", r"openai:MODEL@BASE_URL"),
+                        (f"gguf:{tmp_path / 'missing.gguf'}", r"no such file")]:
+        out = run_mils("caption", str(inputs / "good.png"), "--llm", spec, home=mils_home, cwd=tmp_path)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert re.search(cause, out.stderr), out.stderr
+    assert not (mils_home / "cache").exists()

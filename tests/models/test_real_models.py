@@ -70,8 +70,21 @@ def test_a_better_caption_scores_higher(mils_home):
 
 def test_embedded_llm_is_checked_cached_and_seeded(mils_home):
     generator = load_generator("embedded")
-    assert "sha256:1d9614638d18" in generator.version and "int8" in generator.version
-    assert (mils_home / "cache" / "models" / "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M" / "config.json").exists()
+    assert "sha256:1d9614638d18" in generator.version and "llama.cpp" in generator.version
+    assert (mils_home / "cache" / "models" / "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf").stat().st_size == 491400064
+    conversation = [{"role": "user", "content": "List three fruits as a numbered list."}]
+    kwargs = dict(seed=3, temperature=0.7, top_p=0.9, max_tokens=24)
+    first = generator.complete([conversation], **kwargs)
+    assert first == generator.complete([conversation], **kwargs)
+    assert first != generator.complete([conversation], **{**kwargs, "seed": 4})
+    assert generator.usage["requests"] == 3 and generator.usage["completion_tokens"] <= 3 * 24
+    assert generator.served["model"] == "embedded"
+
+
+def test_embedded_llm_on_transformers_is_still_there(mils_home):
+    """The engine the default replaced, kept for comparison (benchmarks/llm_engines.py)."""
+    generator = load_generator("embedded-transformers")
+    assert "int8" in generator.version and "sha256:1d9614638d18" in generator.version
     conversation = [{"role": "user", "content": "List three fruits as a numbered list."}]
     kwargs = dict(seed=3, temperature=0.7, top_p=0.9, max_tokens=24)
     first = generator.complete([conversation], **kwargs)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +50,10 @@ class ChatGenerator:
         self.max_parallel = max_parallel
         # What the server said it is, from the last answer: {"model": id, "fingerprint": ...}.
         self.served: dict[str, str] = {}
+        # Tokens the server reported (prompt_tokens, completion_tokens, requests), for benchmarks and
+        # operators; updated from several threads.
+        self.usage: Counter = Counter()
+        self._usage_lock = threading.Lock()
 
     def complete(
         self,
@@ -83,6 +89,10 @@ class ChatGenerator:
         if not isinstance(text, str) or not text.strip():
             raise GeneratorError(f"{self.name}: the LLM returned an empty answer "
                                  f"(finish_reason {choice.get('finish_reason')!r})")
+        usage = answer.get("usage") or {}
+        with self._usage_lock:
+            self.usage.update(requests=1, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                              completion_tokens=int(usage.get("completion_tokens") or 0))
         served = {"model": str(answer.get("model") or ""), "fingerprint": str(answer.get("system_fingerprint") or "")}
         if served != self.served:
             self.served = served

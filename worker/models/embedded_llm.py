@@ -21,7 +21,7 @@ EMBEDDED_QWEN_NAME = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
 # The 0.5B model copies the prompt's examples verbatim. llama.cpp's DRY sampler penalises
 # continuing any sequence already in the context (prompt included) once it is longer than
 # `dry_allowed_length` tokens: the counterpart of the transformers path's no_repeat_ngram_size=6.
-EMBEDDED_SAMPLING = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 5, "dry_penalty_last_n": 4096}
+EMBEDDED_SAMPLING = {"dry_multiplier": 8.0, "dry_base": 1.75, "dry_allowed_length": 5, "dry_penalty_last_n": 4096}
 
 
 def embedded_gguf() -> Path:
