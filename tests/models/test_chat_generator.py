@@ -66,6 +66,14 @@ def test_a_step_is_asked_for_in_parallel_shares_with_their_own_seeds(fake_server
     assert generator.served == {"model": "fake-model", "fingerprint": "fake-fp-1"}
 
 
+def test_engine_specific_sampling_fields_travel_in_the_body(fake_server):
+    server = fake_server("echo", delay=0.01)
+    generator = openai_generator(f"openai:m@{server.url}")
+    generator.extra = {"dry_multiplier": 8.0, "min_p": 0.0}  # llama.cpp's own fields, unknown to the API
+    generator.complete([CONVERSATION], seed=1, **SAMPLING)
+    assert server.requests[0]["dry_multiplier"] == 8.0 and server.requests[0]["min_p"] == 0.0
+
+
 def test_serving_engines_get_a_step_in_shares_by_default():
     assert job_settings("image-caption", "openai:m@http://x/v1").prompts_per_step == 5  # 50 candidates
     assert job_settings("image-caption", "openai:m@http://x/v1", candidates=12).prompts_per_step == 2

@@ -115,6 +115,9 @@ def parse_openai_spec(spec: str) -> tuple[str, str | None]:
     return model, url
 
 
+STANDARD_FIELDS = frozenset({"messages", "seed", "temperature", "top_p", "max_tokens"})
+
+
 def openai_generator(spec: str) -> ChatGenerator:
     """A generator on an OpenAI-compatible server. Nothing is sent until the first step: a server
     that is down at load time only delays the jobs. The API key comes from OPENAI_API_KEY, never
@@ -130,8 +133,11 @@ def openai_generator(spec: str) -> ChatGenerator:
     where = str(client.base_url)
 
     def send(request: dict[str, Any]) -> dict[str, Any]:
+        # Fields the API does not name (an engine's own sampling options) travel in the body as they are.
+        standard = {k: v for k, v in request.items() if k in STANDARD_FIELDS}
+        extra = {k: v for k, v in request.items() if k not in STANDARD_FIELDS}
         try:
-            response = client.chat.completions.create(model=model, **request)
+            response = client.chat.completions.create(model=model, **standard, extra_body=extra or None)
         except openai.APITimeoutError:
             raise GeneratorError(f"LLM server {where} did not answer within {timeout:g} s "
                                  "(MILS_LLM_TIMEOUT)") from None
@@ -180,9 +186,11 @@ def start_llamacpp(
     """llama.cpp's server on `gguf` inside this process (an `xllamacpp.Server`): requests through
     `.handle_chat_completions(dict)`, and over HTTP (OpenAI API under /v1) when `port` is given.
 
-    reproducible: no prompt cache. A prompt partly served from the cache is evaluated in a batch of
-    another size, which changes its logits in the last bits and so the sampled text; without it, a
-    request decoded alone gives the same text for the same seed every time (measured: BENCHMARKS.md)."""
+    reproducible: no prompt cache. A request decoded beside others gets slightly different logits (its
+    batch has another size) and so, sometimes, another text; one decoded alone does not. Whether a prompt
+    served partly from the cache does the same is not settled (an early check with 2 slots saw a
+    different text; three repeats in benchmarks/llm_engines.py did not): reproducible runs keep it off.
+    """
     import xllamacpp
 
     if not gguf.is_file():
