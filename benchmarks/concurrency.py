@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--flights", type=int, nargs="*", default=[1, 2, 4, 8])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="LLM engine threads")
     parser.add_argument("--port", type=int, default=18123)
+    parser.add_argument("--out", default="concurrency", help="results file name (no extension)")
     parser.add_argument("--engines", nargs="*", default=["in-process", "llm-server"],
                         help="a subset reruns those engines and keeps the other rows of the results file")
     args = parser.parse_args()
@@ -133,7 +134,7 @@ def main() -> None:
     scorer = serialized(load_scorer("embedded"))  # shared by the threads, as in a worker
     gguf = embedded_gguf()
     warm_up(scorer)
-    previous = _common.RESULTS_DIR / "concurrency.json"
+    previous = _common.RESULTS_DIR / f"{args.out}.json"
     kept = [r for r in json.loads(previous.read_text()).get("rows", []) if r["engine"] not in args.engines] \
         if previous.exists() else []
     rows = []
@@ -157,12 +158,12 @@ def main() -> None:
                 del generator
             rows.append(row)
             print(row, file=sys.stderr, flush=True)
-            _common.write_results("concurrency", {"benchmark": "concurrency", "machine": info, "rows": kept + rows})
+            _common.write_results(args.out, {"benchmark": "concurrency", "machine": info, "rows": kept + rows})
     rows = kept + rows
     for row in rows:
         one = next(r for r in rows if r["engine"] == row["engine"] and r["in_flight"] == min(args.flights))
         row["ratio_to_1_in_flight"] = round(row["jobs_per_hour"] / one["jobs_per_hour"], 2)
-    path = _common.write_results("concurrency", {"benchmark": "concurrency", "machine": info, "steps": args.steps,
+    path = _common.write_results(args.out, {"benchmark": "concurrency", "machine": info, "steps": args.steps,
                                                  "photos": PHOTOS, "rows": rows, "mils_home": str(home)})
     print(f"Machine: {_common.machine_line(info)}\n\nCommand: `{info['command']}`\n")
     print(_common.md_table(
