@@ -350,6 +350,23 @@ def test_the_job_page_and_the_api_show_the_same_data(client, finished_job):
     assert _by_id(page, "history-count") == f"{first['total']:,} candidates"
 
 
+def test_the_job_page_shows_what_the_llm_server_said_it_runs(client, Session):
+    from tests.support.fake_llm_server import FakeLLMServer
+    from worker.models.chat import openai_generator
+
+    server = FakeLLMServer("echo", delay=0.01).start()
+    try:
+        job_id = submit(client, llm=f"openai:fake-model@{server.url}", steps="1")["id"]
+        for _ in run_in_process(Session, job_id, lambda g, _s: JobModels(openai_generator(g), HiddenCaptionScorer(TARGET))):
+            pass
+    finally:
+        server.close()
+    api = client.get(f"/api/jobs/{job_id}").get_json()
+    assert api["model_versions"]["generator"]["served"] == {"model": "fake-model", "fingerprint": "fake-fp-1"}
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "the server said: model fake-model, fingerprint fake-fp-1" in page
+
+
 def test_the_jobs_page_and_the_api_list_the_same_jobs(client, finished_job, Session):
     queued_job = submit(client)["id"]
     page = client.get("/jobs").get_data(as_text=True)
