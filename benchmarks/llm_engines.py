@@ -67,8 +67,6 @@ def child(engine: str, conversation_file: str, tokens: int, threads: int) -> dic
         out.update(prompt_tokens=timings["prompt_n"], prompt_tokens_per_second=round(timings["prompt_per_second"], 1),
                    new_tokens=timings["predicted_n"], decode_tokens_per_second=round(timings["predicted_per_second"], 1))
     else:
-        import torch
-
         prompt = generator.tokenizer(generator._prompt(conversation), return_tensors="pt", add_special_tokens=False)
         n_prompt = prompt["input_ids"].shape[1]
         with torch.inference_mode():
@@ -145,9 +143,8 @@ def main() -> None:
         print(data["llama_cpp_same_text_on_repeat"])
         return
     shutil.rmtree(root, ignore_errors=True)
-    home = _common.use_home(root / "prompt")
+    _common.use_home(root / "prompt")
     _common.quiet_transformers()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     conversation = step_one_conversation()
     conversation_file = root / "conversation.json"
     conversation_file.write_text(json.dumps(conversation))

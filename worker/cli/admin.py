@@ -39,7 +39,8 @@ def worker(queues: str, name: str | None, loglevel: str, concurrency: int) -> No
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--parallel", "-p", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Requests decoded together (llama.cpp slots).")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="CPU threads (default: every core).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads (default: MILS_LLM_THREADS, else every core).")
 @click.option("--reproducible/--prompt-cache", default=False, show_default=True,
               help="--reproducible: no prompt cache, so a request decoded alone (--parallel 1) gives "
                    "the same text for the same seed every time; the prompt cache is faster.")
@@ -52,6 +53,7 @@ def llm_server(model: str, host: str, port: int, parallel: int, threads: int | N
     import threading
     from pathlib import Path
 
+    from worker import config
     from worker.models.chat import start_llamacpp
     from worker.models.embedded_llm import embedded_gguf
 
@@ -63,7 +65,7 @@ def llm_server(model: str, host: str, port: int, parallel: int, threads: int | N
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     gguf = embedded_gguf() if model == "embedded" else Path(model).expanduser()
     alias = "embedded" if model == "embedded" else gguf.stem
-    server = start_llamacpp(gguf, slots=parallel, threads=threads or os.cpu_count() or 1, host=host, port=port,
+    server = start_llamacpp(gguf, slots=parallel, threads=threads or config.llm_threads(), host=host, port=port,
                             reproducible=reproducible, alias=alias)
     click.echo(f"llama.cpp serving {gguf.name} on {server.listening_address}/v1 with {parallel} slot(s); "
                f"workers: --generator openai:{alias}@{server.listening_address}/v1", err=True)

@@ -93,9 +93,7 @@ class ChatGenerator:
         with self._usage_lock:
             self.usage.update(requests=1, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                               completion_tokens=int(usage.get("completion_tokens") or 0))
-        served = {"model": str(answer.get("model") or ""), "fingerprint": str(answer.get("system_fingerprint") or "")}
-        if served != self.served:
-            self.served = served
+        self.served = {"model": str(answer.get("model") or ""), "fingerprint": str(answer.get("system_fingerprint") or "")}
         return text
 
 
