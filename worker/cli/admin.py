@@ -47,7 +47,7 @@ def worker(queues: str, name: str | None, loglevel: str, concurrency: int) -> No
 @user_errors
 def llm_server(model: str, host: str, port: int, parallel: int, threads: int | None, reproducible: bool) -> None:
     """Serve a GGUF model over the OpenAI chat-completions API (llama.cpp), so several workers on
-    this machine share one model: run them with --generator openai:MODEL@http://HOST:PORT/v1."""
+    this machine share one model: submit jobs with --llm openai:MODEL@http://HOST:PORT/v1."""
     import signal
     import socket
     import threading
@@ -68,7 +68,7 @@ def llm_server(model: str, host: str, port: int, parallel: int, threads: int | N
     server = start_llamacpp(gguf, slots=parallel, threads=threads or config.llm_threads(), host=host, port=port,
                             reproducible=reproducible, alias=alias)
     click.echo(f"llama.cpp serving {gguf.name} on {server.listening_address}/v1 with {parallel} slot(s); "
-               f"workers: --generator openai:{alias}@{server.listening_address}/v1", err=True)
+               f"jobs: --llm openai:{alias}@{server.listening_address}/v1", err=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
