@@ -4,12 +4,13 @@
     options    click options made from the kinds' declarations (worker.kinds)
     run        running and submitting jobs: caption, caption-video, caption-audio, t2i, style, arithmetic, submit
     manage     status, cancel, resume, history, jobs
+    batch      mils batch submit|list|status|cancel|resume|results|eval: MILS over a dataset
     admin      worker, reap, web, token, db
 """
 
 from __future__ import annotations
 
-from worker.cli import admin, manage, run  # noqa: F401  (each registers its commands)
+from worker.cli import admin, batch, manage, run  # noqa: F401  (each registers its commands)
 from worker.cli.common import cli
 
 

@@ -22,6 +22,8 @@ def cli(verbose: bool) -> None:
 
 def user_errors(fn):
     """Expected failures become one-line errors with a non-zero exit, never a traceback."""
+    from worker.datasets import ManifestError
+    from worker.evaluation import EvaluationError
     from worker.models import ModelLoadError
     from worker.queue import BrokerError
     from worker.store.db import SchemaError
@@ -33,7 +35,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (MediaError, SettingsError, ModelLoadError, JobError, QueryError, SchemaError,
-                BrokerError) as exc:
+                BrokerError, ManifestError, EvaluationError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper

@@ -123,7 +123,7 @@ class Page:
     next_cursor: str | None  # None on the last page
 
 
-def _page(session: Session, query: Select, order: list[tuple[ColumnElement, bool]],
+def keyset_page(session: Session, query: Select, order: list[tuple[ColumnElement, bool]],
           cursor: str | None, limit: int, key=None) -> tuple[list[Any], str | None]:
     """Up to `limit` rows after `cursor`, and the cursor of the next page. `key(row)` gives a
     row's values of the order's columns (default: the row's attributes of the same names)."""
@@ -164,7 +164,7 @@ def list_jobs(
         query = query.where(Job.task == task)
     if q:
         query = query.where(Job.result_text.icontains(q, autoescape=True))
-    rows, next_cursor = _page(session, query, [(Job.id, True)], cursor, limit, key=lambda row: [row[0].id])
+    rows, next_cursor = keyset_page(session, query, [(Job.id, True)], cursor, limit, key=lambda row: [row[0].id])
     return Page([summarize(session, job, steps_done) for job, steps_done in rows], next_cursor)
 
 
@@ -232,7 +232,7 @@ def candidates_page(
     """One page of a job's candidates, filtered (step, in the top K, text) and sorted."""
     if sort not in CANDIDATE_SORTS:
         raise QueryError(f"unknown sort {sort!r}; known: {', '.join(CANDIDATE_SORTS)}")
-    rows, next_cursor = _page(session, _candidate_query(job_id, step, top_only, q),
+    rows, next_cursor = keyset_page(session, _candidate_query(job_id, step, top_only, q),
                               CANDIDATE_SORTS[sort], cursor, limit)
     return Page([_candidate_dict(job_id, row) for row in rows], next_cursor)
 

@@ -1,5 +1,5 @@
 """The schema of a job's auditable history: jobs, steps, candidates, top-K entries, artifacts,
-events, links between jobs and API tokens (the ORM classes; "models" elsewhere means ML models).
+events, links between jobs, batches of jobs over a dataset with their evaluations, and API tokens (the ORM classes; "models" elsewhere means ML models).
 
 Created and changed only by Alembic migrations (migrations/versions).
 """
@@ -182,6 +182,58 @@ class TopEntry(Base):
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
 
     candidate: Mapped[Candidate] = relationship()
+
+
+class Batch(Base):
+    """Jobs of one task with one set of settings and models over the items of a dataset."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    task: Mapped[str] = mapped_column(String(40))
+    settings: Mapped[dict[str, Any]]
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    generator: Mapped[str] = mapped_column(String(500))
+    scorer: Mapped[str] = mapped_column(String(500))
+    # What it was made from (worker.datasets.Dataset.describe() of each submission, in order).
+    sources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BatchItem(Base):
+    """One item of a batch: its key in the dataset (e.g. a COCO image_id), its reference
+    captions, and its job; or, for an item that could not be read, why not (and no job)."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "item_key", name="uq_batch_items_key"),
+        Index("ix_batch_items_batch_position", "batch_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    item_key: Mapped[str] = mapped_column(String(255))
+    position: Mapped[int]  # the order it was submitted in, across submissions
+    source: Mapped[str] = mapped_column(Text)  # its path as the dataset names it
+    references: Mapped[list[str] | None] = mapped_column(JSON)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), unique=True)
+    # Its first step was handed to the broker: a submission cut short is finished by the next.
+    queued: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class BatchEvaluation(Base):
+    """Caption metrics of a batch against references (pycocoevalcap), final and per step."""
+
+    __tablename__ = "batch_evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    references: Mapped[str] = mapped_column(String(500))  # "the batch's own" or the file's name
+    items: Mapped[int]
+    metrics: Mapped[dict[str, Any]]
 
 
 class ApiToken(Base):

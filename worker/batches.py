@@ -1,0 +1,351 @@
+"""Batches: MILS over a dataset. One job per item, all of one task with one set of settings and
+models, submitted together, watched, cancelled or resumed together, exported and evaluated.
+
+    submit_batch(sessions, name, dataset, ...)    store (and queue) the items a batch lacks
+    cancel_batch, resume_batch                    the lifecycle of every job of a batch
+    results_coco / results_csv / results_jsonl    the final captions, streamed
+    evaluate_batch(sessions, name, references)    caption metrics, final and per step, stored
+
+Submitting is resumable: each item is stored with its job in chunks, one transaction each, and
+marked queued once its first step is on the broker. Submitting the same dataset to the same batch
+again skips the items it has, finishes the queueing of any the last submission stored but did not
+queue, and tries again the items that could not be read. A bad item never stops the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import posixpath
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.core import SettingsError
+from worker.datasets import Dataset, Item
+from worker.evaluation import METRICS, caption_metrics, spice_unavailable
+from worker.kinds import get_kind, job_settings
+from worker.lifecycle import cancel, resume_job
+from worker.media import MediaError
+from worker.models import check_specs
+from worker.queue import BrokerError, enqueue, job_queue
+from worker.store.batches import (active_job_ids, best_texts_by_step, check_name, get_batch, item_states,
+                                  next_position, references_of, results, unqueued_items)
+from worker.store.jobs import JobError, get_job
+from worker.store.schema import Batch, BatchEvaluation, BatchItem, JobStatus
+from worker.submission import job_request, store_job, task_input
+
+log = logging.getLogger(__name__)
+
+BATCH_TASKS = ("image-caption", "video-caption", "audio-caption")
+# Items are read and checked outside any transaction, then stored this many at a time (or fewer,
+# when their bytes pass CHUNK_BYTES): a crash loses at most one chunk's work, and the database is
+# never held while files are decoded.
+CHUNK_ITEMS = 50
+CHUNK_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class SubmitReport:
+    name: str
+    created: bool  # the batch is new
+    added: int = 0  # items stored and queued now
+    already: int = 0  # items of the dataset the batch already had as jobs
+    requeued: int = 0  # items stored by an earlier submission that never reached the broker
+    rejected: list[dict] = field(default_factory=list)  # {"key", "source", "line", "error"} per bad item
+    dataset: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _given_differs(batch: Batch, task, generator, scorer, settings, options) -> list[str]:
+    differs = []
+    for what, given, stored in (("task", task, batch.task), ("generator", generator, batch.generator),
+                                ("scorer", scorer, batch.scorer)):
+        if given is not None and given != stored:
+            differs.append(f"{what} {stored!r}, not {given!r}")
+    differs += [f"{name}={batch.settings.get(name)!r}, not {value!r}" for name, value in settings.items()
+                if batch.settings.get(name) != value]
+    differs += [f"{name}={batch.options.get(name)!r}, not {value!r}" for name, value in options.items()
+                if batch.options.get(name) != value]
+    return differs
+
+
+def _batch_for(session: Session, name: str, task, generator, scorer, overrides, options) -> tuple[Batch, bool]:
+    """The batch called `name`, made now if new (the settings checked as for one job). An existing
+    batch keeps its settings: anything given must agree with them."""
+    given_settings = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given_options = {k: v for k, v in (options or {}).items() if v is not None}
+    try:
+        batch = get_batch(session, name)
+    except JobError:
+        batch = None
+    if batch is not None:
+        if given_options:
+            given_options = {k: v for k, v in get_kind(batch.task).job_options(given_options).items()
+                             if k in given_options}
+        differs = _given_differs(batch, task, generator, scorer, given_settings, given_options)
+        if differs:
+            raise SettingsError(f"batch {name!r} runs with {'; '.join(differs)}: submit to it without those "
+                                "options, or give the batch a new name")
+        return batch, False
+    task = task or "image-caption"
+    if task not in BATCH_TASKS:
+        raise SettingsError(f"a batch runs one of {', '.join(BATCH_TASKS)} (one input file per item), not {task!r}")
+    generator, scorer = generator or "embedded", scorer or "embedded"
+    settings = job_settings(task, generator, **given_settings)
+    kind = get_kind(task)
+    check_specs(generator, scorer)
+    kind.check_scorer(scorer)
+    batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
+                  options=kind.job_options(given_options), sources={"submissions": []})
+    session.add(batch)
+    session.flush()
+    return batch, True
+
+
+def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *, task: str | None = None,
+                 generator: str | None = None, scorer: str | None = None,
+                 overrides: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+                 on_item: Callable[[], None] | None = None) -> SubmitReport:
+    """Add the dataset's items the batch `name` lacks (making the batch if new) and queue them.
+    Settings, models and options not given are the batch's (a new one: the task's defaults).
+    Raises SettingsError / ModelLoadError / JobError before anything is stored; BrokerError when
+    the broker refused steps (the items stay stored; `mils batch resume` queues them)."""
+    with sessions.begin() as session:
+        batch, created = _batch_for(session, name, task, generator, scorer, overrides, options)
+        batch.sources = {"submissions": [*batch.sources.get("submissions", []), dataset.describe()]}
+        batch_id, kind = batch.id, get_kind(batch.task)
+        template = dict(task=batch.task, generator=batch.generator, scorer=batch.scorer,
+                        overrides=dict(batch.settings), options=dict(batch.options))
+        known = item_states(session, batch_id)
+        position = next_position(session, batch_id)
+    report = SubmitReport(name, created, dataset=dataset.describe())
+    report.requeued = _queue_stored(sessions, batch_id)
+
+    pending: list[tuple[Item, Any]] = []  # (item, checked media and info, or the MediaError)
+    pending_bytes = 0
+
+    def flush() -> None:
+        nonlocal position, pending_bytes
+        queued = []
+        with sessions.begin() as session:
+            for item, checked in pending:
+                state = known.get(item.key)
+                row = session.get(BatchItem, state[0]) if state else BatchItem(
+                    batch_id=batch_id, item_key=item.key, position=position, source=item.source)
+                if state is None:
+                    position += 1
+                    session.add(row)
+                row.source = item.source
+                row.references = list(item.references) or row.references
+                if isinstance(checked, MediaError):
+                    row.error = str(checked)
+                    report.rejected.append({"key": item.key, "source": item.source, "line": item.line,
+                                            "error": str(checked)})
+                    continue
+                media, info = checked
+                request = job_request(template["task"], media, info, generator=template["generator"],
+                                      scorer=template["scorer"], overrides=template["overrides"],
+                                      options=template["options"])
+                job = store_job(session, request)
+                row.job_id, row.error = job.id, None
+                session.flush()
+                queued.append((row.id, job.id, job_queue(job)))
+        _enqueue_items(sessions, queued)
+        report.added += len(queued)
+        pending.clear()
+        pending_bytes = 0
+
+    for item in dataset.items:
+        state = known.get(item.key)
+        if state is not None and state[1] is not None:  # already a job of this batch
+            report.already += 1
+            if item.references:
+                _update_references(sessions, state[0], item.references)
+        else:
+            try:
+                data = item.read()
+                checked: Any = task_input(kind, data=data, name=posixpath.basename(item.source))
+                pending_bytes += len(data)
+            except MediaError as exc:
+                checked = exc
+            pending.append((item, checked))
+            if len(pending) >= CHUNK_ITEMS or pending_bytes >= CHUNK_BYTES:
+                flush()
+        if on_item:
+            on_item()
+    if pending:
+        flush()
+    return report
+
+
+def _update_references(sessions: sessionmaker[Session], item_id: int, references: tuple[str, ...]) -> None:
+    with sessions.begin() as session:
+        session.execute(update(BatchItem).where(BatchItem.id == item_id).values(references=list(references)))
+
+
+def _enqueue_items(sessions: sessionmaker[Session], queued: list[tuple[int, int, str]]) -> None:
+    """Queue step 0 of each (item id, job id, queue), then mark the items queued. A refused item
+    stays unqueued for the next submission or `mils batch resume`; BrokerError names how many."""
+    sent, refused = [], []
+    for item_id, job_id, queue in queued:
+        try:
+            enqueue(job_id, 0, queue)
+            sent.append(item_id)
+        except BrokerError:
+            refused.append(job_id)
+    if sent:
+        with sessions.begin() as session:
+            session.execute(update(BatchItem).where(BatchItem.id.in_(sent)).values(queued=True))
+    if refused:
+        raise BrokerError(f"{len(refused)} job(s) of the batch are stored but the broker did not take them; "
+                          "run `mils batch resume NAME` when it is back", refused[-1])
+
+
+def _queue_stored(sessions: sessionmaker[Session], batch_id: int) -> int:
+    """Queue the jobs an earlier submission stored but did not hand to the broker (it was cut
+    short); a step already run drops the duplicate message (worker.runner.execute_step)."""
+    with sessions() as session:
+        rows = [(item_id, job_id, job_queue(get_job(session, job_id)))
+                for item_id, job_id in unqueued_items(session, batch_id)]
+    _enqueue_items(sessions, rows)
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def cancel_batch(sessions: sessionmaker[Session], name: str) -> int:
+    """Ask every unfinished job of the batch to stop after its step in flight; returns how many."""
+    with sessions.begin() as session:
+        batch = get_batch(session, name)
+        ids = active_job_ids(session, batch.id, (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.INTERRUPTED))
+        for job_id in ids:
+            cancel(session, job_id)
+    return len(ids)
+
+
+def resume_batch(sessions: sessionmaker[Session], name: str) -> int:
+    """Queue again every cancelled, failed or interrupted job of the batch, and any job a cut-short
+    submission stored without queueing; returns how many."""
+    with sessions() as session:
+        batch = get_batch(session, name)
+        batch_id = batch.id
+        ids = active_job_ids(session, batch_id, (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED))
+    for job_id in ids:
+        resume_job(sessions, job_id)
+    return len(ids) + _queue_stored(sessions, batch_id)
+
+
+# --------------------------------------------------------------------------- results
+
+RESULT_FORMATS = ("coco", "csv", "jsonl")
+RESULT_FIELDS = ["key", "source", "job_id", "status", "output", "score", "error"]
+_COCO_ID = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+
+
+def coco_image_id(key: str) -> int | str:
+    """A key that is a plain whole number is an int in the COCO results (COCO's image ids are);
+    any other key (a path) stays a string."""
+    return int(key) if _COCO_ID.match(key) else key
+
+
+def results_coco(rows: Iterator[dict]) -> Iterator[str]:
+    """The COCO results format, `[{"image_id": ..., "caption": ...}]`, of the succeeded items."""
+    yield "["
+    first = True
+    for row in rows:
+        if row["status"] != JobStatus.SUCCEEDED.value:
+            continue
+        yield ("" if first else ",") + "\n" + json.dumps({"image_id": coco_image_id(row["key"]),
+                                                          "caption": row["output"]}, ensure_ascii=False)
+        first = False
+    yield "\n]\n"
+
+
+def results_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
+    """Every item (the unfinished and the rejected too) with its status and output, as CSV."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for i, row in enumerate(rows, 1):
+        writer.writerow(row)
+        if i % flush_every == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def results_jsonl(rows: Iterator[dict]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def export_results(session: Session, name: str, fmt: str) -> Iterator[str]:
+    """The batch's results in `fmt` (coco, csv, jsonl), streamed. Unknown batch: UnknownBatch."""
+    if fmt not in RESULT_FORMATS:
+        raise SettingsError(f"format must be one of {', '.join(RESULT_FORMATS)}, not {fmt!r}")
+    batch = get_batch(session, name)
+    write = {"coco": results_coco, "csv": results_csv, "jsonl": results_jsonl}[fmt]
+    return write(results(session, batch.id))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _references_from(dataset: Dataset) -> dict[str, list[str]]:
+    return {item.key: list(item.references) for item in dataset.items if item.references}
+
+
+def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Dataset | None = None) -> dict:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr (SPICE when it can run) of the batch's succeeded jobs
+    against `references` (a dataset with references, e.g. a COCO captions file; default: the
+    references submitted with the items): of the final captions, and of the best caption after
+    each step (a job that stopped early keeps its last best). Stored with the batch; returns
+    {"final": {...}, "per_step": [{"step", ...}], "spice": None or why it was skipped, ...}."""
+    with sessions() as session:
+        batch = get_batch(session, name)
+        batch_id, steps = batch.id, batch.settings["steps"]
+        refs = _references_from(references) if references is not None else references_of(session, batch_id)
+        by_step: dict[int, dict[str, str]] = {step: {} for step in range(steps + 1)}
+        final: dict[str, str] = {}
+        last_key, last_text, last_step = None, None, -1
+
+        def close_item() -> None:
+            for later in range(last_step + 1, steps + 1):  # stopped early: its best stays
+                by_step[later][last_key] = last_text
+            final[last_key] = last_text
+
+        for key, step, text in best_texts_by_step(session, batch_id):
+            if key != last_key and last_key is not None:
+                close_item()
+                last_step = -1
+            last_key, last_text, last_step = key, text, step
+            by_step[step][key] = text
+        if last_key is not None:
+            close_item()
+    if not refs:
+        raise JobError(f"batch {name!r} has no reference captions: give --references FILE (a COCO captions "
+                       "file, or a CSV/JSONL manifest with reference columns)")
+    computed = caption_metrics(refs, {"final": final, **by_step})
+    metrics = {
+        "final": computed["final"],
+        "per_step": [{"step": step, **computed[step]} for step in range(steps + 1)],
+        "metrics": list(METRICS) + (["SPICE"] if "SPICE" in computed["final"] else []),
+        "spice": spice_unavailable(),
+        "references": "the batch's own" if references is None else references.name,
+    }
+    with sessions.begin() as session:
+        session.add(BatchEvaluation(batch_id=batch_id, references=metrics["references"][:500],
+                                    items=computed["final"]["items"], metrics=metrics))
+    return metrics

@@ -1,0 +1,235 @@
+"""`mils batch ...`: MILS over a dataset (worker.batches): submit, list, status, cancel, resume,
+results, eval."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from worker.cli.common import apply, cli, user_errors
+from worker.cli.options import kind_options, split_given
+from worker.kinds import TASK_KINDS
+
+
+@cli.group()
+def batch() -> None:
+    """Run MILS over a dataset: a folder, a COCO captions file, a CSV/JSONL manifest or an archive."""
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def describe(p) -> str:
+    """Two lines: jobs by status, then steps, speed and the time left."""
+    statuses = ", ".join(f"{status} {n}" for status, n in sorted(p.by_status.items()))
+    rejected = f", {p.rejected} rejected (unreadable)" if p.rejected else ""
+    rate = f"{p.steps_per_second:.2f} steps/s" if p.steps_per_second else "no step in the last 5 min"
+    if p.finished:
+        return (f"batch {p.name} ({p.task}, {p.items} items): finished, {p.jobs} jobs ({statuses or 'none'})"
+                f"{rejected}\nsteps {p.steps_done}")
+    return (f"batch {p.name} ({p.task}, {p.items} items): {p.done}/{p.jobs} jobs done ({statuses or 'none'}){rejected}\n"
+            f"steps {p.steps_done}/{p.steps_total} · {rate} · ETA {_duration(p.eta_seconds)}")
+
+
+def _submit(name, dataset_path, task, images, llm, scorer, as_json, **params) -> None:
+    """Submit the items of DATASET to batch NAME (made if new) and queue them for the workers.
+
+    DATASET is a folder (every file of the task's formats, recursively), a COCO captions .json
+    (its images under --images, default the file's folder), a .csv or .jsonl manifest (a `path`
+    column, optional `id` and `reference...` columns) or a .zip/.tar archive. Submitting again
+    adds only the items the batch lacks."""
+    from tqdm import tqdm
+
+    from worker.batches import submit_batch
+    from worker.datasets import open_dataset
+    from worker.store.batches import get_batch
+    from worker.store.db import open_store
+    from worker.store.jobs import JobError
+
+    sessions = open_store()
+    if task is None:
+        with sessions() as session:
+            try:
+                task = get_batch(session, name).task
+            except JobError:
+                pass
+    kind = TASK_KINDS[task or "image-caption"]
+    options, _ = split_given(kind, params, lambda k: f"--task {k.name}")
+    dataset = open_dataset(dataset_path, kind.input_kind, media_root=images)
+    with tqdm(total=len(dataset.items), desc=f"batch {name}", unit="item", file=sys.stderr, disable=None) as bar:
+        report = submit_batch(sessions, name, dataset, task=task, generator=llm, scorer=scorer, overrides=params,
+                              options=options, on_item=lambda: bar.update(1))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for bad in report.rejected:
+        where = f" (line {bad['line']})" if bad["line"] is not None else ""
+        click.echo(f"rejected {bad['key']}{where}: {bad['error']}", err=True)
+    made = "made" if report.created else "already there"
+    click.echo(f"batch {name} ({made}): {report.added} item(s) queued, {report.already} already in it, "
+               f"{len(report.rejected)} rejected" + (f", {report.requeued} queued again" if report.requeued else ""))
+
+
+cli_settings = [
+    click.option("--steps", type=int, help="Optimization steps after the bootstrap."),
+    click.option("--candidates", type=int, help="New candidates per step (N)."),
+    click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K)."),
+    click.option("--seed", type=int, help="The seed of every job (default 0)."),
+    click.option("--patience", type=int, help="Stop a job after this many steps without improvement."),
+    click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy)."),
+]
+
+batch.command("submit")(apply(user_errors(_submit), [
+    click.argument("name"),
+    click.argument("dataset_path", metavar="DATASET", type=click.Path()),
+    click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption"]),
+                 help="The task of every item (a new batch: default image-caption)."),
+    click.option("--images", type=click.Path(file_okay=False),
+                 help="The folder the manifest's paths are relative to (default: the manifest's folder)."),
+    click.option("--llm", help="The LLM of every job (a new batch: default 'embedded'; see `mils caption --help`)."),
+    click.option("--scorer", help="The scorer of every job (a new batch: default 'embedded')."),
+    *cli_settings,
+    *kind_options(None),
+    click.option("--json", "as_json", is_flag=True, help="Print the submission's report as JSON."),
+]))
+
+
+@batch.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def list_(limit: int, as_json: bool) -> None:
+    """Batches, newest first, with their progress."""
+    from worker.store.batches import list_batches
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        found = list_batches(session, limit=limit).items
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in found], indent=2))
+        return
+    for p in found:
+        click.echo(f"{p.name}\t{p.task}\t{p.done}/{p.jobs} done\t{p.rejected} rejected\t"
+                   f"steps {p.steps_done}/{p.steps_total}\tETA {_duration(p.eta_seconds)}")
+
+
+@batch.command()
+@click.argument("name")
+@click.option("--once", is_flag=True, help="Print the progress once instead of following it.")
+@click.option("--every", type=click.FloatRange(0.2), default=2.0, show_default=True, help="Seconds between updates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the progress once, as JSON.")
+@user_errors
+def status(name: str, once: bool, every: float, as_json: bool) -> None:
+    """A batch's progress: a bar of its steps, jobs done, steps per second and the time left,
+    updating until every job is done (or Ctrl-C)."""
+    from tqdm import tqdm
+
+    from worker.store.batches import get_batch, progress
+    from worker.store.db import open_store
+
+    sessions = open_store()
+
+    def read():
+        with sessions() as session:
+            return progress(session, get_batch(session, name))
+
+    current = read()
+    if as_json or once or not sys.stderr.isatty():
+        click.echo(json.dumps(current.to_dict(), indent=2) if as_json else describe(current))
+        return
+    with tqdm(total=current.steps_total, desc=name, unit="step", file=sys.stderr,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} steps {postfix}") as bar:
+        try:
+            while True:
+                bar.total, bar.n = current.steps_total, current.steps_done
+                rate = f"{current.steps_per_second:.2f} steps/s" if current.steps_per_second else "- steps/s"
+                bar.set_postfix_str(f"jobs {current.done}/{current.jobs} · {rate} · ETA {_duration(current.eta_seconds)}")
+                if current.finished:
+                    break
+                time.sleep(every)
+                current = read()
+        except KeyboardInterrupt:
+            pass
+    click.echo(describe(current))
+
+
+@batch.command()
+@click.argument("name")
+@user_errors
+def cancel(name: str) -> None:
+    """Stop every unfinished job of the batch after its step in flight."""
+    from worker.batches import cancel_batch
+    from worker.store.db import open_store
+
+    click.echo(f"batch {name}: {cancel_batch(open_store(), name)} job(s) cancelled or stopping")
+
+
+@batch.command()
+@click.argument("name")
+@user_errors
+def resume(name: str) -> None:
+    """Queue again the batch's cancelled, failed and interrupted jobs (and any not yet queued)."""
+    from worker.batches import resume_batch
+    from worker.store.db import open_store
+
+    click.echo(f"batch {name}: {resume_batch(open_store(), name)} job(s) queued again")
+
+
+@batch.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["coco", "csv", "jsonl"]), default="coco", show_default=True,
+              help="coco: [{\"image_id\", \"caption\"}] of the succeeded items (the COCO results format); csv, "
+                   "jsonl: every item with its status, output, score and error.")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="A file (default stdout).")
+@user_errors
+def results(name: str, fmt: str, output) -> None:
+    """The batch's final captions, for evaluation tools."""
+    from worker.batches import export_results
+    from worker.store.db import open_store
+
+    with open_store()() as session:
+        output.writelines(export_results(session, name, fmt))
+
+
+@batch.command("eval")
+@click.argument("name")
+@click.option("--references", type=click.Path(exists=True),
+              help="Reference captions: a COCO captions .json, or a CSV/JSONL manifest with reference columns "
+                   "(default: those submitted with the items).")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def eval_(name: str, references: str | None, as_json: bool) -> None:
+    """COCO caption metrics (pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr; SPICE when its
+    jars are present) of the final captions and of the best caption after each step; stored."""
+    from worker.batches import evaluate_batch
+    from worker.datasets import open_dataset
+    from worker.store.batches import get_batch
+    from worker.store.db import open_store
+
+    sessions = open_store()
+    refs = None
+    if references:
+        with sessions() as session:
+            input_kind = TASK_KINDS[get_batch(session, name).task].input_kind
+        refs = open_dataset(references, input_kind)
+    metrics = evaluate_batch(sessions, name, refs)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    names = metrics["metrics"]
+    click.echo(f"batch {name}: {metrics['final']['items']} item(s) against {metrics['references']} references "
+               "(values x100)")
+    click.echo("\t".join(["", *names]))
+    for row in [*metrics["per_step"], {"step": "final", **metrics["final"]}]:
+        label = row["step"] if row["step"] == "final" else f"step {row['step']}"
+        click.echo("\t".join([label, *(f"{100 * row[m]:.1f}" if m in row else "-" for m in names)]))
+    if metrics["spice"]:
+        click.echo(metrics["spice"])

@@ -1,0 +1,217 @@
+"""Batches in the store: create and find a batch, its items, its progress, its results and
+evaluations. Every aggregate is one SQL query over the batch's items, so a batch of 100,000 items
+is never loaded into memory; lists are paged by keyset like the jobs' (worker.store.queries).
+
+Functions take a Session and never commit (the caller owns the transaction).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from worker.store.jobs import JobError
+from worker.store.queries import Page, QueryError, iso, keyset_page
+from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus, Step, utcnow
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Steps per second are measured over the steps committed in this last span (a rate that follows
+# the workers as they are now, not the batch's whole life).
+RATE_WINDOW_SECONDS = 300
+
+
+class UnknownBatch(JobError):
+    """No batch has this name."""
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name or ""):
+        raise JobError(f"a batch name is 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
+                       f"or digit, not {name!r}")
+    return name
+
+
+def get_batch(session: Session, name: str) -> Batch:
+    batch = session.scalar(select(Batch).where(Batch.name == name))
+    if batch is None:
+        raise UnknownBatch(f"no batch {name!r}")
+    return batch
+
+
+def item_states(session: Session, batch_id: int) -> dict[str, tuple[int, int | None, bool, str | None]]:
+    """key -> (item id, job id, queued, error) of every item: what a new submission must skip."""
+    rows = session.execute(select(BatchItem.item_key, BatchItem.id, BatchItem.job_id, BatchItem.queued,
+                                  BatchItem.error).where(BatchItem.batch_id == batch_id))
+    return {key: (item_id, job_id, queued, error) for key, item_id, job_id, queued, error in rows}
+
+
+def next_position(session: Session, batch_id: int) -> int:
+    last = session.scalar(select(func.max(BatchItem.position)).where(BatchItem.batch_id == batch_id))
+    return 0 if last is None else last + 1
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    name: str
+    task: str
+    items: int  # every item, the unreadable included
+    rejected: int  # items that could not be read (no job)
+    by_status: dict[str, int]  # jobs per status
+    steps_done: int  # committed steps of its jobs, the bootstraps included
+    steps_total: int  # every job's bootstrap and optimization steps (fewer run when patience stops one)
+    steps_per_second: float | None  # over the last RATE_WINDOW_SECONDS
+    eta_seconds: float | None  # the steps left at that rate; None when nothing ran lately
+    created_at: Any
+    settings: dict
+    generator: str
+    scorer: str
+
+    @property
+    def jobs(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def done(self) -> int:
+        """Jobs that will run no more: succeeded, failed or cancelled."""
+        return sum(n for status, n in self.by_status.items() if JobStatus(status).finished)
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.jobs
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items()}
+        data.update(created_at=iso(self.created_at), jobs=self.jobs, done=self.done, finished=self.finished)
+        return data
+
+
+def progress(session: Session, batch: Batch) -> BatchProgress:
+    counts = session.execute(
+        select(func.count(BatchItem.id), func.count(BatchItem.error))
+        .where(BatchItem.batch_id == batch.id)).one()
+    by_status = {status.value: n for status, n in session.execute(
+        select(Job.status, func.count()).join(BatchItem, BatchItem.job_id == Job.id)
+        .where(BatchItem.batch_id == batch.id).group_by(Job.status))}
+    since = utcnow() - timedelta(seconds=RATE_WINDOW_SECONDS)
+    steps_done, recent, first_recent = session.execute(
+        select(func.count(Step.id), func.count(case((Step.finished_at >= since, 1))),
+               func.min(case((Step.finished_at >= since, Step.finished_at))))
+        .join(BatchItem, BatchItem.job_id == Step.job_id).where(BatchItem.batch_id == batch.id)).one()
+    jobs = sum(by_status.values())
+    steps_total = jobs * (batch.settings["steps"] + 1)
+    rate = eta = None
+    if recent >= 2 and first_recent is not None:
+        first = first_recent if first_recent.tzinfo else first_recent.replace(tzinfo=utcnow().tzinfo)
+        span = max((utcnow() - first).total_seconds(), 1.0)
+        rate = recent / span
+        active = sum(n for status, n in by_status.items() if not JobStatus(status).finished)
+        # Finished jobs run no more steps (patience may have stopped them early).
+        left = max(steps_total - steps_done, 0) if active else 0
+        eta = left / rate
+    return BatchProgress(batch.name, batch.task, counts[0], counts[1], by_status, steps_done, steps_total,
+                         rate, eta, batch.created_at, dict(batch.settings), batch.generator, batch.scorer)
+
+
+def list_batches(session: Session, *, cursor: str | None = None, limit: int = 50) -> Page:
+    """Batches newest first, each with its progress."""
+    rows, next_cursor = keyset_page(session, select(Batch), [(Batch.id, True)], cursor, limit,
+                              key=lambda row: [row[0].id])
+    return Page([progress(session, batch) for (batch,) in rows], next_cursor)
+
+
+def mean_best_per_step(session: Session, batch_id: int) -> list[dict]:
+    """Per step: the mean of the jobs' best scores after it, over the jobs that ran it."""
+    rows = session.execute(
+        select(Step.step, func.avg(Step.best_score), func.count())
+        .join(BatchItem, BatchItem.job_id == Step.job_id).where(BatchItem.batch_id == batch_id)
+        .group_by(Step.step).order_by(Step.step))
+    return [{"step": step, "mean_best_score": mean, "jobs": n} for step, mean, n in rows]
+
+
+# --------------------------------------------------------------------------- items and results
+
+ITEM_STATUSES = [s.value for s in JobStatus] + ["rejected"]
+
+
+def items_page(session: Session, batch_id: int, *, status: str | None = None, cursor: str | None = None,
+               limit: int = 50) -> Page:
+    """One page of the batch's items in submission order: key, source, job, status, best."""
+    query = (select(BatchItem.position, BatchItem.item_key, BatchItem.source, BatchItem.error, BatchItem.job_id,
+                    Job.status, Job.result_score, Job.result_text)
+             .outerjoin(Job, Job.id == BatchItem.job_id).where(BatchItem.batch_id == batch_id))
+    if status == "rejected":
+        query = query.where(BatchItem.job_id.is_(None))
+    elif status:
+        try:
+            query = query.where(Job.status == JobStatus(status))
+        except ValueError:
+            raise QueryError(f"unknown status {status!r}; known: {', '.join(ITEM_STATUSES)}") from None
+    rows, next_cursor = keyset_page(session, query, [(BatchItem.position, False)], cursor, limit)
+    return Page([{"position": r.position, "key": r.item_key, "source": r.source, "job_id": r.job_id,
+                  "status": r.status.value if r.status else "rejected", "error": r.error,
+                  "best_score": r.result_score, "best_text": r.result_text} for r in rows], next_cursor)
+
+
+def results(session: Session, batch_id: int, *, batch: int = 1000) -> Iterator[dict]:
+    """Every item in submission order with its job's status and final output; streamed."""
+    query = (select(BatchItem.item_key, BatchItem.source, BatchItem.job_id, func.coalesce(BatchItem.error, Job.error),
+                    Job.status, Job.result_text, Job.result_score)
+             .outerjoin(Job, Job.id == BatchItem.job_id).where(BatchItem.batch_id == batch_id)
+             .order_by(BatchItem.position).execution_options(yield_per=batch))
+    for key, source, job_id, error, status, text, score in session.execute(query):
+        yield {"key": key, "source": source, "job_id": job_id, "status": status.value if status else "rejected",
+               "output": text, "score": score, "error": error}
+
+
+def references_of(session: Session, batch_id: int) -> dict[str, list[str]]:
+    """The items' own reference captions (items without any left out)."""
+    rows = session.execute(select(BatchItem.item_key, BatchItem.references)
+                           .where(BatchItem.batch_id == batch_id, BatchItem.references.is_not(None)))
+    return {key: list(refs) for key, refs in rows if refs}
+
+
+def best_texts_by_step(session: Session, batch_id: int) -> Iterator[tuple[str, int, str]]:
+    """(item key, step, best text after that step) of the batch's succeeded jobs, by item and step."""
+    query = (select(BatchItem.item_key, Step.step, Step.best_text)
+             .join(Job, Job.id == BatchItem.job_id).join(Step, Step.job_id == Job.id)
+             .where(BatchItem.batch_id == batch_id, Job.status == JobStatus.SUCCEEDED)
+             .order_by(BatchItem.position, Step.step).execution_options(yield_per=1000))
+    for key, step, text in session.execute(query):
+        yield key, step, text
+
+
+def latest_evaluation(session: Session, batch_id: int) -> dict | None:
+    found = session.scalar(select(BatchEvaluation).where(BatchEvaluation.batch_id == batch_id)
+                           .order_by(BatchEvaluation.id.desc()).limit(1))
+    if found is None:
+        return None
+    return {"at": iso(found.created_at), "references": found.references, "items": found.items, **found.metrics}
+
+
+def active_job_ids(session: Session, batch_id: int, statuses: tuple[JobStatus, ...]) -> list[int]:
+    return list(session.scalars(select(Job.id).join(BatchItem, BatchItem.job_id == Job.id)
+                                .where(BatchItem.batch_id == batch_id, Job.status.in_(statuses))
+                                .order_by(BatchItem.position)))
+
+
+def unqueued_items(session: Session, batch_id: int) -> list[tuple[int, int]]:
+    """(item id, job id) of items stored as jobs whose first step never reached the broker."""
+    return [tuple(r) for r in session.execute(
+        select(BatchItem.id, BatchItem.job_id).where(BatchItem.batch_id == batch_id, BatchItem.job_id.is_not(None),
+                                                     BatchItem.queued.is_(False)).order_by(BatchItem.position))]
+
+
+def batch_of_job(session: Session, job_id: int) -> dict | None:
+    """{"name", "key"} of the batch item that is this job, if any (the job page links to it)."""
+    row = session.execute(select(Batch.name, BatchItem.item_key).join(Batch, Batch.id == BatchItem.batch_id)
+                          .where(BatchItem.job_id == job_id)).first()
+    return {"name": row[0], "key": row[1]} if row else None
