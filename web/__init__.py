@@ -3,6 +3,7 @@ queues steps for them; it never loads a model.
 
     create_app()   the application factory (`mils web` serves it with waitress)
     pages          HTML pages: submit form, jobs list, live job page, downloads
+    batch_pages    HTML pages of batches: list, new batch form, live batch page, exports
     api            the JSON API under /api, described by /api/openapi.json
 """
 
@@ -15,6 +16,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from worker.config import secret_key, web_auth
 from worker.media import MAX_FILE_BYTES
+from worker.store.batches import format_duration
 
 csrf = CSRFProtect()
 
@@ -38,15 +40,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["AUTH"] not in ("none", "token"):
         raise ValueError(f"MILS_WEB_AUTH must be 'none' or 'token', not {app.config['AUTH']!r}")
 
-    from web import api, auth, db, errors, pages
+    from web import api, auth, batch_pages, db, errors, pages
 
     db.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(batch_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.health)
+    app.add_template_filter(format_duration, "duration")
     csrf.exempt(api.bp)  # the API authenticates by bearer token, not by cookie (see web.auth)
     app.add_url_rule("/", "index", lambda: redirect(url_for("pages.jobs")))
     return app

@@ -8,12 +8,14 @@ from sqlalchemy import text
 
 from web import auth
 from web.db import get_session, session_factory
-from web.downloads import add_download_routes
+from web.downloads import add_download_routes, results_response
 from web.openapi import openapi_description
-from web.params import candidate_args, job_list_args
-from web.submission import submit_from
+from web.params import batch_item_args, batch_list_args, candidate_args, job_list_args
+from web.submission import submit_batch_from, submit_from
+from worker.batches import cancel_batch, resume_batch
 from worker.lifecycle import cancel, resume_job
 from worker.store.jobs import get_job
+from worker.store.batches import batch_detail, get_batch, items_page, list_batches
 from worker.store.queries import candidates_page, count_candidates, job_detail, list_jobs, summarize
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -81,6 +83,65 @@ def resume(job_id: int):
     session = get_session()
     summary = summarize(session, get_job(session, job_id))
     return jsonify(summary.to_dict() | {"resumed_at_step": step, "links": _links(job_id)}), 202
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _batch_links(name: str) -> dict:
+    return {
+        "self": url_for("api.batch", name=name),
+        "page": url_for("batch_pages.batch", name=name),
+        "items": url_for("api.batch_items", name=name),
+        **{f"results_{fmt}": url_for("api.batch_results", name=name, format=fmt) for fmt in ("coco", "csv", "jsonl")},
+    }
+
+
+@bp.post("/batches")
+def create_batch():
+    """A batch from an uploaded archive or manifest; 201 with the submission's report (items
+    added, already there, rejected one by one with the reason) and the batch."""
+    report = submit_batch_from(request.form, request.files, others="refuse")
+    body = {"submission": report.to_dict(), **batch_detail(get_session(), report.name),
+            "links": _batch_links(report.name)}
+    return jsonify(body), 201 if report.created else 200, {"Location": url_for("api.batch", name=report.name)}
+
+
+@bp.get("/batches")
+def batches():
+    page = list_batches(get_session(), **batch_list_args(request.args))
+    return jsonify({"batches": [p.to_dict() | {"links": _batch_links(p.name)} for p in page.items],
+                    "next_cursor": page.next_cursor})
+
+
+@bp.get("/batches/<name>")
+def batch(name: str):
+    return jsonify(batch_detail(get_session(), name) | {"links": _batch_links(name)})
+
+
+@bp.get("/batches/<name>/items")
+def batch_items(name: str):
+    session = get_session()
+    detail = get_batch(session, name)
+    page = items_page(session, detail.id, **batch_item_args(request.args))
+    return jsonify({"items": page.items, "next_cursor": page.next_cursor})
+
+
+@bp.get("/batches/<name>/results")
+def batch_results(name: str):
+    return results_response(name, request.args.get("format", "coco"))
+
+
+@bp.post("/batches/<name>/cancel")
+def cancel_batch_(name: str):
+    cancelled = cancel_batch(session_factory(), name)
+    return jsonify({"cancelled": cancelled, **batch_detail(get_session(), name), "links": _batch_links(name)})
+
+
+@bp.post("/batches/<name>/resume")
+def resume_batch_(name: str):
+    resumed = resume_batch(session_factory(), name)
+    return jsonify({"resumed": resumed, **batch_detail(get_session(), name), "links": _batch_links(name)}), 202
 
 
 @bp.get("/openapi.json")

@@ -1,4 +1,5 @@
-"""Responses that send stored data out: a job's input, renders, its history as CSV or JSON.
+"""Responses that send stored data out: a job's input, renders, its history as CSV or JSON, a
+batch's results.
 The history is streamed row by row from a server-side cursor: any size, constant memory."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, request, stream_with_context
 
 from web.db import get_session
+from worker.batches import export_results
 from worker.store.jobs import get_job
 from worker.store.queries import QueryError, history, history_csv, history_json
 from worker.store.schema import Artifact
@@ -57,4 +59,14 @@ def history_response(job_id: int, fmt: str) -> Response:
     mimetype = "text/csv" if fmt == "csv" else "application/json"
     response = Response(stream_with_context(chunks), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="mils-job-{job_id}-history.{fmt}"'
+    return response
+
+
+def results_response(name: str, fmt: str) -> Response:
+    """A batch's results (coco, csv, jsonl), streamed; an unknown batch or format fails first."""
+    chunks = export_results(get_session(), name, fmt)
+    mimetype = {"coco": "application/json", "csv": "text/csv", "jsonl": "application/x-ndjson"}[fmt]
+    extension = {"coco": "json", "csv": "csv", "jsonl": "jsonl"}[fmt]
+    response = Response(stream_with_context(chunks), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="mils-batch-{name}-results.{extension}"'
     return response

@@ -1,5 +1,5 @@
 """Every error is a clear HTML page or a JSON body, with the status code that says what went
-wrong: 400 bad input, 401 no or wrong token, 404 unknown job, 409 wrong job state,
+wrong: 400 bad input, 401 no or wrong token, 404 unknown job or batch, 409 wrong job state,
 413 too large, 503 database or broker unavailable."""
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from worker.core import SettingsError
+from worker.datasets import ManifestError
+from worker.evaluation import EvaluationError
 from worker.media import MediaError
 from worker.models import ModelLoadError
 from worker.queue import BrokerError
 from worker.store.db import SchemaError
+from worker.store.batches import UnknownBatch
 from worker.store.jobs import JobError, UnknownJob
 from worker.store.queries import QueryError
 
@@ -23,10 +26,13 @@ log = logging.getLogger(__name__)
 # Our own exceptions -> status codes. Their messages are written for people, so they are shown.
 STATUS_OF: list[tuple[type[Exception], int]] = [
     (UnknownJob, 404),
+    (UnknownBatch, 404),
     (JobError, 409),
     (MediaError, 400),
     (SettingsError, 400),
     (QueryError, 400),
+    (ManifestError, 400),
+    (EvaluationError, 400),
     (ModelLoadError, 400),
     (SchemaError, 503),
     (BrokerError, 503),

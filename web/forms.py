@@ -97,3 +97,41 @@ for _kind in TASK_KINDS.values():
                                                        description=f"{_what[:1].upper() + _what[1:]} ({_kind.name})."))
         setattr(SubmitForm, f"{_name}_sample", SelectField(f"…or a bundled photo as the {_name}", default="",
                                                            choices=_sample_choices()))
+
+
+BATCH_TASKS = ("image-caption", "video-caption", "audio-caption")
+
+
+class BatchForm(FlaskForm):
+    """A batch from an uploaded archive of media (a manifest inside or not) or a manifest alone.
+    Settings left empty are the task's defaults (an existing batch keeps its own)."""
+
+    name = StringField("Batch name", description="Letters, digits, '.', '_', '-'. Submitting to an existing batch "
+                                                 "adds only the items it lacks.")
+    task = SelectField("Task", choices=[SelectChoice(name) for name in BATCH_TASKS], default="image-caption")
+    archive = FileField("Archive of the media", description="A .zip or .tar(.gz) of images (or videos, recordings). "
+                                                            "A manifest at its root (manifest.csv, .jsonl, or a COCO "
+                                                            "captions .json) names the items and their references; "
+                                                            "without one every media file is an item.")
+    manifest = FileField("…or a manifest alone", description="A .csv (columns path, id, reference...), .jsonl or COCO "
+                                                             "captions .json naming files in the server's dataset "
+                                                             "folder (MILS_DATASET_ROOT).")
+    steps = IntegerField("Steps", validators=[Optional(), NumberRange(1, MAX_STEPS)],
+                         description=f"Optimization steps after the bootstrap (embedded default {EMBEDDED.steps}, "
+                                     f"paper {PAPER.steps}).")
+    candidates = IntegerField("Candidates per step (N)", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)])
+    top_k = IntegerField("Top K", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)])
+    seed = IntegerField("Seed", validators=[Optional()], description="The seed of every job (default 0).")
+    patience = IntegerField("Patience", validators=[Optional(), NumberRange(min=1)])
+    epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)])
+    llm = StringField("Generator (LLM)", description="Default 'embedded'; e.g. openai:MODEL@BASE_URL for a vLLM server.")
+    scorer = StringField("Scorer", description="Default 'embedded'; e.g. open_clip:ViT-B-32@openai.")
+
+    def option_fields(self) -> list[tuple[object, list[str]]]:
+        return [(self[name], [k for k in kinds if k in BATCH_TASKS])
+                for name, (_, kinds) in all_options().items() if any(k in BATCH_TASKS for k in kinds)]
+
+
+for _name, (_option, _kinds) in all_options().items():
+    if any(k in BATCH_TASKS for k in _kinds):
+        setattr(BatchForm, _name, option_field(_name, _option))

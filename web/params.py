@@ -64,3 +64,13 @@ def job_list_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
         "cursor": args.get("cursor") or None,
         "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE),
     }
+
+
+def batch_list_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
+    return {"cursor": args.get("cursor") or None, "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE)}
+
+
+def batch_item_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
+    """Filter and page of a batch's items (see worker.store.batches.items_page)."""
+    return {"status": args.get("status", "").strip() or None, "cursor": args.get("cursor") or None,
+            "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE)}

@@ -10,7 +10,9 @@ from werkzeug.utils import secure_filename
 
 from web.db import session_factory
 from web.params import float_arg, int_arg
-from worker import submission
+from worker import config, submission
+from worker.batches import SubmitReport, submit_batch
+from worker.datasets import ManifestError, open_archive, open_manifest
 from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
 from worker.kinds import TaskKind, all_options, get_kind
 from worker.kinds.arithmetic import part_from_file, part_from_text
@@ -18,13 +20,13 @@ from worker.media import MAX_FILE_BYTES, Media, MediaError
 from worker.store.queries import QueryError
 
 
-def settings_from(fields: Mapping[str, str]) -> dict:
+def settings_from(fields: Mapping[str, str], seed: int | None = 0) -> dict:
     """The optional settings of a submission, parsed; unset ones are None (the task's default)."""
     return {
         "steps": int_arg(fields, "steps", low=1, high=MAX_STEPS),
         "candidates": int_arg(fields, "candidates", low=1, high=MAX_CANDIDATES),
         "top_k": int_arg(fields, "top_k", low=1, high=MAX_CANDIDATES),
-        "seed": int_arg(fields, "seed", 0),
+        "seed": int_arg(fields, "seed", seed),
         "patience": int_arg(fields, "patience", low=1),
         "epsilon": float_arg(fields, "epsilon"),
     }
@@ -99,3 +101,33 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
                                      overrides=settings_from(fields), options=options_from(kind, fields, others=others),
                                      attachments=_attachments(kind, fields, files))
     return submission.submit(session_factory(), request)
+
+
+def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> SubmitReport:
+    """Parse a batch submission: a `name`, an `archive` (zip, tar: media, a manifest inside or not)
+    or a `manifest` alone (naming files under MILS_DATASET_ROOT), and the settings; submit the
+    items the batch lacks. A bad item is reported in the result; a malformed manifest or archive
+    is a ManifestError (400, nothing stored)."""
+    name = (fields.get("name") or "").strip()
+    if not name:
+        raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
+    task = (fields.get("task") or "").strip() or None
+    kind = get_kind(task or "image-caption")
+    archive, manifest = files.get("archive"), files.get("manifest")
+    archive = archive if archive is not None and archive.filename else None
+    manifest = manifest if manifest is not None and manifest.filename else None
+    if (archive is None) == (manifest is None):
+        raise QueryError("send an archive of the media (zip or tar, a manifest inside or not) or a manifest "
+                         "naming files on the server (one of them)")
+    label = secure_filename((archive or manifest).filename or "") or "upload"
+    if archive is not None:
+        dataset = open_archive(archive.stream, label, kind.input_kind)
+    else:
+        data = manifest.stream.read()
+        if not data:
+            raise ManifestError(f"{label}: the file is empty")
+        dataset = open_manifest(data, label, config.dataset_root(), kind.input_kind)
+    return submit_batch(session_factory(), name, dataset, task=task,
+                        generator=(fields.get("llm") or "").strip() or None,
+                        scorer=(fields.get("scorer") or "").strip() or None,
+                        overrides=settings_from(fields, seed=None), options=options_from(kind, fields, others=others))

@@ -21,6 +21,8 @@ test or a process that sets a variable before calling sees it. Defaults are in o
 | OPENAI_API_KEY            | (none: "unused" is sent)          | openai:MODEL@URL generators      |
 | OPENAI_BASE_URL           | (none)                            | openai:MODEL without @URL        |
 | MILS_WEB_AUTH             | none                              | the web app (none or token)      |
+| MILS_DATASET_ROOT         | (none)                            | manifests uploaded to the web    |
+| MILS_BATCH_UPLOAD_BYTES   | 2 GiB                             | a batch's archive upload (web)   |
 | MILS_SECRET_KEY           | a key kept in $MILS_HOME          | the web app's sessions           |
 """
 
@@ -136,6 +138,18 @@ def llm_threads() -> int:
 
 
 # --------------------------------------------------------------------------- the web front end
+
+
+def dataset_root() -> Path | None:
+    """The server's folder that a manifest uploaded alone may name files in (`MILS_DATASET_ROOT`);
+    None: such manifests are refused (an archive of the media is the other way)."""
+    raw = os.environ.get("MILS_DATASET_ROOT")
+    return Path(raw).expanduser() if raw else None
+
+
+def batch_upload_bytes() -> int:
+    """The largest archive or manifest the web takes for a batch (`MILS_BATCH_UPLOAD_BYTES`)."""
+    return int(_number("MILS_BATCH_UPLOAD_BYTES", 2 * 1024**3))
 
 
 def web_auth() -> str:

@@ -20,11 +20,9 @@ def batch() -> None:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+    from worker.store.batches import format_duration
+
+    return format_duration(seconds)
 
 
 def describe(p) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from worker.core import SettingsError
 from worker.store.jobs import JobError
 from worker.store.queries import Page, QueryError, iso, keyset_page
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus, Step, utcnow
@@ -32,7 +33,7 @@ class UnknownBatch(JobError):
 
 def check_name(name: str) -> str:
     if not NAME.match(name or ""):
-        raise JobError(f"a batch name is 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
+        raise SettingsError(f"a batch name is 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
                        f"or digit, not {name!r}")
     return name
 
@@ -92,6 +93,15 @@ class BatchProgress:
         data = {k: v for k, v in self.__dict__.items()}
         data.update(created_at=iso(self.created_at), jobs=self.jobs, done=self.done, finished=self.finished)
         return data
+
+
+def format_duration(seconds: float | None) -> str:
+    """An ETA for people: "4m05s", "2h10m"; "?" when unknown."""
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def progress(session: Session, batch: Batch) -> BatchProgress:
@@ -210,8 +220,11 @@ def unqueued_items(session: Session, batch_id: int) -> list[tuple[int, int]]:
                                                      BatchItem.queued.is_(False)).order_by(BatchItem.position))]
 
 
-def batch_of_job(session: Session, job_id: int) -> dict | None:
-    """{"name", "key"} of the batch item that is this job, if any (the job page links to it)."""
-    row = session.execute(select(Batch.name, BatchItem.item_key).join(Batch, Batch.id == BatchItem.batch_id)
-                          .where(BatchItem.job_id == job_id)).first()
-    return {"name": row[0], "key": row[1]} if row else None
+def batch_detail(session: Session, name: str) -> dict:
+    """Everything the batch page and `GET /api/batches/<name>` show, as plain data: the progress,
+    the mean best score per step, the latest evaluation and what it was made from."""
+    batch = get_batch(session, name)
+    return {**progress(session, batch).to_dict(), "options": dict(batch.options or {}),
+            "sources": list((batch.sources or {}).get("submissions", [])),
+            "score_per_step": mean_best_per_step(session, batch.id),
+            "evaluation": latest_evaluation(session, batch.id)}

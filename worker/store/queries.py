@@ -20,7 +20,8 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.store.jobs import get_job, next_step_number
-from worker.store.schema import Artifact, Candidate, Job, JobEvent, JobLink, JobStatus, Step, TopEntry
+from worker.store.schema import (Artifact, Batch, BatchItem, Candidate, Job, JobEvent, JobLink, JobStatus, Step,
+                                 TopEntry)
 
 MAX_PAGE = 1000
 
@@ -288,6 +289,13 @@ def parents_of(session: Session, job_id: int) -> list[dict]:
             for pos, pid, task, status, text in rows]
 
 
+def batch_of_job(session: Session, job_id: int) -> dict | None:
+    """{"name", "key"} of the batch item that is this job, if any (the job page links to it)."""
+    row = session.execute(select(Batch.name, BatchItem.item_key).join(Batch, Batch.id == BatchItem.batch_id)
+                          .where(BatchItem.job_id == job_id)).first()
+    return {"name": row[0], "key": row[1]} if row else None
+
+
 def job_detail(session: Session, job_id: int) -> dict:
     """Everything the job page and `GET /api/jobs/<id>` show, as plain data (one source for both):
     the summary, per-step best and mean top-K scores, the current top K and the event log."""
@@ -300,6 +308,7 @@ def job_detail(session: Session, job_id: int) -> dict:
         "input_media_type": job.input_media_type or session.scalar(
             select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
         "parents": parents_of(session, job_id),
+        "batch": batch_of_job(session, job_id),
         "steps": steps_of(session, job_id),
         "top_k": top_k(session, job_id, summary.steps_done - 1),
         "events": events_of(session, job_id),

@@ -1,0 +1,85 @@
+"""The 12 scikit-image and 2 scikit-learn sample photos as one batch on the embedded default,
+run by a real `mils worker` (SQLite store and queue in MILS_HOME), then evaluated against the
+hand-written references in tests/data/photo_references.json (three captions per photo) with
+pycocoevalcap: the metrics of the step-0 best caption and of the final one.
+
+    python benchmarks/batch_photos.py [--home /tmp/mils-batch-photos] [--seed 0] [--name photos]
+
+It uses the commands a user would: `mils batch submit NAME captions.json` (a COCO captions file
+beside the exported photos), `mils worker`, `mils batch eval NAME --json`. Results go to
+benchmarks/results/batch_photos.json (and the batch stays in MILS_HOME for the web page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+REFERENCES = Path(__file__).resolve().parents[1] / "tests" / "data" / "photo_references.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", default="/tmp/mils-batch-photos")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="photos")
+    parser.add_argument("--out", default="batch_photos")
+    args = parser.parse_args()
+    home = _common.use_home(args.home)
+    info = _common.machine_info()
+
+    from worker.media.samples import SAMPLES, sample_path
+
+    photos = home / "photos"
+    photos.mkdir(exist_ok=True)
+    references = json.loads(REFERENCES.read_text())
+    for image in references["images"]:
+        shutil.copy(sample_path(image["sample"]), photos / image["file_name"])
+        assert SAMPLES[image["sample"]][1] == image["file_name"]
+    shutil.copy(REFERENCES, photos / "captions.json")
+
+    def mils(*argv: str) -> str:
+        return subprocess.run(["mils", *argv], check=True, capture_output=True, text=True).stdout
+
+    mils("db", "upgrade")
+    submitted = time.time()
+    print(mils("batch", "submit", args.name, str(photos / "captions.json"), "--seed", str(args.seed)))
+    worker = subprocess.Popen(["mils", "worker"], stdout=open(home / "worker.log", "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        while True:
+            time.sleep(10)
+            progress = json.loads(mils("batch", "status", args.name, "--json"))
+            print(f"{progress['done']}/{progress['jobs']} jobs, {progress['steps_done']} steps", flush=True)
+            if progress["finished"]:
+                break
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+    wall = time.time() - submitted
+    metrics = json.loads(mils("batch", "eval", args.name, "--json"))
+    results = [json.loads(line) for line in mils("batch", "results", args.name, "--format", "jsonl").splitlines()]
+    step0 = metrics["per_step"][0]
+    data = {"machine": info, "wall_seconds": round(wall, 1), "seconds_per_job": round(wall / len(results), 1),
+            "jobs": len(results), "succeeded": sum(r["status"] == "succeeded" for r in results),
+            "step0": step0, "final": metrics["final"], "per_step": metrics["per_step"], "spice": metrics["spice"],
+            "captions": {r["key"]: r["output"] for r in results}}
+    path = _common.write_results(args.out, data)
+    names = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
+    print(_common.md_table(["", *names], [[label, *(f"{100 * row[m]:.1f}" for m in names)]
+                                          for label, row in (("step 0 best", step0), ("final", metrics["final"]))]))
+    print(f"{wall:.0f} s for {len(results)} jobs; {path}")
+
+
+if __name__ == "__main__":
+    main()

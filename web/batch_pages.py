@@ -1,0 +1,111 @@
+"""HTML pages of batches: the list, the form that starts one from an uploaded archive or manifest,
+and the batch page (progress, counts by status, ETA, score and metric charts, the items, cancel,
+resume, exports). The page's live panel and items table are fragments htmx swaps in.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from web import auth
+from web.db import get_session, session_factory
+from web.downloads import results_response
+from web.forms import BatchForm
+from web.params import batch_item_args, batch_list_args
+from web.submission import submit_batch_from
+from worker import config
+from worker.batches import cancel_batch, resume_batch
+from worker.core import SettingsError
+from worker.datasets import ManifestError
+from worker.media import MediaError
+from worker.models import ModelLoadError
+from worker.queue import BrokerError
+from worker.store.batches import ITEM_STATUSES, batch_detail, get_batch, items_page, list_batches
+from worker.store.jobs import JobError
+from worker.store.queries import QueryError
+
+bp = Blueprint("batch_pages", __name__)
+bp.before_request(auth.require_login)
+
+ITEMS_PAGE = 50
+
+
+@bp.before_request
+def _larger_uploads():
+    """A batch's archive is larger than one job's input: its own limit (Flask reads it per request)."""
+    if request.endpoint == "batch_pages.new_batch" and request.method == "POST":
+        request.max_content_length = config.batch_upload_bytes()
+
+
+@bp.get("/batches")
+def batches():
+    page = list_batches(get_session(), **batch_list_args(request.args))
+    return render_template("batches.html", page=page)
+
+
+@bp.route("/batches/new", methods=["GET", "POST"])
+def new_batch():
+    form = BatchForm()
+    if form.validate_on_submit():
+        try:
+            report = submit_batch_from(request.form, request.files, others="ignore")
+        except BrokerError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("batch_pages.batches"))
+        except (ManifestError, MediaError, SettingsError, ModelLoadError, QueryError, JobError) as exc:
+            form.form_errors.append(str(exc))
+        else:
+            flash(f"batch {report.name}: {report.added} item(s) queued, {report.already} already in it, "
+                  f"{len(report.rejected)} rejected")
+            for bad in report.rejected[:20]:
+                flash(f"rejected {bad['key']}: {bad['error']}", "error")
+            if len(report.rejected) > 20:
+                flash(f"… and {len(report.rejected) - 20} more rejected: see the items marked rejected", "error")
+            return redirect(url_for("batch_pages.batch", name=report.name))
+    status = 400 if request.method == "POST" else 200
+    return render_template("batch_new.html", form=form, dataset_root=config.dataset_root()), status
+
+
+def _items_context(batch_id: int) -> dict:
+    args = batch_item_args(request.args, default_limit=ITEMS_PAGE)
+    return {"items": items_page(get_session(), batch_id, **args), "items_args": args, "item_statuses": ITEM_STATUSES}
+
+
+@bp.get("/batches/<name>")
+def batch(name: str):
+    detail = batch_detail(get_session(), name)
+    batch_id = get_batch(get_session(), name).id
+    return render_template("batch.html", batch=detail, **_items_context(batch_id))
+
+
+@bp.get("/batches/<name>/live")
+def batch_live(name: str):
+    return render_template("_batch_live.html", batch=batch_detail(get_session(), name))
+
+
+@bp.get("/batches/<name>/items")
+def batch_items(name: str):
+    batch_id = get_batch(get_session(), name).id
+    return render_template("_batch_items.html", batch={"name": name}, **_items_context(batch_id))
+
+
+@bp.post("/batches/<name>/cancel")
+def cancel(name: str):
+    get_batch(get_session(), name)
+    flash(f"batch {name}: {cancel_batch(session_factory(), name)} job(s) cancelled or stopping")
+    return redirect(url_for("batch_pages.batch", name=name))
+
+
+@bp.post("/batches/<name>/resume")
+def resume(name: str):
+    get_batch(get_session(), name)
+    try:
+        flash(f"batch {name}: {resume_batch(session_factory(), name)} job(s) queued again")
+    except (JobError, BrokerError) as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("batch_pages.batch", name=name))
+
+
+@bp.get("/batches/<name>/results.<fmt>")
+def results(name: str, fmt: str):
+    return results_response(name, fmt)
