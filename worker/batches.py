@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.core import SettingsError
@@ -107,8 +108,11 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
     kind.check_scorer(scorer)
     batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
                   options=kind.job_options(given_options), sources={"submissions": []})
-    session.add(batch)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(batch)
+    except IntegrityError:  # another submission made a batch of this name meanwhile
+        raise JobError(f"batch {name!r} was just made by another submission: submit again to add to it") from None
     return batch, True
 
 
