@@ -43,6 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from web import api, auth, batch_pages, db, errors, pages
 
     db.init_app(app)
+    app.before_request(batch_pages.larger_uploads)  # before CSRFProtect's hook reads the body
     csrf.init_app(app)
     errors.init_app(app)
     app.register_blueprint(auth.bp)

@@ -30,17 +30,12 @@ bp.before_request(auth.require_login)
 ITEMS_PAGE = 50
 
 
-def _larger_uploads():
+def larger_uploads() -> None:
     """A batch's archive is larger than one job's input: its own limit (Flask reads it per request),
-    for the form and the API alike."""
+    for the form and the API alike. `create_app` registers it before CSRFProtect, whose check reads
+    the form, and so the body, under the limit set by then."""
     if request.endpoint in ("batch_pages.new_batch", "api.create_batch") and request.method == "POST":
         request.max_content_length = config.batch_upload_bytes()
-
-
-@bp.record_once
-def _before_every_other_hook(state) -> None:
-    # First of the app's hooks: CSRFProtect's reads the form, and so the body, under the limit set by then.
-    state.app.before_request_funcs.setdefault(None, []).insert(0, _larger_uploads)
 
 
 @bp.get("/batches")

@@ -17,18 +17,17 @@ import json
 import re
 import tarfile
 import zipfile
-from pathlib import Path
 
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
 from tests.support.fakes import HiddenCaptionScorer, ScriptedGenerator
-from tests.support.services import queued
+from tests.support.services import queued, use_broker
 from web import create_app
 from worker.runner import JobModels, run_in_process
 from worker.store.db import open_store
-from worker.store.schema import Batch, BatchItem, Job, JobStatus
+from worker.store.schema import Batch, BatchItem, Job
 
 FAKE_LLM, FAKE_SCORER = "py:tests.support.fakes:worker_generator", "py:tests.support.fakes:worker_scorer"
 TARGET = "a small orange square on a grey background"
@@ -394,7 +393,7 @@ BAD_REQUESTS = [
     ("unknown task", {"task": "dance"}, "unknown task 'dance'"),
     ("steps out of range", {"steps": "0"}, "steps must be between 1 and 1000"),
     ("unknown scorer", {"scorer": "clippy"}, "unknown scorer 'clippy'"),
-    ("another kind's option", {"frames": "4"}, "frames"),
+    ("another kind's option", {"frames": "4"}, "image-caption has no option frames"),
 ]
 
 
@@ -582,6 +581,36 @@ def test_cancel_of_a_batch_with_every_job_queued_cancels_them_all(client, Sessio
     assert body["resumed"] == 3 and body["by_status"] == {"queued": 3}
 
 
+def test_items_the_broker_did_not_take_are_queued_by_the_next_submission_or_a_resume(client, Session, queue_db):
+    use_broker("redis://127.0.0.1:1/0")  # nothing listens there
+    for name in ("cut-a", "cut-b"):
+        response = post_batch(client, name, archive=(three_images_archive(), "set.zip"))
+        message = error_of(response, 503)
+        assert "3 job(s) of the batch are stored but the broker did not take them" in message
+        assert "mils batch resume" in message
+        stored = stored_items(Session, name)
+        assert response.get_json()["error"]["job_id"] == stored[-1]["job_id"]
+        assert [(i["item_key"], i["queued"], bool(i["job_id"])) for i in stored] == \
+            [("a", False, True), ("b", False, True), ("c", False, True)]
+    assert queued(queue_db) == []
+    use_broker(f"sqla+sqlite:///{queue_db}")  # the broker is back
+
+    report = created(post_batch(client, "cut-a", archive=(three_images_archive(), "set.zip")), 200)["submission"]
+    assert (report["added"], report["already"], report["requeued"]) == (0, 3, 3)
+    a_jobs = [i["job_id"] for i in stored_items(Session, "cut-a")]
+    assert all(i["queued"] for i in stored_items(Session, "cut-a"))
+    resumed = client.post("/api/batches/cut-b/resume")
+    assert resumed.status_code == 202 and resumed.get_json()["resumed"] == 3
+    b_jobs = [i["job_id"] for i in stored_items(Session, "cut-b")]
+    assert all(i["queued"] for i in stored_items(Session, "cut-b"))
+    assert queued(queue_db) == [(job_id, 0) for job_id in a_jobs + b_jobs]
+    # Nothing is queued twice afterwards.
+    assert client.post("/api/batches/cut-b/resume").get_json()["resumed"] == 0
+    assert created(post_batch(client, "cut-a", archive=(three_images_archive(), "set.zip")), 200)["submission"][
+        "requeued"] == 0
+    assert len(queued(queue_db)) == 6
+
+
 # --------------------------------------------------------------------------- upload limits
 
 
@@ -652,6 +681,8 @@ def test_the_form_starts_a_batch_and_the_pages_show_what_the_api_does(client, Se
     assert "rejected c: bad.png: not an image in a format we can read" in flashes
 
     api = client.get("/api/batches/paged").get_json()
+    heading = _text(re.search(r"<h1>(.*?)</h1>", page, re.S).group(1))
+    assert heading == f"Batch paged {api['task']}, {api['items']} items" == "Batch paged image-caption, 5 items"
     assert _by_id(page, "batch-done") == str(api["done"]) == "0"
     assert _by_id(page, "batch-jobs") == str(api["jobs"]) == "4"
     assert _by_id(page, "batch-counts", "ul") == "queued 4"

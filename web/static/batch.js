@@ -3,6 +3,7 @@
 (function () {
   "use strict";
   let scoreChart = null;
+  let stepsSeen = null;
 
   function json(id) {
     const node = document.getElementById(id);
@@ -51,6 +52,15 @@
 
   document.addEventListener("DOMContentLoaded", () => { drawScores(); drawMetrics(); });
   document.addEventListener("htmx:afterSettle", (event) => {
-    if (event.target.id === "batch-live") drawScores();
+    if (event.target.id !== "batch-live") return;
+    drawScores();
+    // New steps landed: the items table (its first page, with its status filter) shows them too.
+    const steps = event.target.dataset.stepsDone;
+    if (stepsSeen !== null && steps !== stepsSeen) htmx.trigger("#items-form", "refresh");
+    stepsSeen = steps;
+  });
+  document.addEventListener("DOMContentLoaded", () => {
+    const live = document.getElementById("batch-live");
+    stepsSeen = live ? live.dataset.stepsDone : null;
   });
 })();
