@@ -19,9 +19,15 @@ WORKDIR /src
 COPY . .
 RUN pip install . && rm -rf /src
 
+# `mils batch eval`: pycocoevalcap's PTB tokenizer and METEOR are Java programs, and they write
+# their temporary files beside their jars, so its folder belongs to the user that runs them.
+RUN apt-get update && apt-get install -y --no-install-recommends default-jre-headless \
+    && rm -rf /var/lib/apt/lists/*
+
 # Run as an unprivileged user that owns the data folder.
 RUN useradd --create-home --uid 10001 mils \
-    && mkdir -p /data && chown mils:mils /data
+    && mkdir -p /data && chown mils:mils /data \
+    && chown -R mils:mils "$(python -c 'import os, pycocoevalcap; print(os.path.dirname(pycocoevalcap.__file__))')"
 USER mils
 WORKDIR /data
 
