@@ -59,6 +59,15 @@ def check_api_request() -> None:
     abort(401, "this API needs a token: send 'Authorization: Bearer <token>' (`mils token create NAME`)")
 
 
+def signed_in() -> bool:
+    """Is this request allowed in at all: no auth configured, a signed-in page session, or a
+    valid bearer token (not recorded as a use: the request's own check does that)."""
+    if not auth_enabled() or _logged_in_token() is not None:
+        return True
+    raw = _bearer_token()
+    return raw is not None and find_token(get_session(), raw) is not None
+
+
 def require_login():
     """before_request of the pages: without a valid login, go to /login and come back after."""
     if auth_enabled() and _logged_in_token() is None:

@@ -33,8 +33,10 @@ ITEMS_PAGE = 50
 def larger_uploads() -> None:
     """A batch's archive is larger than one job's input: its own limit (Flask reads it per request),
     for the form and the API alike. `create_app` registers it before CSRFProtect, whose check reads
-    the form, and so the body, under the limit set by then."""
-    if request.endpoint in ("batch_pages.new_batch", "api.create_batch") and request.method == "POST":
+    the form, and so the body, under the limit set by then. Only for a request that may come in:
+    a stranger's upload is refused at the app's limit, not spooled to disk up to 2 GiB first."""
+    if (request.endpoint in ("batch_pages.new_batch", "api.create_batch") and request.method == "POST"
+            and auth.signed_in()):
         request.max_content_length = config.batch_upload_bytes()
 
 

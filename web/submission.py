@@ -103,6 +103,18 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     return submission.submit(session_factory(), request)
 
 
+def existing_task(name: str) -> str | None:
+    """The task of the batch called `name`, if there is one (adding to it reads its kind of media)."""
+    from web.db import get_session
+    from worker.store.batches import get_batch
+    from worker.store.jobs import JobError
+
+    try:
+        return get_batch(get_session(), name).task
+    except JobError:
+        return None
+
+
 def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> SubmitReport:
     """Parse a batch submission: a `name`, an `archive` (zip, tar: media, a manifest inside or not)
     or a `manifest` alone (naming files under MILS_DATASET_ROOT), and the settings; submit the
@@ -112,7 +124,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
     task = (fields.get("task") or "").strip() or None
-    kind = get_kind(task or "image-caption")
+    kind = get_kind(task or existing_task(name) or "image-caption")
     archive, manifest = files.get("archive"), files.get("manifest")
     archive = archive if archive is not None and archive.filename else None
     manifest = manifest if manifest is not None and manifest.filename else None

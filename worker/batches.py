@@ -133,48 +133,68 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
         known = item_states(session, batch_id)
         position = next_position(session, batch_id)
     report = SubmitReport(name, created, dataset=dataset.describe())
-    report.requeued = _queue_stored(sessions, batch_id)
+    broker = _Broker(sessions)
+    report.requeued = _queue_stored(sessions, batch_id, broker)
 
     pending: list[tuple[Item, Any]] = []  # (item, checked media and info, or the MediaError)
     pending_bytes = 0
+    new_references: list[tuple[int, list[str]]] = []  # (item id, references) of items already in it
+
+    def store_chunk(session: Session) -> list[tuple[int, int, str]]:
+        nonlocal position
+        stored = []
+        for item, checked in pending:
+            state = known.get(item.key)
+            if state is None:
+                row = BatchItem(batch_id=batch_id, item_key=item.key, position=position, source=item.source)
+                position += 1
+                session.add(row)
+            else:  # an item that could not be read before: locked, so two submissions never both make its job
+                row = session.get(BatchItem, state[0], with_for_update=True, populate_existing=True)
+                if row.job_id is not None:
+                    report.already += 1
+                    continue
+            row.source = item.source
+            row.references = list(item.references) or row.references
+            if isinstance(checked, MediaError):
+                row.error = str(checked)
+                report.rejected.append({"key": item.key, "source": item.source, "line": item.line,
+                                        "error": str(checked)})
+                continue
+            media, info = checked
+            request = job_request(template["task"], media, info, generator=template["generator"],
+                                  scorer=template["scorer"], overrides=template["overrides"],
+                                  options=template["options"])
+            job = store_job(session, request)
+            row.job_id, row.error = job.id, None
+            session.flush()
+            stored.append((row.id, job.id, job_queue(job)))
+        return stored
 
     def flush() -> None:
-        nonlocal position, pending_bytes
-        queued = []
-        with sessions.begin() as session:
-            for item, checked in pending:
-                state = known.get(item.key)
-                row = session.get(BatchItem, state[0]) if state else BatchItem(
-                    batch_id=batch_id, item_key=item.key, position=position, source=item.source)
-                if state is None:
-                    position += 1
-                    session.add(row)
-                row.source = item.source
-                row.references = list(item.references) or row.references
-                if isinstance(checked, MediaError):
-                    row.error = str(checked)
-                    report.rejected.append({"key": item.key, "source": item.source, "line": item.line,
-                                            "error": str(checked)})
-                    continue
-                media, info = checked
-                request = job_request(template["task"], media, info, generator=template["generator"],
-                                      scorer=template["scorer"], overrides=template["overrides"],
-                                      options=template["options"])
-                job = store_job(session, request)
-                row.job_id, row.error = job.id, None
-                session.flush()
-                queued.append((row.id, job.id, job_queue(job)))
-        _enqueue_items(sessions, queued)
-        report.added += len(queued)
+        nonlocal pending_bytes
+        try:
+            with sessions.begin() as session:
+                stored = store_chunk(session)
+                if new_references:
+                    session.execute(update(BatchItem), [{"id": i, "references": r} for i, r in new_references])
+        except IntegrityError:
+            raise JobError(f"another submission is adding the same items to batch {name!r} right now; "
+                           "submit again when it is done (the items stored so far are kept)") from None
+        report.added += len(stored)
+        broker.send(stored)
         pending.clear()
+        new_references.clear()
         pending_bytes = 0
 
     for item in dataset.items:
         state = known.get(item.key)
         if state is not None and state[1] is not None:  # already a job of this batch
             report.already += 1
-            if item.references:
-                _update_references(sessions, state[0], item.references)
+            if item.references and list(item.references) != state[2]:
+                new_references.append((state[0], list(item.references)))
+                if len(new_references) >= 1000:
+                    flush()
         else:
             try:
                 data = item.read()
@@ -187,67 +207,93 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
                 flush()
         if on_item:
             on_item()
-    if pending:
+    if pending or new_references:
         flush()
+    broker.raise_refused(name)
     return report
 
 
-def _update_references(sessions: sessionmaker[Session], item_id: int, references: tuple[str, ...]) -> None:
-    with sessions.begin() as session:
-        session.execute(update(BatchItem).where(BatchItem.id == item_id).values(references=list(references)))
+class _Broker:
+    """Hands stored items' first steps to the broker and marks them queued. After its first
+    refusal it stops trying (each try waits out the client's retries): the submission goes on
+    storing the rest, and `raise_refused` says how many wait for `mils batch resume`."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.refused: list[int] = []  # job ids stored but not queued
+
+    def send(self, stored: list[tuple[int, int, str]]) -> None:
+        sent = []
+        for item_id, job_id, queue in stored:
+            if self.refused:
+                self.refused.append(job_id)
+                continue
+            try:
+                enqueue(job_id, 0, queue)
+                sent.append(item_id)
+            except BrokerError:
+                self.refused.append(job_id)
+        if sent:
+            with self.sessions.begin() as session:
+                session.execute(update(BatchItem).where(BatchItem.id.in_(sent)).values(queued=True))
+
+    def raise_refused(self, name: str) -> None:
+        if self.refused:
+            raise BrokerError(f"batch {name!r}: {len(self.refused)} job(s) are stored but the broker did not take "
+                              f"them; run `mils batch resume {name}` when it is back", self.refused[-1])
 
 
-def _enqueue_items(sessions: sessionmaker[Session], queued: list[tuple[int, int, str]]) -> None:
-    """Queue step 0 of each (item id, job id, queue), then mark the items queued. A refused item
-    stays unqueued for the next submission or `mils batch resume`; BrokerError names how many."""
-    sent, refused = [], []
-    for item_id, job_id, queue in queued:
-        try:
-            enqueue(job_id, 0, queue)
-            sent.append(item_id)
-        except BrokerError:
-            refused.append(job_id)
-    if sent:
-        with sessions.begin() as session:
-            session.execute(update(BatchItem).where(BatchItem.id.in_(sent)).values(queued=True))
-    if refused:
-        raise BrokerError(f"{len(refused)} job(s) of the batch are stored but the broker did not take them; "
-                          "run `mils batch resume NAME` when it is back", refused[-1])
-
-
-def _queue_stored(sessions: sessionmaker[Session], batch_id: int) -> int:
+def _queue_stored(sessions: sessionmaker[Session], batch_id: int, broker: _Broker) -> int:
     """Queue the jobs an earlier submission stored but did not hand to the broker (it was cut
     short); a step already run drops the duplicate message (worker.runner.execute_step)."""
     with sessions() as session:
         rows = [(item_id, job_id, job_queue(get_job(session, job_id)))
                 for item_id, job_id in unqueued_items(session, batch_id)]
-    _enqueue_items(sessions, rows)
+    broker.send(rows)
     return len(rows)
 
 
 # --------------------------------------------------------------------------- lifecycle
 
 
-def cancel_batch(sessions: sessionmaker[Session], name: str) -> int:
-    """Ask every unfinished job of the batch to stop after its step in flight; returns how many."""
-    with sessions.begin() as session:
-        batch = get_batch(session, name)
-        ids = active_job_ids(session, batch.id, (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.INTERRUPTED))
-        for job_id in ids:
-            cancel(session, job_id)
-    return len(ids)
+def cancel_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500) -> int:
+    """Ask every unfinished job of the batch to stop after its step in flight; returns how many.
+    `chunk` jobs per transaction: a big batch's rows are never all locked at once, away from the
+    workers that commit steps. A job that finishes meanwhile is left as it is."""
+    with sessions() as session:
+        batch_id = get_batch(session, name).id
+        ids = active_job_ids(session, batch_id, (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.INTERRUPTED))
+    cancelled = 0
+    for start in range(0, len(ids), chunk):
+        with sessions.begin() as session:
+            for job_id in ids[start:start + chunk]:
+                try:
+                    cancel(session, job_id)
+                    cancelled += 1
+                except JobError:  # it finished since the list was read: nothing to stop
+                    pass
+    return cancelled
 
 
 def resume_batch(sessions: sessionmaker[Session], name: str) -> int:
     """Queue again every cancelled, failed or interrupted job of the batch, and any job a cut-short
-    submission stored without queueing; returns how many."""
+    submission stored without queueing; returns how many. BrokerError when the broker is down."""
     with sessions() as session:
-        batch = get_batch(session, name)
-        batch_id = batch.id
+        batch_id = get_batch(session, name).id
         ids = active_job_ids(session, batch_id, (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED))
+    resumed = 0
     for job_id in ids:
-        resume_job(sessions, job_id)
-    return len(ids) + _queue_stored(sessions, batch_id)
+        try:
+            resume_job(sessions, job_id)
+        except JobError:  # resumed or finished meanwhile
+            continue
+        resumed += 1
+        with sessions.begin() as session:  # its first step is on the broker now, if it never was
+            session.execute(update(BatchItem).where(BatchItem.job_id == job_id).values(queued=True))
+    broker = _Broker(sessions)
+    resumed += _queue_stored(sessions, batch_id, broker)
+    broker.raise_refused(name)
+    return resumed
 
 
 # --------------------------------------------------------------------------- results

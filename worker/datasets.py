@@ -16,19 +16,27 @@ Manifests (paths relative to the manifest's folder, or the archive's root):
 A manifest that cannot be read as a whole raises ManifestError naming the line (or entry) that is
 wrong, and nothing is submitted. A missing, unreadable or unsupported item is not an error here:
 its `read` raises MediaError, and the batch records that item with the reason and runs the rest.
-An archive whose members escape its root (absolute paths, "..", links) or whose declared unpacked
-size is out of proportion (a zip bomb) is refused as a whole.
+An archive whose members escape its root (absolute paths, "..", links) or whose unpacked size
+is out of proportion (a zip bomb: declared, or for a compressed tar found while decompressing it
+once into a temporary file) is refused as a whole, as is a damaged one. A name repeated in an
+archive counts once (the last, as unpacking it would), among the files passed over.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
+import lzma
 import os
 import posixpath
+import stat
 import tarfile
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +59,11 @@ MAX_KEY_LENGTH = 255
 # refused unread. Media is already compressed: real archives of it unpack to about their size.
 MAX_UNPACKED_BYTES = 64 * 1024**3
 BOMB_RATIO = 100
+BOMB_FLOOR = 1024**2  # a tiny archive unpacks to at least a tar's 10 KiB of blocks: that is no bomb
+
+
+def _unpacked_limit(size: int) -> int:
+    return min(MAX_UNPACKED_BYTES, max(BOMB_RATIO * size, BOMB_FLOOR))
 
 
 class ManifestError(ValueError):
@@ -150,6 +163,8 @@ def read_csv(text: str, name: str, reader: Callable[[str], Callable[[], bytes]])
             items.append(Item(key, path, reader(path), _references((row[i] for i in reference_at), name), line))
     except csv.Error as exc:
         raise ManifestError(f"{name} line {rows.line_num}: {exc}") from None
+    if not items:
+        raise ManifestError(f"{name}: no items (only a header row)")
     return items
 
 
@@ -258,12 +273,18 @@ def _files_under(root: Path, *, confined: bool) -> Callable[[str], Callable[[], 
     (an uploaded manifest may only name files under the server's dataset folder)."""
     base = root.resolve()
 
+    def refuse(message: str) -> Callable[[], bytes]:
+        def read() -> bytes:
+            raise MediaError(message)
+        return read
+
     def reader(path: str) -> Callable[[], bytes]:
-        target = (base / path).resolve()
+        try:
+            target = (base / path).resolve()
+        except (ValueError, OSError) as exc:  # e.g. a NUL byte in the path
+            return refuse(f"{path!r}: not a usable path ({exc})")
         if confined and not target.is_relative_to(base):
-            def refuse() -> bytes:
-                raise MediaError(f"{path}: outside the dataset folder")
-            return refuse
+            return refuse(f"{path}: outside the dataset folder")
         return _read_file(target, path)
     return reader
 
@@ -340,28 +361,75 @@ def _safe_name(raw: str, archive: str) -> str:
     return "/".join(parts)
 
 
-def _members(archive: Any, name: str, size: int) -> tuple[str, list[_Member]]:
-    """The archive's file members, each checked (names, links, sizes)."""
+def _members(archive: Any, name: str, size: int) -> tuple[str, list[_Member], int]:
+    """The archive's file members, each checked (names, links, sizes), and how many names were
+    repeated (an archive appended to, `tar -r`): the last one wins, as when it is unpacked."""
+    limit = _unpacked_limit(size)
+    found: dict[str, _Member] = {}
+    unpacked = 0
+
+    def add(member: _Member) -> None:
+        nonlocal unpacked
+        unpacked += member.size
+        if unpacked > limit:
+            raise ManifestError(f"{name}: declares more than {limit} bytes unpacked from {size} bytes; refused as a "
+                                "possible zip bomb")
+        if len(found) >= MAX_ITEMS and member.name not in found:
+            raise ManifestError(f"{name}: more than {MAX_ITEMS} files; split it into several batches")
+        found.pop(member.name, None)
+        found[member.name] = member
+
+    count = 0
     if isinstance(archive, zipfile.ZipFile):
-        infos = [i for i in archive.infolist() if not i.is_dir()]
-        members = [_Member(_safe_name(i.filename, name), i.file_size, i) for i in infos]
         kind = "zip"
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ManifestError(f"{name}: member {info.filename!r} is a link; refused")
+            count += 1
+            add(_Member(_safe_name(info.filename, name), info.file_size, info))
     else:
-        members = []
-        for info in archive.getmembers():
+        kind = "tar"
+        # One header at a time (never the whole list first): the limits stop a bomb early.
+        while (info := archive.next()) is not None:
             if info.isdir():
                 continue
             if not info.isfile():  # links, devices, fifos: nothing a dataset needs
                 raise ManifestError(f"{name}: member {info.name!r} is a link or a special file; refused")
-            members.append(_Member(_safe_name(info.name, name), info.size, info))
-        kind = "tar"
-    if len(members) > MAX_ITEMS:
-        raise ManifestError(f"{name}: more than {MAX_ITEMS} files; split it into several batches")
-    unpacked = sum(m.size for m in members)
-    if unpacked > MAX_UNPACKED_BYTES or unpacked > BOMB_RATIO * max(size, 1):
-        raise ManifestError(f"{name}: declares {unpacked} bytes unpacked from {size} bytes; refused as a "
-                            "possible zip bomb")
-    return kind, members
+            count += 1
+            add(_Member(_safe_name(info.name, name), info.size, info))
+    return kind, list(found.values()), count - len(found)
+
+
+def _unpacked_tar(file: IO[bytes], name: str, size: int) -> IO[bytes]:
+    """A compressed tar (gzip, bzip2, xz) decompressed once into a temporary file, never beyond
+    BOMB_RATIO times the archive's size: reading its members in any order is then a seek, where
+    a compressed stream would be decompressed again from its start for every step back."""
+    head = file.read(6)
+    file.seek(0)
+    opener = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), b"BZ": bz2.BZ2File, b"\xfd7": lzma.LZMAFile}.get(head[:2])
+    if opener is None:
+        return file
+    limit = _unpacked_limit(size)
+    out = tempfile.TemporaryFile()
+    written = 0
+    try:
+        with opener(file) as stream:
+            while chunk := stream.read(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise ManifestError(f"{name}: unpacks to more than {limit} bytes from {size} bytes; refused as "
+                                        "a possible zip bomb")
+                out.write(chunk)
+    except ManifestError:
+        out.close()
+        raise
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        out.close()
+        raise ManifestError(f"{name}: a damaged or cut-short archive ({exc})") from None
+    out.seek(0)
+    return out
 
 
 def _member_reader(archive: Any, member: _Member) -> Callable[[], bytes]:
@@ -373,8 +441,8 @@ def _member_reader(archive: Any, member: _Member) -> Callable[[], bytes]:
                 else archive.extractfile(member.handle)
             with stream:
                 data = stream.read(MAX_FILE_BYTES + 1)  # never more, whatever the header claims
-        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, RuntimeError) as exc:
-            raise MediaError(f"{member.name}: cannot be unpacked ({exc})") from None
+        except Exception as exc:  # damaged data, an unsupported method (Deflate64), a wrong password
+            raise MediaError(f"{member.name}: cannot be unpacked ({type(exc).__name__}: {exc})") from None
         if len(data) > MAX_FILE_BYTES:
             raise MediaError(f"{member.name}: over the {MAX_FILE_BYTES}-byte limit")
         return data
@@ -396,10 +464,13 @@ def open_archive(file: IO[bytes], name: str, input_kind: str) -> Dataset:
             archive: Any = zipfile.ZipFile(file)
         else:
             file.seek(0)
-            archive = tarfile.open(fileobj=file, mode="r:*")
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ManifestError(f"{name}: not a zip or tar archive ({exc})") from None
-    kind, members = _members(archive, name, size)
+            archive = tarfile.open(fileobj=_unpacked_tar(file, name, size), mode="r:")
+        kind, members, repeated = _members(archive, name, size)
+    except ManifestError:
+        raise
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError,
+            NotImplementedError, ValueError) as exc:
+        raise ManifestError(f"{name}: not a zip or tar archive, or a damaged one ({exc})") from None
     by_name = {m.name: m for m in members}
     manifests = [m for m in members if "/" not in m.name and m.name.lower().endswith(MANIFEST_SUFFIXES)]
     if len(manifests) > 1:
@@ -426,9 +497,9 @@ def open_archive(file: IO[bytes], name: str, input_kind: str) -> Dataset:
             return _member_reader(archive, member)
 
         items = read(text, manifest.name, reader)
-        return Dataset(f"{kind}:{read.__name__.removeprefix('read_')}", name, items)
+        return Dataset(f"{kind}:{read.__name__.removeprefix('read_')}", name, items, skipped=repeated)
     items = [Item(_key(m.name, name), m.name, _member_reader(archive, m))
              for m in sorted(members, key=lambda m: m.name) if _is_media(m.name, input_kind)]
     if not items:
         raise ManifestError(f"{name}: no {input_kind} files ({' '.join(MEDIA_SUFFIXES[input_kind])}) and no manifest")
-    return Dataset(kind, name, items, skipped=len(members) - len(items))
+    return Dataset(kind, name, items, skipped=len(members) - len(items) + repeated)

@@ -188,3 +188,49 @@ def test_a_tar_with_a_jsonl_manifest_and_junk_that_is_not_an_archive(tmp_path):
     (tmp_path / "junk.zip").write_bytes(os.urandom(300))
     with pytest.raises(ManifestError, match="junk.zip: not a zip or tar archive"):
         open_dataset(tmp_path / "junk.zip", "image")
+
+
+def _tar(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_damaged_archives_and_members_are_reported_not_crashed_on():
+    whole = _tar({f"p{i}.png": png((i, 0, 0)) for i in range(5)})
+    with pytest.raises(ManifestError, match="cut.short|damaged"):
+        open_archive(io.BytesIO(whole[: len(whole) // 2]), "cut.tgz", "image")
+    raw = _zip({"a.png": png(), "b.png": png((0, 200, 0), (300, 300))}, zipfile.ZIP_DEFLATED).getvalue()
+    start = raw.index(b"b.png") + len(b"b.png") + 40  # inside b.png's compressed data
+    broken = raw[:start] + bytes(64) + raw[start + 64:]
+    dataset = open_archive(io.BytesIO(broken), "broken.zip", "image")
+    assert dataset.items[0].read() == png()
+    with pytest.raises(MediaError, match="b.png: cannot be unpacked"):
+        dataset.items[1].read()
+
+
+def test_a_repeated_name_counts_once_the_last_wins_and_a_tgz_bomb_is_stopped_while_unpacking():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.png", b"old")
+        archive.writestr("a.png", png())
+    dataset = open_archive(buffer, "twice.zip", "image")
+    assert [i.key for i in dataset.items] == ["a.png"] and dataset.items[0].read() == png()
+    assert dataset.skipped == 1
+    bomb = _tar({"zeros.png": bytes(60 * 1024 * 1024)})
+    assert len(bomb) < 200_000
+    with pytest.raises(ManifestError, match="possible zip bomb"):
+        open_archive(io.BytesIO(bomb), "bomb.tar.gz", "image")
+
+
+def test_a_header_only_csv_and_a_nul_in_a_path(folder):
+    (folder / "empty.csv").write_text("path,reference\n")
+    with pytest.raises(ManifestError, match="empty.csv: no items"):
+        open_dataset(folder / "empty.csv", "image")
+    item = open_manifest(b"path\na\x00b.png\n", "m.csv", folder, "image").items[0]
+    with pytest.raises(MediaError, match="not a usable path"):
+        item.read()

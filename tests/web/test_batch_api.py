@@ -581,12 +581,17 @@ def test_cancel_of_a_batch_with_every_job_queued_cancels_them_all(client, Sessio
     assert body["resumed"] == 3 and body["by_status"] == {"queued": 3}
 
 
-def test_items_the_broker_did_not_take_are_queued_by_the_next_submission_or_a_resume(client, Session, queue_db):
+def test_items_the_broker_did_not_take_are_queued_by_the_next_submission_or_a_resume(client, Session, queue_db,
+                                                                                      monkeypatch):
+    import worker.batches
+
+    # One item per chunk: the broker's refusal of the first must not stop the others being stored.
+    monkeypatch.setattr(worker.batches, "CHUNK_ITEMS", 1)
     use_broker("redis://127.0.0.1:1/0")  # nothing listens there
     for name in ("cut-a", "cut-b"):
         response = post_batch(client, name, archive=(three_images_archive(), "set.zip"))
         message = error_of(response, 503)
-        assert "3 job(s) of the batch are stored but the broker did not take them" in message
+        assert f"batch {name!r}: 3 job(s) are stored but the broker did not take them" in message
         assert "mils batch resume" in message
         stored = stored_items(Session, name)
         assert response.get_json()["error"]["job_id"] == stored[-1]["job_id"]
@@ -652,6 +657,29 @@ def test_batch_uploads_have_their_own_size_limit_in_the_api_and_the_form(pg, que
     assert "over the 200,000-byte limit" in error_of(post_batch(client, "too-big", archive=(archive, "big.zip")), 413)
     assert via_form("too-big").status_code == 413
     assert [b["name"] for b in client.get("/api/batches").get_json()["batches"]] == ["big-form", "big-api"]
+
+
+def test_with_token_auth_batches_need_a_token_and_strangers_get_no_larger_upload(pg, queue_db, monkeypatch):
+    from worker.store.tokens import create_token
+
+    with open_store(pg).begin() as session:
+        token = create_token(session, "ci")
+    app = create_app({"DATABASE_URL": pg, "MAX_CONTENT_LENGTH": 100_000, "AUTH": "token"})
+    client = app.test_client()
+    monkeypatch.setenv("MILS_BATCH_UPLOAD_BYTES", "1000000")
+    archive = make_zip({"noise.png": noise_png()}, zipfile.ZIP_STORED)
+    assert client.get("/batches").status_code == 302 and client.get("/batches/x").status_code == 302
+    assert "needs a token" in error_of(client.get("/api/batches"), 401)
+    # A stranger's large upload is cut off at the app's limit, before anything reads it in full.
+    assert client.post("/batches/new", data={"name": "s", "archive": (io.BytesIO(archive), "a.zip")}).status_code == 413
+    # The API refuses a stranger before it reads the body at all.
+    assert "needs a token" in error_of(post_batch(client, "s", archive=(archive, "a.zip")), 401)
+    good = {"Authorization": f"Bearer {token}"}
+    response = client.post("/api/batches", headers=good, data={"name": "mine", **SETTINGS,
+                                                                "archive": (io.BytesIO(archive), "a.zip")})
+    assert created(response)["submission"]["added"] == 1
+    with open_store(pg)() as session:
+        assert session.scalars(select(Batch.name)).all() == ["mine"]
 
 
 # --------------------------------------------------------------------------- the HTML pages

@@ -31,7 +31,12 @@ class UnknownBatch(JobError):
     """No batch has this name."""
 
 
+RESERVED_NAMES = {"new"}  # /batches/new is the form
+
+
 def check_name(name: str) -> str:
+    if name in RESERVED_NAMES:
+        raise SettingsError(f"{name!r} is reserved (the web's /batches/{name}); choose another batch name")
     if not NAME.match(name or ""):
         raise SettingsError(f"a batch name is 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
                        f"or digit, not {name!r}")
@@ -45,11 +50,11 @@ def get_batch(session: Session, name: str) -> Batch:
     return batch
 
 
-def item_states(session: Session, batch_id: int) -> dict[str, tuple[int, int | None, bool, str | None]]:
-    """key -> (item id, job id, queued, error) of every item: what a new submission must skip."""
-    rows = session.execute(select(BatchItem.item_key, BatchItem.id, BatchItem.job_id, BatchItem.queued,
-                                  BatchItem.error).where(BatchItem.batch_id == batch_id))
-    return {key: (item_id, job_id, queued, error) for key, item_id, job_id, queued, error in rows}
+def item_states(session: Session, batch_id: int) -> dict[str, tuple[int, int | None, list[str] | None]]:
+    """key -> (item id, job id, references) of every item: what a new submission must skip."""
+    rows = session.execute(select(BatchItem.item_key, BatchItem.id, BatchItem.job_id, BatchItem.references)
+                           .where(BatchItem.batch_id == batch_id))
+    return {key: (item_id, job_id, references) for key, item_id, job_id, references in rows}
 
 
 def next_position(session: Session, batch_id: int) -> int:
@@ -112,21 +117,24 @@ def progress(session: Session, batch: Batch) -> BatchProgress:
         select(Job.status, func.count()).join(BatchItem, BatchItem.job_id == Job.id)
         .where(BatchItem.batch_id == batch.id).group_by(Job.status))}
     since = utcnow() - timedelta(seconds=RATE_WINDOW_SECONDS)
-    steps_done, recent, first_recent = session.execute(
-        select(func.count(Step.id), func.count(case((Step.finished_at >= since, 1))),
+    unfinished = [s for s in JobStatus if not s.finished]
+    steps_done, steps_of_unfinished, recent, first_recent = session.execute(
+        select(func.count(Step.id), func.count(case((Job.status.in_(unfinished), 1))),
+               func.count(case((Step.finished_at >= since, 1))),
                func.min(case((Step.finished_at >= since, Step.finished_at))))
-        .join(BatchItem, BatchItem.job_id == Step.job_id).where(BatchItem.batch_id == batch.id)).one()
+        .join(BatchItem, BatchItem.job_id == Step.job_id).join(Job, Job.id == Step.job_id)
+        .where(BatchItem.batch_id == batch.id)).one()
     jobs = sum(by_status.values())
-    steps_total = jobs * (batch.settings["steps"] + 1)
+    per_job = batch.settings["steps"] + 1
+    steps_total = jobs * per_job
     rate = eta = None
     if recent >= 2 and first_recent is not None:
         first = first_recent if first_recent.tzinfo else first_recent.replace(tzinfo=utcnow().tzinfo)
         span = max((utcnow() - first).total_seconds(), 1.0)
-        rate = recent / span
+        rate = (recent - 1) / span  # n steps finished at n moments: n - 1 intervals between them
+        # Only unfinished jobs run more steps (cancelled, failed or early-stopped ones do not).
         active = sum(n for status, n in by_status.items() if not JobStatus(status).finished)
-        # Finished jobs run no more steps (patience may have stopped them early).
-        left = max(steps_total - steps_done, 0) if active else 0
-        eta = left / rate
+        eta = max(active * per_job - steps_of_unfinished, 0) / rate if rate > 0 else None
     return BatchProgress(batch.name, batch.task, counts[0], counts[1], by_status, steps_done, steps_total,
                          rate, eta, batch.created_at, dict(batch.settings), batch.generator, batch.scorer)
 
@@ -155,7 +163,8 @@ ITEM_STATUSES = [s.value for s in JobStatus] + ["rejected"]
 def items_page(session: Session, batch_id: int, *, status: str | None = None, cursor: str | None = None,
                limit: int = 50) -> Page:
     """One page of the batch's items in submission order: key, source, job, status, best."""
-    query = (select(BatchItem.position, BatchItem.item_key, BatchItem.source, BatchItem.error, BatchItem.job_id,
+    query = (select(BatchItem.id, BatchItem.position, BatchItem.item_key, BatchItem.source,
+                    func.coalesce(BatchItem.error, Job.error).label("error"), BatchItem.job_id,
                     Job.status, Job.result_score, Job.result_text)
              .outerjoin(Job, Job.id == BatchItem.job_id).where(BatchItem.batch_id == batch_id))
     if status == "rejected":
@@ -165,7 +174,9 @@ def items_page(session: Session, batch_id: int, *, status: str | None = None, cu
             query = query.where(Job.status == JobStatus(status))
         except ValueError:
             raise QueryError(f"unknown status {status!r}; known: {', '.join(ITEM_STATUSES)}") from None
-    rows, next_cursor = keyset_page(session, query, [(BatchItem.position, False)], cursor, limit)
+    # The id after the position: two submissions at once may give two items one position.
+    rows, next_cursor = keyset_page(session, query, [(BatchItem.position, False), (BatchItem.id, False)], cursor,
+                                    limit)
     return Page([{"position": r.position, "key": r.item_key, "source": r.source, "job_id": r.job_id,
                   "status": r.status.value if r.status else "rejected", "error": r.error,
                   "best_score": r.result_score, "best_text": r.result_text} for r in rows], next_cursor)
@@ -176,7 +187,7 @@ def results(session: Session, batch_id: int, *, batch: int = 1000) -> Iterator[d
     query = (select(BatchItem.item_key, BatchItem.source, BatchItem.job_id, func.coalesce(BatchItem.error, Job.error),
                     Job.status, Job.result_text, Job.result_score)
              .outerjoin(Job, Job.id == BatchItem.job_id).where(BatchItem.batch_id == batch_id)
-             .order_by(BatchItem.position).execution_options(yield_per=batch))
+             .order_by(BatchItem.position, BatchItem.id).execution_options(yield_per=batch))
     for key, source, job_id, error, status, text, score in session.execute(query):
         yield {"key": key, "source": source, "job_id": job_id, "status": status.value if status else "rejected",
                "output": text, "score": score, "error": error}
@@ -214,10 +225,11 @@ def active_job_ids(session: Session, batch_id: int, statuses: tuple[JobStatus, .
 
 
 def unqueued_items(session: Session, batch_id: int) -> list[tuple[int, int]]:
-    """(item id, job id) of items stored as jobs whose first step never reached the broker."""
+    """(item id, job id) of items stored as queued jobs whose first step never reached the broker."""
     return [tuple(r) for r in session.execute(
-        select(BatchItem.id, BatchItem.job_id).where(BatchItem.batch_id == batch_id, BatchItem.job_id.is_not(None),
-                                                     BatchItem.queued.is_(False)).order_by(BatchItem.position))]
+        select(BatchItem.id, BatchItem.job_id).join(Job, Job.id == BatchItem.job_id)
+        .where(BatchItem.batch_id == batch_id, BatchItem.queued.is_(False), Job.status == JobStatus.QUEUED)
+        .order_by(BatchItem.position))]
 
 
 def batch_detail(session: Session, name: str) -> dict:
