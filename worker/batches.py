@@ -14,9 +14,7 @@ queue, and tries again the items that could not be read. A bad item never stops 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 import posixpath
@@ -32,16 +30,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.core import SettingsError
 from worker.datasets import Dataset, Item
 from worker.evaluation import METRICS, caption_metrics, spice_unavailable
-from worker.kinds import get_kind, job_settings
+from worker.kinds import get_kind
 from worker.lifecycle import cancel, resume_job
 from worker.media import MediaError
-from worker.models import check_specs
 from worker.queue import BrokerError, enqueue, job_queue
 from worker.store.batches import (active_job_ids, best_texts_by_step, check_name, get_batch, item_states,
                                   next_position, references_of, results, unqueued_items)
 from worker.store.jobs import JobError, get_job
+from worker.store.queries import csv_chunks, json_array
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, JobStatus
-from worker.submission import job_request, store_job, task_input
+from worker.submission import checked_settings, job_request, store_job, task_input
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +100,9 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
     if task not in BATCH_TASKS:
         raise SettingsError(f"a batch runs one of {', '.join(BATCH_TASKS)} (one input file per item), not {task!r}")
     generator, scorer = generator or "embedded", scorer or "embedded"
-    settings = job_settings(task, generator, **given_settings)
-    kind = get_kind(task)
-    check_specs(generator, scorer)
-    kind.check_scorer(scorer)
+    settings, checked = checked_settings(task, generator, scorer, given_settings, given_options)
     batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
-                  options=kind.job_options(given_options), sources={"submissions": []})
+                  options=checked, sources={"submissions": []})
     try:
         with session.begin_nested():
             session.add(batch)
@@ -311,29 +306,13 @@ def coco_image_id(key: str) -> int | str:
 
 def results_coco(rows: Iterator[dict]) -> Iterator[str]:
     """The COCO results format, `[{"image_id": ..., "caption": ...}]`, of the succeeded items."""
-    yield "["
-    first = True
-    for row in rows:
-        if row["status"] != JobStatus.SUCCEEDED.value:
-            continue
-        yield ("" if first else ",") + "\n" + json.dumps({"image_id": coco_image_id(row["key"]),
-                                                          "caption": row["output"]}, ensure_ascii=False)
-        first = False
-    yield "\n]\n"
+    return json_array(({"image_id": coco_image_id(row["key"]), "caption": row["output"]} for row in rows
+                       if row["status"] == JobStatus.SUCCEEDED.value), ensure_ascii=False)
 
 
 def results_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
     """Every item (the unfinished and the rejected too) with its status and output, as CSV."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for i, row in enumerate(rows, 1):
-        writer.writerow(row)
-        if i % flush_every == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    return csv_chunks(rows, RESULT_FIELDS, flush_every)
 
 
 def results_jsonl(rows: Iterator[dict]) -> Iterator[str]:

@@ -3,6 +3,7 @@ input (arguments, form fields, uploads) into the calls below.
 
     task_input, attachment     the input media of a kind, from bytes, a bundled sample or a prompt
     job_request                everything else checked: settings, models, options; nothing stored yet
+    checked_settings           that check alone (a batch's settings, before its items)
     store_job, submit          store it (and queue its first step)
     arithmetic_request, store_arithmetic, submit_arithmetic
                                the same for an arithmetic job and the captioning jobs of its parts
@@ -83,13 +84,21 @@ def job_request(task: str, media: Media, input_info: dict, *, generator: str = "
                 ) -> JobRequest:
     """Check a job's settings (`overrides`: None = the task's default for this generator), model
     specs and options against its kind; returns the request, or raises before anything is stored."""
+    attachments = dict(attachments or {})
+    settings, checked = checked_settings(task, generator, scorer, overrides, options, attachments)
+    return JobRequest(task, media, input_info, settings, checked, generator, scorer, attachments)
+
+
+def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[str, Any] | None = None,
+                     options: Mapping[str, Any] | None = None, attachments: Mapping[str, Media] | None = None,
+                     ) -> tuple[Settings, dict]:
+    """The resolved settings and checked options of a job of `task` on these models (a batch's
+    too), or SettingsError / ModelLoadError before anything is stored."""
     kind = get_kind(task)
     settings = job_settings(task, generator, **(overrides or {}))
     check_specs(generator, scorer)
     kind.check_scorer(scorer)
-    attachments = dict(attachments or {})
-    checked = kind.job_options(options or {}, attachments)
-    return JobRequest(task, media, input_info, settings, checked, generator, scorer, attachments)
+    return settings, kind.job_options(options or {}, attachments)
 
 
 def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int, int]] = ()) -> Job:

@@ -10,7 +10,7 @@ import time
 import click
 
 from worker.cli.common import apply, cli, user_errors
-from worker.cli.options import kind_options, split_given
+from worker.cli.options import kind_options, settings_options, split_given
 from worker.kinds import TASK_KINDS
 
 
@@ -76,15 +76,6 @@ def _submit(name, dataset_path, task, images, llm, scorer, as_json, **params) ->
                f"{len(report.rejected)} rejected" + (f", {report.requeued} queued again" if report.requeued else ""))
 
 
-cli_settings = [
-    click.option("--steps", type=int, help="Optimization steps after the bootstrap."),
-    click.option("--candidates", type=int, help="New candidates per step (N)."),
-    click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K)."),
-    click.option("--seed", type=int, help="The seed of every job (default 0)."),
-    click.option("--patience", type=int, help="Stop a job after this many steps without improvement."),
-    click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy)."),
-]
-
 batch.command("submit")(apply(user_errors(_submit), [
     click.argument("name"),
     click.argument("dataset_path", metavar="DATASET", type=click.Path()),
@@ -94,7 +85,7 @@ batch.command("submit")(apply(user_errors(_submit), [
                  help="The folder the manifest's paths are relative to (default: the manifest's folder)."),
     click.option("--llm", help="The LLM of every job (a new batch: default 'embedded'; see `mils caption --help`)."),
     click.option("--scorer", help="The scorer of every job (a new batch: default 'embedded')."),
-    *cli_settings,
+    *settings_options(seed_help="The seed of every job (a new batch: default 0)."),
     *kind_options(None),
     click.option("--json", "as_json", is_flag=True, help="Print the submission's report as JSON."),
 ]))

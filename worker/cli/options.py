@@ -26,6 +26,21 @@ def option_help(option: Option) -> str:
     return f"{what} ({'required' if option.required else f'default {option.default}'})."
 
 
+def settings_options(*, seed_help: str | None = None) -> list:
+    """The optimization settings of a new job. `seed_help` given: the seed has no default here
+    (a batch's resubmission keeps the batch's own), and the help says what it defaults to."""
+    seed = (click.option("--seed", type=int, help=seed_help) if seed_help
+            else click.option("--seed", type=int, default=0, show_default=True))
+    return [
+        click.option("--steps", type=int, help="Optimization steps after the bootstrap."),
+        click.option("--candidates", type=int, help="New candidates per step (N)."),
+        click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K)."),
+        seed,
+        click.option("--patience", type=int, help="Stop after this many steps without improvement."),
+        click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy)."),
+    ]
+
+
 def kind_options(shown: TaskKind | None) -> list:
     """One click option per option name of every kind: shown for `shown` (None: for all kinds),
     hidden for the others; help texts from the shown kind's own declaration."""

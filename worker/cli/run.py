@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from worker.cli.common import apply, cli, quiet_libraries, user_errors
-from worker.cli.options import attachment_options, kind_options, split_given
+from worker.cli.options import attachment_options, kind_options, settings_options, split_given
 from worker.kinds import TASK_KINDS, TaskKind
 from worker.media.samples import SAMPLES
 
@@ -40,7 +40,7 @@ def _common_options() -> list:
         click.argument("input_file", metavar="INPUT", required=False, type=click.Path(dir_okay=False)),
         click.option("--sample", type=click.Choice(sorted(SAMPLES)),
                      help="Use a bundled sample photo instead (for a video task: a pan across it)."),
-        *_settings_options(),
+        *settings_options(),
         click.option("--llm", default="embedded", show_default=True,
                      help="'embedded' (llama.cpp, in process), 'openai:MODEL@BASE_URL' (any OpenAI-compatible "
                           "server: vLLM, SGLang, llama.cpp, Ollama, `mils llm-server`), 'gguf:PATH', a Hugging "
@@ -48,17 +48,6 @@ def _common_options() -> list:
         click.option("--scorer", default="embedded", show_default=True,
                      help="'embedded', 'open_clip:ARCH[@PRETRAINED]', 'clap:ID_OR_PATH' or 'py:MODULE:FACTORY'."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
-    ]
-
-
-def _settings_options() -> list:
-    return [
-        click.option("--steps", type=int, help="Optimization steps after the bootstrap."),
-        click.option("--candidates", type=int, help="New candidates per step (N)."),
-        click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--patience", type=int, help="Stop after this many steps without improvement."),
-        click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy)."),
     ]
 
 

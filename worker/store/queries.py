@@ -253,13 +253,13 @@ def history(session: Session, job_id: int, *, batch: int = 1000) -> Iterator[dic
         yield _candidate_dict(job_id, row)
 
 
-def history_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
-    """History rows as CSV text, in chunks of `flush_every` rows (for streaming)."""
+def csv_chunks(rows: Iterator[dict], fieldnames: list[str], flush_every: int = 500) -> Iterator[str]:
+    """Rows as CSV text (a header first), in chunks of `flush_every` rows, for streaming."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
     for i, row in enumerate(rows, 1):
-        writer.writerow({**row, "details": json.dumps(row["details"]) if row["details"] else ""})
+        writer.writerow(row)
         if i % flush_every == 0:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -267,12 +267,23 @@ def history_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
     yield buffer.getvalue()
 
 
+def json_array(items: Iterator[Any], *, ensure_ascii: bool = True) -> Iterator[str]:
+    """Items as one JSON array, written as they come (one per line)."""
+    yield "["
+    for i, item in enumerate(items):
+        yield ("," if i else "") + "\n" + json.dumps(item, ensure_ascii=ensure_ascii)
+    yield "\n]\n"
+
+
+def history_csv(rows: Iterator[dict], flush_every: int = 500) -> Iterator[str]:
+    """History rows as CSV text, in chunks of `flush_every` rows (for streaming)."""
+    return csv_chunks(({**row, "details": json.dumps(row["details"]) if row["details"] else ""} for row in rows),
+                      HISTORY_FIELDS, flush_every)
+
+
 def history_json(rows: Iterator[dict]) -> Iterator[str]:
     """History rows as one JSON array, written as they come."""
-    yield "["
-    for i, row in enumerate(rows):
-        yield ("," if i else "") + "\n" + json.dumps(row)
-    yield "\n]\n"
+    return json_array(rows)
 
 
 def events_of(session: Session, job_id: int) -> list[dict]:
