@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.support.media import make_tar, make_zip
 from worker.datasets import ManifestError, open_archive, open_dataset, open_manifest
 from worker.media import MediaError
 
@@ -121,17 +121,8 @@ def test_an_uploaded_manifest_reads_only_under_the_dataset_root(folder, tmp_path
             item.read()
 
 
-def _zip(members: dict[str, bytes], compression=zipfile.ZIP_STORED) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    buffer.seek(0)
-    return buffer
-
-
 def test_an_archive_without_a_manifest_is_its_media_files():
-    archive = _zip({"x/a.png": png(), "b.webp": b"not really", "readme.txt": b"hi"})
+    archive = io.BytesIO(make_zip({"x/a.png": png(), "b.webp": b"not really", "readme.txt": b"hi"}, zipfile.ZIP_STORED))
     dataset = open_archive(archive, "set.zip", "image")
     assert dataset.kind == "zip" and dataset.skipped == 1
     assert [i.key for i in dataset.items] == ["b.webp", "x/a.png"]
@@ -140,7 +131,7 @@ def test_an_archive_without_a_manifest_is_its_media_files():
 
 def test_an_archive_with_a_manifest_reports_bad_items_one_by_one():
     manifest = "id,path,reference\n1,img/a.png,A red square.\n2,img/missing.png,\n3,../../etc/passwd,\n"
-    archive = _zip({"manifest.csv": manifest.encode(), "img/a.png": png()}, zipfile.ZIP_DEFLATED)
+    archive = io.BytesIO(make_zip({"manifest.csv": manifest.encode(), "img/a.png": png()}, zipfile.ZIP_DEFLATED))
     dataset = open_archive(archive, "set.zip", "image")
     assert dataset.kind == "zip:csv"
     first, missing, escaping = dataset.items
@@ -153,35 +144,24 @@ def test_an_archive_with_a_manifest_reports_bad_items_one_by_one():
 
 def test_archives_that_escape_their_root_are_refused():
     with pytest.raises(ManifestError, match=r"member '../evil.png' points outside the archive"):
-        open_archive(_zip({"../evil.png": png()}), "evil.zip", "image")
+        open_archive(io.BytesIO(make_zip({"../evil.png": png()}, zipfile.ZIP_STORED)), "evil.zip", "image")
     with pytest.raises(ManifestError, match="points outside"):
-        open_archive(_zip({"/etc/evil.png": png()}), "evil.zip", "image")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        link = tarfile.TarInfo("a.png")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        archive.addfile(link)
-    buffer.seek(0)
+        open_archive(io.BytesIO(make_zip({"/etc/evil.png": png()}, zipfile.ZIP_STORED)), "evil.zip", "image")
+    links = io.BytesIO(make_tar({}, links={"a.png": "/etc/passwd"}, mode="w:gz"))
     with pytest.raises(ManifestError, match="'a.png' is a link or a special file"):
-        open_archive(buffer, "links.tar.gz", "image")
+        open_archive(links, "links.tar.gz", "image")
 
 
 def test_a_zip_bomb_is_refused_before_anything_is_unpacked():
-    bomb = _zip({"zeros.png": bytes(50 * 1024 * 1024)}, zipfile.ZIP_DEFLATED)
+    bomb = io.BytesIO(make_zip({"zeros.png": bytes(50 * 1024 * 1024)}, zipfile.ZIP_DEFLATED))
     assert len(bomb.getvalue()) < 100_000
     with pytest.raises(ManifestError, match="possible zip bomb"):
         open_archive(bomb, "bomb.zip", "image")
 
 
 def test_a_tar_with_a_jsonl_manifest_and_junk_that_is_not_an_archive(tmp_path):
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in {"set.jsonl": b'{"path": "a.png", "id": "k1"}\n', "a.png": png()}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
     path = tmp_path / "set.tar"
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(make_tar({"set.jsonl": b'{"path": "a.png", "id": "k1"}\n', "a.png": png()}))
     dataset = open_dataset(path, "image")
     assert dataset.kind == "tar:jsonl" and [i.key for i in dataset.items] == ["k1"]
     assert dataset.items[0].read() == png()
@@ -190,21 +170,11 @@ def test_a_tar_with_a_jsonl_manifest_and_junk_that_is_not_an_archive(tmp_path):
         open_dataset(tmp_path / "junk.zip", "image")
 
 
-def _tar(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def test_damaged_archives_and_members_are_reported_not_crashed_on():
-    whole = _tar({f"p{i}.png": png((i, 0, 0)) for i in range(5)})
+    whole = make_tar({f"p{i}.png": png((i, 0, 0)) for i in range(5)}, mode="w:gz")
     with pytest.raises(ManifestError, match="cut.short|damaged"):
         open_archive(io.BytesIO(whole[: len(whole) // 2]), "cut.tgz", "image")
-    raw = _zip({"a.png": png(), "b.png": png((0, 200, 0), (300, 300))}, zipfile.ZIP_DEFLATED).getvalue()
+    raw = make_zip({"a.png": png(), "b.png": png((0, 200, 0), (300, 300))}, zipfile.ZIP_DEFLATED)
     start = raw.index(b"b.png") + len(b"b.png") + 40  # inside b.png's compressed data
     broken = raw[:start] + bytes(64) + raw[start + 64:]
     dataset = open_archive(io.BytesIO(broken), "broken.zip", "image")
@@ -221,7 +191,7 @@ def test_a_repeated_name_counts_once_the_last_wins_and_a_tgz_bomb_is_stopped_whi
     dataset = open_archive(buffer, "twice.zip", "image")
     assert [i.key for i in dataset.items] == ["a.png"] and dataset.items[0].read() == png()
     assert dataset.skipped == 1
-    bomb = _tar({"zeros.png": bytes(60 * 1024 * 1024)})
+    bomb = make_tar({"zeros.png": bytes(60 * 1024 * 1024)}, mode="w:gz")
     assert len(bomb) < 200_000
     with pytest.raises(ManifestError, match="possible zip bomb"):
         open_archive(io.BytesIO(bomb), "bomb.tar.gz", "image")

@@ -1,8 +1,10 @@
-"""Media made for tests: recordings synthesised with PyAV."""
+"""Media made for tests: recordings synthesised with PyAV, zip and tar archives of given members."""
 
 from __future__ import annotations
 
 import io
+import tarfile
+import zipfile
 
 import av
 import numpy as np
@@ -20,4 +22,26 @@ def recording(seconds: float = 3.0, rate: int = 16_000, amplitude: int = 3000, f
         frame.sample_rate = rate
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def make_zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return buffer.getvalue()
+
+
+def make_tar(members: dict[str, bytes], links: dict[str, str] | None = None, mode: str = "w") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
     return buffer.getvalue()

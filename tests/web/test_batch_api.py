@@ -15,7 +15,6 @@ import html
 import io
 import json
 import re
-import tarfile
 import zipfile
 
 import pytest
@@ -23,6 +22,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from tests.support.fakes import HiddenCaptionScorer, ScriptedGenerator
+from tests.support.media import make_tar, make_zip
 from tests.support.services import queued, use_broker
 from web import create_app
 from worker.runner import JobModels, run_in_process
@@ -57,28 +57,6 @@ def png(i: int = 0, size: tuple[int, int] = (32, 24)) -> bytes:
     """A small real PNG, a different colour for each i (so each item has its own bytes)."""
     buffer = io.BytesIO()
     Image.new("RGB", size, COLOURS[i % len(COLOURS)]).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def make_zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in members.items():
-            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
-    return buffer.getvalue()
-
-
-def make_tar(members: dict[str, bytes], links: dict[str, str] | None = None, mode: str = "w") -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode=mode) as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            archive.addfile(info)
     return buffer.getvalue()
 
 
