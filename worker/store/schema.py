@@ -98,6 +98,16 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     result_text: Mapped[str | None] = mapped_column(Text)
     result_score: Mapped[float | None] = mapped_column(Float)
+    # -1 low, 0 normal, 1 high: the queue takes higher first (worker.queue.broker_priority).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When its next step was put on the queue (status queued): the wait shown to people, and the
+    # age after which the reaper looks for its message on the broker. None while the step is
+    # not on the queue: a batch job held back by the batch's limit on jobs in flight.
+    queued_at: Mapped[datetime | None]
+    # The worker running its step now (host, process, thread), while the status is running.
+    worker: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_jobs_status_queued_at", "status", "queued_at"),)
 
     input: Mapped[Artifact | None] = relationship()
     steps: Mapped[list[Step]] = relationship(back_populates="job", order_by="Step.step")
@@ -130,7 +140,8 @@ class JobEvent(Base):
 class Step(Base):
     __tablename__ = "steps"
     # One row per (job, step): a redelivered task finds its step done.
-    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_steps_job_step"),)
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_steps_job_step"),
+                      Index("ix_steps_finished_at", "finished_at"))  # steps per minute (worker.ops)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -199,6 +210,9 @@ class Batch(Base):
     # What it was made from (worker.datasets.Dataset.describe() of each submission, in order).
     sources: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    priority: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")  # its jobs'; see Job.priority
+    # Jobs of the batch on the queue or running at once at most (None: MILS_BATCH_IN_FLIGHT).
+    max_in_flight: Mapped[int | None]
 
 
 class BatchItem(Base):
