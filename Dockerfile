@@ -14,10 +14,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/data/huggingface \
     TORCH_HOME=/data/torch
 
-# Install the package (non-editable); .dockerignore keeps the context to the sources it needs.
+# Install the package (non-editable) with Flower for the compose file's `flower` service;
+# .dockerignore keeps the context to the sources it needs.
 WORKDIR /src
 COPY . .
-RUN pip install . && rm -rf /src
+RUN pip install ".[flower]" && rm -rf /src
 
 # `mils batch eval`: pycocoevalcap's PTB tokenizer and METEOR are Java programs, and they write
 # their temporary files beside their jars, so its folder belongs to the user that runs them.

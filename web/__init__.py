@@ -5,6 +5,7 @@ queues steps for them; it never loads a model.
     pages          HTML pages: submit form, jobs list, live job page, downloads
     batch_pages    HTML pages of batches: list, new batch form, live batch page, exports
     api            the JSON API under /api, described by /api/openapi.json
+    ops            the operator page (/ops) and Prometheus metrics (/metrics)
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["AUTH"] not in ("none", "token"):
         raise ValueError(f"MILS_WEB_AUTH must be 'none' or 'token', not {app.config['AUTH']!r}")
 
-    from web import api, auth, batch_pages, db, errors, pages
+    from web import api, auth, batch_pages, db, errors, ops, pages
 
     db.init_app(app)
     app.before_request(batch_pages.larger_uploads)  # before CSRFProtect's hook reads the body
@@ -51,6 +52,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(batch_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.health)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(ops.metrics)
     app.add_template_filter(format_duration, "duration")
     csrf.exempt(api.bp)  # the API authenticates by bearer token, not by cookie (see web.auth)
     app.add_url_rule("/", "index", lambda: redirect(url_for("pages.jobs")))

@@ -14,6 +14,7 @@ from web.params import batch_item_args, batch_list_args, candidate_args, job_lis
 from web.submission import submit_batch_from, submit_from
 from worker.batches import cancel_batch, resume_batch
 from worker.lifecycle import cancel, resume_job
+from worker.ops import take_snapshot
 from worker.store.jobs import get_job
 from worker.store.batches import batch_detail, get_batch, items_page, list_batches
 from worker.store.queries import candidates_page, count_candidates, job_detail, list_jobs, summarize
@@ -142,6 +143,13 @@ def cancel_batch_(name: str):
 def resume_batch_(name: str):
     resumed = resume_batch(session_factory(), name)
     return jsonify({"resumed": resumed, **batch_detail(get_session(), name), "links": _batch_links(name)}), 202
+
+
+@bp.get("/ops")
+def ops():
+    """What the operator page shows (worker.ops.Snapshot): queues, jobs by status, throughput,
+    failures, the oldest waiting step, the steps running per worker."""
+    return jsonify(take_snapshot(get_session()).to_dict())
 
 
 @bp.get("/openapi.json")

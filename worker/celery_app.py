@@ -28,6 +28,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,  # ride out a broker restart
     worker_hijack_root_logger=False,
+    # Task events (sent, received, started, succeeded, ...) for monitors such as Flower.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
 )
 
 

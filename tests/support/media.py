@@ -45,3 +45,14 @@ def make_tar(members: dict[str, bytes], links: dict[str, str] | None = None, mod
             info.type, info.linkname = tarfile.SYMTYPE, target
             archive.addfile(info)
     return buffer.getvalue()
+
+
+def png_media(size: tuple[int, int] = (24, 16), color: tuple[int, int, int] = (200, 120, 40), name: str = "cat.png"):
+    """A small flat PNG as worker.media.Media, for jobs stored directly by the store."""
+    from PIL import Image
+
+    from worker.media import Media
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return Media(data=buffer.getvalue(), media_type="image/png", name=name)
