@@ -100,7 +100,7 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     request = submission.job_request(kind.name, media, info, generator=llm, scorer=scorer,
                                      overrides=settings_from(fields), options=options_from(kind, fields, others=others),
                                      attachments=_attachments(kind, fields, files))
-    return submission.submit(session_factory(), request)
+    return submission.submit(session_factory(), request, priority=(fields.get("priority") or "").strip() or None)
 
 
 def existing_task(name: str) -> str | None:
@@ -142,4 +142,15 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
     return submit_batch(session_factory(), name, dataset, task=task,
                         generator=(fields.get("llm") or "").strip() or None,
                         scorer=(fields.get("scorer") or "").strip() or None,
-                        overrides=settings_from(fields, seed=None), options=options_from(kind, fields, others=others))
+                        overrides=settings_from(fields, seed=None), options=options_from(kind, fields, others=others),
+                        priority=(fields.get("priority") or "").strip() or None,
+                        max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"))
+
+
+def _whole_number(value: str | None, name: str) -> int | None:
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise QueryError(f"{name} must be a whole number, not {value!r}") from None

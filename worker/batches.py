@@ -7,7 +7,11 @@ models, submitted together, watched, cancelled or resumed together, exported and
     evaluate_batch(sessions, name, references)    caption metrics, final and per step, stored
 
 Submitting is resumable: each item is stored with its job in chunks, one transaction each, and
-marked queued once its first step is on the broker. Submitting the same dataset to the same batch
+marked queued once its first step goes to the broker. A batch has at most `max_in_flight` jobs
+(MILS_BATCH_IN_FLIGHT) on the queue or running at once; the others are held, and each job that
+finishes lets the next one in (`release`; the workers' reaper pass tops up too), so one big batch
+never fills the queue ahead of everyone else. Its jobs run at the batch's priority (low unless
+given). Submitting the same dataset to the same batch
 again skips the items it has, finishes the queueing of any the last submission stored but did not
 queue, and tries again the items that could not be read. A bad item never stops the others.
 """
@@ -23,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,14 +35,16 @@ from worker.core import SettingsError
 from worker.datasets import Dataset, Item
 from worker.evaluation import METRICS, caption_metrics, spice_unavailable
 from worker.kinds import get_kind
-from worker.lifecycle import cancel, resume_job
+from worker import config
+from worker.lifecycle import cancel, resume
 from worker.media import MediaError
-from worker.queue import BrokerError, enqueue, job_queue
-from worker.store.batches import (active_job_ids, best_texts_by_step, check_name, get_batch, item_states,
-                                  next_position, references_of, results, unqueued_items)
-from worker.store.jobs import JobError, get_job
+from worker.queue import BrokerError, enqueue, job_queue, priority_value
+from worker.store.batches import (active_job_ids, batch_of, batches_holding, best_texts_by_step, check_name,
+                                  get_batch, held_items, in_flight, item_states, next_position, references_of,
+                                  results)
+from worker.store.jobs import JobError
 from worker.store.queries import csv_chunks, json_array
-from worker.store.schema import Batch, BatchEvaluation, BatchItem, JobStatus
+from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus, utcnow
 from worker.submission import checked_settings, job_request, store_job, task_input
 
 log = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ CHUNK_BYTES = 64 * 1024 * 1024
 class SubmitReport:
     name: str
     created: bool  # the batch is new
-    added: int = 0  # items stored and queued now
+    added: int = 0  # items stored now (queued, or held until the batch has room)
     already: int = 0  # items of the dataset the batch already had as jobs
     requeued: int = 0  # items stored by an earlier submission that never reached the broker
     rejected: list[dict] = field(default_factory=list)  # {"key", "source", "line", "error"} per bad item
@@ -78,9 +84,17 @@ def _given_differs(batch: Batch, task, generator, scorer, settings, options) -> 
     return differs
 
 
-def _batch_for(session: Session, name: str, task, generator, scorer, overrides, options) -> tuple[Batch, bool]:
+def _batch_for(session: Session, name: str, task, generator, scorer, overrides, options,
+               priority=None, max_in_flight=None) -> tuple[Batch, bool]:
     """The batch called `name`, made now if new (the settings checked as for one job). An existing
-    batch keeps its settings: anything given must agree with them."""
+    batch keeps its settings: anything given must agree with them; its priority and limit on jobs
+    in flight (which change no result) take the values given."""
+    if max_in_flight is not None and max_in_flight < 1:
+        raise SettingsError(f"max_in_flight must be at least 1, not {max_in_flight}")
+    try:
+        priority = None if priority is None else priority_value(priority)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     given_settings = {k: v for k, v in (overrides or {}).items() if v is not None}
     given_options = {k: v for k, v in (options or {}).items() if v is not None}
     try:
@@ -95,6 +109,8 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
         if differs:
             raise SettingsError(f"batch {name!r} runs with {'; '.join(differs)}: submit to it without those "
                                 "options, or give the batch a new name")
+        batch.priority = batch.priority if priority is None else priority
+        batch.max_in_flight = max_in_flight or batch.max_in_flight
         return batch, False
     task = task or "image-caption"
     if task not in BATCH_TASKS:
@@ -102,7 +118,8 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
     generator, scorer = generator or "embedded", scorer or "embedded"
     settings, checked = checked_settings(task, generator, scorer, given_settings, given_options)
     batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
-                  options=checked, sources={"submissions": []})
+                  options=checked, sources={"submissions": []}, max_in_flight=max_in_flight,
+                  priority=PRIORITY_DEFAULT if priority is None else priority)
     try:
         with session.begin_nested():
             session.add(batch)
@@ -114,22 +131,25 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
 def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *, task: str | None = None,
                  generator: str | None = None, scorer: str | None = None,
                  overrides: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+                 priority: str | int | None = None, max_in_flight: int | None = None,
                  on_item: Callable[[], None] | None = None) -> SubmitReport:
-    """Add the dataset's items the batch `name` lacks (making the batch if new) and queue them.
-    Settings, models and options not given are the batch's (a new one: the task's defaults).
+    """Add the dataset's items the batch `name` lacks (making the batch if new) and queue them, as
+    many as its limit on jobs in flight allows (the rest follow as jobs finish). Settings, models
+    and options not given are the batch's (a new one: the task's defaults; priority low).
     Raises SettingsError / ModelLoadError / JobError before anything is stored; BrokerError when
     the broker refused steps (the items stay stored; `mils batch resume` queues them)."""
     with sessions.begin() as session:
-        batch, created = _batch_for(session, name, task, generator, scorer, overrides, options)
+        batch, created = _batch_for(session, name, task, generator, scorer, overrides, options, priority,
+                                    max_in_flight)
         batch.sources = {"submissions": [*batch.sources.get("submissions", []), dataset.describe()]}
         batch_id, kind = batch.id, get_kind(batch.task)
         template = dict(task=batch.task, generator=batch.generator, scorer=batch.scorer,
-                        overrides=dict(batch.settings), options=dict(batch.options))
+                        overrides=dict(batch.settings), options=dict(batch.options), priority=batch.priority)
         known = item_states(session, batch_id)
         position = next_position(session, batch_id)
     report = SubmitReport(name, created, dataset=dataset.describe())
-    broker = _Broker(sessions)
-    report.requeued = _queue_stored(sessions, batch_id, broker)
+    broker = _Broker(sessions, batch_id)
+    report.requeued = len(broker.release())
 
     pending: list[tuple[Item, Any]] = []  # (item, checked media and info, or the MediaError)
     pending_bytes = 0
@@ -160,10 +180,10 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
             request = job_request(template["task"], media, info, generator=template["generator"],
                                   scorer=template["scorer"], overrides=template["overrides"],
                                   options=template["options"])
-            job = store_job(session, request)
+            job = store_job(session, request, priority=template["priority"], held=True)
             row.job_id, row.error = job.id, None
             session.flush()
-            stored.append((row.id, job.id, job_queue(job)))
+            stored.append(job.id)
         return stored
 
     def flush() -> None:
@@ -177,7 +197,7 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
             raise JobError(f"another submission is adding the same items to batch {name!r} right now; "
                            "submit again when it is done (the items stored so far are kept)") from None
         report.added += len(stored)
-        broker.send(stored)
+        broker.release()
         pending.clear()
         new_references.clear()
         pending_bytes = 0
@@ -208,44 +228,95 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
     return report
 
 
+PRIORITY_DEFAULT = -1  # a batch's jobs run at low priority unless it is given: single jobs go first
+
+
 class _Broker:
-    """Hands stored items' first steps to the broker and marks them queued. After its first
-    refusal it stops trying (each try waits out the client's retries): the submission goes on
-    storing the rest, and `raise_refused` says how many wait for `mils batch resume`."""
+    """Lets a batch's held jobs onto the broker (`release`). After its first refusal it stops
+    trying (each try waits out the client's retries): a submission goes on storing the rest, and
+    `raise_refused` says how many wait for `mils batch resume`."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
-        self.refused: list[int] = []  # job ids stored but not queued
+    def __init__(self, sessions: sessionmaker[Session], batch_id: int) -> None:
+        self.sessions, self.batch_id = sessions, batch_id
+        self.refused = False
 
-    def send(self, stored: list[tuple[int, int, str]]) -> None:
-        sent = []
-        for item_id, job_id, queue in stored:
-            if self.refused:
-                self.refused.append(job_id)
-                continue
-            try:
-                enqueue(job_id, 0, queue)
-                sent.append(item_id)
-            except BrokerError:
-                self.refused.append(job_id)
-        if sent:
-            with self.sessions.begin() as session:
-                session.execute(update(BatchItem).where(BatchItem.id.in_(sent)).values(queued=True))
+    def release(self) -> list[int]:
+        if self.refused:
+            return []
+        try:
+            return release(self.sessions, self.batch_id)
+        except BrokerError:
+            self.refused = True
+            return []
 
     def raise_refused(self, name: str) -> None:
-        if self.refused:
-            raise BrokerError(f"batch {name!r}: {len(self.refused)} job(s) are stored but the broker did not take "
-                              f"them; run `mils batch resume {name}` when it is back", self.refused[-1])
+        if not self.refused:
+            return
+        with self.sessions() as session:
+            held = held_items(session, self.batch_id)
+        if held:
+            raise BrokerError(f"batch {name!r}: {len(held)} job(s) are stored but the broker did not take "
+                              f"them; run `mils batch resume {name}` when it is back", held[-1][1].id)
 
 
-def _queue_stored(sessions: sessionmaker[Session], batch_id: int, broker: _Broker) -> int:
-    """Queue the jobs an earlier submission stored but did not hand to the broker (it was cut
-    short); a step already run drops the duplicate message (worker.runner.execute_step)."""
+def release(sessions: sessionmaker[Session], batch_id: int) -> list[int]:
+    """Put the batch's held jobs on the queue, in the order they were submitted, while fewer than
+    its limit (Batch.max_in_flight, else MILS_BATCH_IN_FLIGHT) are queued or running; returns their
+    ids. The batch's row is locked meanwhile, so two workers finishing jobs at once never let in
+    more than the limit. Marked queued first and sent after the commit; a crash in between leaves
+    a queued job without a message, which the reaper finds (worker.lifecycle.find_lost).
+    BrokerError when the broker refused (those not sent are held again)."""
+    with sessions.begin() as session:
+        batch = session.get(Batch, batch_id, with_for_update=True)
+        if batch is None:
+            return []
+        room = (batch.max_in_flight or config.batch_in_flight()) - in_flight(session, batch_id)
+        if room <= 0:
+            return []
+        sends = []
+        for item, job in held_items(session, batch_id, room):
+            item.queued, job.queued_at = True, utcnow()
+            sends.append((item.id, job.id, job_queue(job), job.priority))
+    for done, (_, job_id, queue, priority) in enumerate(sends):
+        try:
+            enqueue(job_id, 0, queue, priority=priority)
+        except BrokerError:
+            _hold_again(sessions, [item_id for item_id, *_ in sends[done:]])
+            raise
+    return [job_id for _, job_id, _, _ in sends]
+
+
+def _hold_again(sessions: sessionmaker[Session], item_ids: list[int]) -> None:
+    with sessions.begin() as session:
+        for item in session.scalars(select(BatchItem).where(BatchItem.id.in_(item_ids))):
+            item.queued = False
+            session.get(Job, item.job_id).queued_at = None
+
+
+def release_after(sessions: sessionmaker[Session], job_id: int) -> None:
+    """The job finished (or failed): if it is a batch's, let the batch's next held jobs in. Never
+    raises: the workers' reaper pass (`release_all`) tops batches up if this did not."""
+    try:
+        with sessions() as session:
+            batch_id = batch_of(session, job_id)
+        if batch_id is not None:
+            release(sessions, batch_id)
+    except Exception as exc:  # the broker or database is down: the reaper pass tries again
+        log.warning("job %s finished; its batch's next jobs wait for the reaper pass: %s", job_id, exc)
+
+
+def release_all(sessions: sessionmaker[Session]) -> int:
+    """`release` every batch with held jobs; returns how many jobs went on the queue."""
     with sessions() as session:
-        rows = [(item_id, job_id, job_queue(get_job(session, job_id)))
-                for item_id, job_id in unqueued_items(session, batch_id)]
-    broker.send(rows)
-    return len(rows)
+        holding = batches_holding(session)
+    released = 0
+    for batch_id in holding:
+        try:
+            released += len(release(sessions, batch_id))
+        except BrokerError as exc:
+            log.warning("%s", exc)
+            break
+    return released
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -270,25 +341,28 @@ def cancel_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
     return cancelled
 
 
-def resume_batch(sessions: sessionmaker[Session], name: str) -> int:
-    """Queue again every cancelled, failed or interrupted job of the batch, and any job a cut-short
-    submission stored without queueing; returns how many. BrokerError when the broker is down."""
+def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500) -> int:
+    """Resume every cancelled, failed or interrupted job of the batch (held, then let in under
+    the batch's limit like new ones), and queue what its limit allows of the jobs held (e.g. by a
+    submission cut short); returns how many jobs it resumed or queued. BrokerError when the
+    broker is down."""
     with sessions() as session:
         batch_id = get_batch(session, name).id
         ids = active_job_ids(session, batch_id, (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED))
-    resumed = 0
-    for job_id in ids:
-        try:
-            resume_job(sessions, job_id)
-        except JobError:  # resumed or finished meanwhile
-            continue
-        resumed += 1
-        with sessions.begin() as session:  # its first step is on the broker now, if it never was
-            session.execute(update(BatchItem).where(BatchItem.job_id == job_id).values(queued=True))
-    broker = _Broker(sessions)
-    resumed += _queue_stored(sessions, batch_id, broker)
+    resumed: set[int] = set()
+    for start in range(0, len(ids), chunk):
+        with sessions.begin() as session:
+            for job_id in ids[start:start + chunk]:
+                try:
+                    resume(session, job_id, held=True)
+                except JobError:  # resumed or finished meanwhile
+                    continue
+                resumed.add(job_id)
+                session.execute(update(BatchItem).where(BatchItem.job_id == job_id).values(queued=False))
+    broker = _Broker(sessions, batch_id)
+    resumed.update(broker.release())
     broker.raise_refused(name)
-    return resumed
+    return len(resumed)
 
 
 # --------------------------------------------------------------------------- results

@@ -87,8 +87,8 @@ def max_step_attempts() -> int:
 
 
 def stale_seconds() -> float:
-    """A running job whose heartbeat is older than this is taken for dead. Between steps a job
-    waits in the queue without a heartbeat, so this must exceed a step plus the queue wait."""
+    """A running job (a worker holds its step) whose heartbeat is older than this is taken for
+    dead; a queued job waiting longer than this has its message looked for on the broker."""
     return _number("MILS_STALE_SECONDS", 600)
 
 
@@ -105,6 +105,11 @@ def max_auto_resumes() -> int:
 def reap_seconds() -> float:
     """Period of each worker's reaper pass."""
     return _number("MILS_REAP_SECONDS", 30)
+
+
+def batch_in_flight() -> int:
+    """A batch's jobs on the queue or running at once at most, unless the batch says otherwise."""
+    return max(1, int(_number("MILS_BATCH_IN_FLIGHT", 64)))
 
 
 def parent_poll_seconds() -> float:

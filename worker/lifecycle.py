@@ -3,6 +3,12 @@
 `cancel`, `resume` and `reap` take a Session and return plain values; the caller owns the
 transaction. `resume_job` and `reap_once` are the whole act: their transaction, then the steps
 they made due on the queue (only after the commit).
+
+Liveness: a job is `running` only while a worker holds its step, and only then is it judged by
+its heartbeat (MILS_STALE_SECONDS). Between steps it is `queued`, however long the queue: a long
+wait is not a death. A step message the broker lost is found by looking for it: a job queued for
+longer than MILS_STALE_SECONDS whose message is neither waiting on the broker nor delivered to a
+worker, in two passes in a row, is queued again (`find_lost`, `requeue_lost`).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import config
-from worker.queue import BrokerError, enqueue, job_queue
-from worker.store.jobs import JobError, add_event, get_job, next_step_number, set_status
+from worker.queue import BrokerError, enqueue, job_queue, jobs_on_broker
+from worker.store.jobs import JobError, add_event, get_job, mark_queued, next_step_number, set_status
 from worker.store.queries import JobSummary, summarize
 from worker.store.schema import Job, JobStatus, utcnow
 
@@ -34,10 +40,11 @@ def cancel(session: Session, job_id: int) -> JobSummary:
     return summarize(session, job)
 
 
-def resume(session: Session, job_id: int, *, automatic: bool = False) -> int:
+def resume(session: Session, job_id: int, *, automatic: bool = False, held: bool = False) -> int:
     """Queue a cancelled, failed or interrupted job again; returns the step to enqueue.
     Committed steps are kept: the job continues after the last one. A queued job may be
-    resumed too: that re-sends a message the broker lost (a duplicate is dropped)."""
+    resumed too: that re-sends a message the broker lost (a duplicate is dropped). `held`: the
+    step is not put on the queue now (a batch's job waiting for room under the batch's limit)."""
     job = get_job(session, job_id, for_update=True)
     if job.status == JobStatus.SUCCEEDED:
         raise JobError(f"job {job_id} already succeeded; nothing to resume")
@@ -47,7 +54,9 @@ def resume(session: Session, job_id: int, *, automatic: bool = False) -> int:
     set_status(session, job, JobStatus.QUEUED,
                f"{'automatically ' if automatic else ''}from step {step} (was {job.status.value})", event="resumed")
     job.cancel_requested, job.error = False, None
-    job.heartbeat_at = utcnow()  # the reaper waits a full period before judging it again
+    mark_queued(session, job)
+    if held:
+        job.queued_at = None
     if automatic:
         job.auto_resumes += 1
     else:  # a person's resume gives the step its full number of attempts again
@@ -60,8 +69,9 @@ def resume_job(sessions: sessionmaker[Session], job_id: int) -> int:
     BrokerError when the job is resumed in the store but the broker did not take the step."""
     with sessions.begin() as session:
         step = resume(session, job_id)
-        queue = job_queue(get_job(session, job_id))
-    enqueue(job_id, step, queue)
+        job = get_job(session, job_id)
+        queue, priority = job_queue(job), job.priority
+    enqueue(job_id, step, queue, priority=priority)
     return step
 
 
@@ -72,8 +82,8 @@ def reap(
     auto_resume: bool | None = None,
     max_auto_resumes: int | None = None,
 ) -> list[tuple[int, int]]:
-    """Mark jobs with a stale heartbeat interrupted (a worker died, or their message was lost);
-    resume them automatically while under the cap. Returns the (job, step) pairs to enqueue.
+    """Mark running jobs with a stale heartbeat interrupted (their worker died); resume them
+    automatically while under the cap. Returns the (job, step) pairs to enqueue.
     Unset arguments come from worker.config (MILS_STALE_SECONDS, MILS_AUTO_RESUME, ...)."""
     stale_after = config.stale_seconds() if stale_after is None else stale_after
     auto_resume = config.auto_resume() if auto_resume is None else auto_resume
@@ -110,19 +120,82 @@ def undo_automatic_resume(session: Session, job_id: int, reason: str) -> None:
         job.auto_resumes = max(job.auto_resumes - 1, 0)
 
 
+# Jobs that looked lost at the last pass of this process's reaper: {job id: its queued_at}.
+_suspects: dict[int, object] = {}
+
+
+def find_lost(session: Session, on_broker: set[int] | None, *, stale_after: float | None = None,
+              suspects: dict[int, object] | None = None) -> list[tuple[int, int]]:
+    """Queued jobs whose step message is lost: queued for longer than `stale_after` seconds
+    (MILS_STALE_SECONDS) and not among `on_broker` (worker.queue.jobs_on_broker, read BEFORE
+    this), in this pass and in the last one (`suspects`, updated in place: a message between the
+    queue and a worker's unacked set can be missed by one read). Each is queued again (an event
+    says why); returns the (job, step) pairs to enqueue. None for `on_broker`: the broker cannot be
+    read, and nothing is judged lost."""
+    if on_broker is None:
+        return []
+    stale_after = config.stale_seconds() if stale_after is None else stale_after
+    suspects = _suspects if suspects is None else suspects
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    waiting = session.execute(
+        select(Job.id, Job.queued_at).where(Job.status == JobStatus.QUEUED, Job.queued_at < cutoff)
+    ).all()
+    now_missing = {job_id: queued_at for job_id, queued_at in waiting if job_id not in on_broker}
+    confirmed = [job_id for job_id, queued_at in now_missing.items() if suspects.get(job_id) == queued_at]
+    suspects.clear()
+    suspects.update({job_id: at for job_id, at in now_missing.items() if job_id not in confirmed})
+    lost = []
+    for job_id in confirmed:
+        job = session.scalar(select(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                             .with_for_update(skip_locked=True))
+        if job is None or job.queued_at != now_missing[job_id]:
+            continue  # taken or queued again meanwhile
+        step = next_step_number(session, job_id)
+        add_event(session, job, "requeued", f"step {step} was queued at {job.queued_at.isoformat()} and its "
+                                            "message is no longer on the broker")
+        mark_queued(session, job)
+        lost.append((job_id, step))
+    return lost
+
+
 def reap_once(sessions: sessionmaker[Session]) -> int:
-    """Mark stale jobs interrupted, resume what may be, enqueue it; returns how many resumed."""
+    """Mark stale running jobs interrupted, resume what may be, queue again the steps whose
+    messages were lost; enqueue them all. Returns how many were queued again."""
+    on_broker = _broker_snapshot(sessions)
     with sessions.begin() as session:
-        resumed = reap(session)
-        queues = {job_id: job_queue(get_job(session, job_id)) for job_id, _ in resumed}
+        interrupted = reap(session)
+        lost = find_lost(session, on_broker)
+        resumed = interrupted + lost
+        routes = {job_id: (job_queue(job), job.priority)
+                  for job_id, _ in resumed for job in [get_job(session, job_id)]}
     done = 0
     for job_id, step in resumed:
-        log.warning("job %s was interrupted; resuming it from step %s", job_id, step)
+        if (job_id, step) in lost:
+            log.warning("job %s: the message of step %s was lost; queueing it again", job_id, step)
+        else:
+            log.warning("job %s was interrupted; resuming it from step %s", job_id, step)
         try:
-            enqueue(job_id, step, queues[job_id])
+            queue, priority = routes[job_id]
+            enqueue(job_id, step, queue, priority=priority)
             done += 1
         except BrokerError as exc:
             log.warning("%s", exc)
             with sessions.begin() as session:
                 undo_automatic_resume(session, job_id, str(exc))
     return done
+
+
+def _broker_snapshot(sessions: sessionmaker[Session]) -> set[int] | None:
+    """The jobs with a message on the broker, read only when some job has been queued for
+    longer than MILS_STALE_SECONDS (reading the broker is O(messages)); else an empty set."""
+    cutoff = utcnow() - timedelta(seconds=config.stale_seconds())
+    with sessions() as session:
+        old = session.scalar(select(Job.id).where(Job.status == JobStatus.QUEUED, Job.queued_at < cutoff).limit(1))
+    if old is None:
+        _suspects.clear()
+        return set()
+    try:
+        return jobs_on_broker()
+    except Exception as exc:  # the broker is down: judge nothing this pass
+        log.warning("could not read the broker for lost steps: %s", exc)
+        return None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -26,8 +28,8 @@ from worker import config, core
 from worker.core import Generator, GeneratorUnavailable, Scorer, Settings, StepResult
 from worker.core.optimizer import should_stop
 from worker.kinds import TASK_KINDS, JobInput
-from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, next_step_number, parents_of_job,
-                               record_step, set_status, touch_heartbeat)
+from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, mark_claimed, mark_queued,
+                               next_step_number, parents_of_job, record_step, set_status, touch_heartbeat)
 from worker.store.schema import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -144,16 +146,24 @@ class _JobSnapshot:
     input: JobInput
 
 
+def this_worker(node: str | None = None) -> str:
+    """Who runs a step, as jobs.worker shows it: the worker's node name (Celery's, e.g.
+    celery@host; default this host's name), process and thread."""
+    return f"{node or socket.gethostname()}/{os.getpid()}/{threading.current_thread().name}"
+
+
 def execute_step(
     sessions: sessionmaker[Session],
     job_id: int,
     models_for: ModelResolver = default_models,
     expected_step: int | None = None,
+    worker: str | None = None,
 ) -> StepResult | None:
     """Run and commit the job's next step. None when there is nothing to do: the job is
     finished or cancelled, `expected_step` is not its next step (a stale or duplicate
     message), or another worker committed the step first. UnknownJob for an unknown id;
-    WaitingForParents while the jobs it is built on run.
+    WaitingForParents while the jobs it is built on run. `worker` names who runs the step (for
+    people and the reaper; default: this host and process).
 
     Every transaction that decides about the job's status locks its row first (cancel,
     resume and the reaper lock it too), so none of them decides on a stale copy of it."""
@@ -203,10 +213,7 @@ def execute_step(
             job.error = f"step {number} was started {config.max_step_attempts()} times and never finished"
             set_status(session, job, JobStatus.FAILED, job.error)
             return None
-        if job.status != JobStatus.RUNNING:
-            set_status(session, job, JobStatus.RUNNING, f"step {number}")
-        job.heartbeat_at = utcnow()
-        job.started_at = job.started_at or utcnow()
+        mark_claimed(session, job, worker or this_worker(), number)
 
     # The slow part runs outside any transaction: no lock or connection is held meanwhile.
     started_at = utcnow()
@@ -241,6 +248,8 @@ def execute_step(
                 set_status(session, job, JobStatus.SUCCEEDED)
             elif job.cancel_requested:
                 set_status(session, job, JobStatus.CANCELLED, f"after step {result.step}")
+            else:  # its next step waits in the queue: no worker holds it, no heartbeat judges it
+                mark_queued(session, job)
     except (IntegrityError, _AlreadyCommitted):
         # (job, step) already committed by another delivery of the same task: keep theirs.
         log.info("job %s step %s was already committed; skipping", job_id, result.step)
@@ -269,6 +278,8 @@ def _waiting_for_generator(sessions: sessionmaker[Session], job_id: int, number:
         if job.attempt_step == number and job.attempts > 0:
             job.attempts -= 1
         add_event(session, job, "waiting_for_llm", f"step {number}: {exc}")
+        if not job.status.finished:  # the step is tried again from the queue
+            mark_queued(session, job)
 
 
 def _note_served(session: Session, job: Job, served: dict[str, str] | None) -> None:

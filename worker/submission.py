@@ -31,7 +31,7 @@ from worker.kinds.image import check_image
 from worker.media import Media, MediaError
 from worker.media.samples import SAMPLES, sample_input
 from worker.models import check_specs
-from worker.queue import enqueue, enqueue_first_steps, job_queue
+from worker.queue import enqueue, enqueue_first_steps, job_queue, priority_value
 from worker.store.jobs import create_job
 from worker.store.schema import Job
 
@@ -101,20 +101,28 @@ def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[
     return settings, kind.job_options(options or {}, attachments)
 
 
-def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int, int]] = ()) -> Job:
-    """Store the request as a queued job in the caller's transaction."""
+def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int, int]] = (), *,
+              priority: int = 0, held: bool = False) -> Job:
+    """Store the request as a queued job in the caller's transaction, at `priority` (-1, 0, 1;
+    worker.queue.PRIORITIES); `held`: not put on the queue now (see worker.batches)."""
     return create_job(session, task=request.task, settings=request.settings, generator=request.generator,
                       scorer=request.scorer, media=request.media, options=request.options,
-                      input_info=request.input_info, attachments=request.attachments, parents=parents)
+                      input_info=request.input_info, attachments=request.attachments, parents=parents,
+                      priority=priority, held=held)
 
 
-def submit(sessions: sessionmaker[Session], request: JobRequest) -> int:
-    """Store the job, then queue its first step; returns the job id. A BrokerError after this
-    means the job is stored, not queued (its message names the id to resume)."""
+def submit(sessions: sessionmaker[Session], request: JobRequest, *, priority: str | int | None = None) -> int:
+    """Store the job, then queue its first step at `priority` ("low", "normal" (None), "high");
+    returns the job id. SettingsError for an unknown priority. A BrokerError after this means
+    the job is stored, not queued (its message names the id to resume)."""
+    try:
+        value = priority_value(priority)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     with sessions.begin() as session:
-        job = store_job(session, request)
+        job = store_job(session, request, priority=value)
         job_id, queue = job.id, job_queue(job)
-    enqueue(job_id, 0, queue)  # after the commit: the step must find its job
+    enqueue(job_id, 0, queue, priority=value)  # after the commit: the step must find its job
     return job_id
 
 
@@ -183,6 +191,6 @@ def submit_arithmetic(sessions: sessionmaker[Session], request: ArithmeticReques
     its parents by itself); returns (its id, the parents' ids)."""
     with sessions.begin() as session:
         job, parents = store_arithmetic(session, request)
-        queued = [(p.id, job_queue(p)) for p in parents] + [(job.id, job_queue(job))]
+        queued = [(p.id, job_queue(p), p.priority) for p in parents] + [(job.id, job_queue(job), job.priority)]
     enqueue_first_steps(queued, "arithmetic job")
-    return queued[-1][0], [job_id for job_id, _ in queued[:-1]]
+    return queued[-1][0], [job_id for job_id, _, _ in queued[:-1]]

@@ -15,10 +15,11 @@ from sqlalchemy.exc import DBAPIError
 
 from worker import config
 from worker.celery_app import app
+from worker.batches import release_after, release_all
 from worker.lifecycle import reap_once
 from worker.queue import enqueue, job_queue
 from worker.core import GeneratorUnavailable
-from worker.runner import WaitingForParents, default_models, execute_step, fail_job
+from worker.runner import WaitingForParents, default_models, execute_step, fail_job, this_worker
 from worker.store.db import open_store
 from worker.store.jobs import get_job
 
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 def run_step(self, job_id: int, step: int, llm_waiting_since: float | None = None) -> None:
     sessions = open_store()
     try:
-        result = execute_step(sessions, job_id, default_models, expected_step=step)
+        result = execute_step(sessions, job_id, default_models, expected_step=step,
+                              worker=this_worker(self.request.hostname))
     except GeneratorUnavailable as exc:
         # The LLM server is down or overloaded: the same step again in a while, for up to
         # MILS_LLM_WAIT_SECONDS in all; then the job fails (and `mils resume` takes it on later).
@@ -44,6 +46,7 @@ def run_step(self, job_id: int, step: int, llm_waiting_since: float | None = Non
         waited = time.time() - since
         if waited >= config.llm_wait_seconds():
             fail_job(sessions, job_id, GeneratorUnavailable(f"{exc} (waited {waited:.0f} s)"))
+            release_after(sessions, job_id)
             return
         countdown = min(2 ** min(self.request.retries, 5), 30)
         log.info("job %s step %s: %s; trying again in %s s", job_id, step, exc, countdown)
@@ -52,20 +55,28 @@ def run_step(self, job_id: int, step: int, llm_waiting_since: float | None = Non
         # Built on jobs still running (cross-modal arithmetic): look again in a while.
         log.info("%s; trying again in %s s", exc, config.parent_poll_seconds())
         with sessions() as session:
-            enqueue(job_id, step, job_queue(get_job(session, job_id)), countdown=config.parent_poll_seconds())
+            job = get_job(session, job_id)
+            enqueue(job_id, step, job_queue(job), countdown=config.parent_poll_seconds(), priority=job.priority)
         return
+    except Exception:
+        release_after(sessions, job_id)  # it failed: its batch may start another job
+        raise
     if result is None:
         # This delivery committed nothing (a duplicate or stale message, a finished or cancelled
         # job): the delivery that committed the step continues the chain, not this one, or
         # every duplicate would start a chain of its own.
+        release_after(sessions, job_id)
         return
     with sessions() as session:
         job = get_job(session, job_id)
         # After the commit: the next step is due only once this one is on record. Any job not
         # finished goes on, whatever its status says now (a reaper may have marked it while this
         # step ran); a cancel requested since is honoured by the next step, before it runs.
-        if not job.status.finished:
-            enqueue(job_id, result.step + 1, job_queue(job))
+        finished, queue, priority = job.status.finished, job_queue(job), job.priority
+    if not finished:
+        enqueue(job_id, result.step + 1, queue, priority=priority)
+    else:
+        release_after(sessions, job_id)
 
 
 _stop_reaper = threading.Event()
@@ -80,6 +91,7 @@ def _start_reaper(**_kwargs) -> None:
         while not _stop_reaper.wait(period):
             try:
                 reap_once(open_store())
+                release_all(open_store())  # batches whose finishing jobs could not let the next ones in
             except Exception:  # never let the reaper die with the database down
                 log.exception("reaper pass failed")
 

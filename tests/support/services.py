@@ -178,9 +178,10 @@ class PgCluster:
 def use_broker(url: str) -> None:
     """Point this process's Celery app at `url` (its connection pools are built lazily); the
     `queue_db` fixture gives each test a private SQLite-backed queue this way."""
-    from worker.celery_app import app as celery_app
+    from worker.celery_app import app as celery_app, transport_options
 
     celery_app.conf.broker_url = url
+    celery_app.conf.broker_transport_options = transport_options(url)
     if celery_app._pool is not None:
         celery_app._pool.force_close_all()
     celery_app._pool = None

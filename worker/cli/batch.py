@@ -37,7 +37,7 @@ def describe(p) -> str:
             f"steps {p.steps_done}/{p.steps_total} · {rate} · ETA {_duration(p.eta_seconds)}")
 
 
-def _submit(name, dataset_path, task, images, llm, scorer, as_json, **params) -> None:
+def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flight, as_json, **params) -> None:
     """Submit the items of DATASET to batch NAME (made if new) and queue them for the workers.
 
     DATASET is a folder (every file of the task's formats, recursively), a COCO captions .json
@@ -64,7 +64,8 @@ def _submit(name, dataset_path, task, images, llm, scorer, as_json, **params) ->
     dataset = open_dataset(dataset_path, kind.input_kind, media_root=images)
     with tqdm(total=len(dataset.items), desc=f"batch {name}", unit="item", file=sys.stderr, disable=None) as bar:
         report = submit_batch(sessions, name, dataset, task=task, generator=llm, scorer=scorer, overrides=params,
-                              options=options, on_item=lambda: bar.update(1))
+                              options=options, priority=priority, max_in_flight=max_in_flight,
+                              on_item=lambda: bar.update(1))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -85,6 +86,11 @@ batch.command("submit")(apply(user_errors(_submit), [
                  help="The folder the manifest's paths are relative to (default: the manifest's folder)."),
     click.option("--llm", help="The LLM of every job (a new batch: default 'embedded'; see `mils caption --help`)."),
     click.option("--scorer", help="The scorer of every job (a new batch: default 'embedded')."),
+    click.option("--priority", type=click.Choice(["low", "normal", "high"]),
+                 help="Its jobs' place in the queue (a new batch: low, so single jobs go first)."),
+    click.option("--max-in-flight", type=click.IntRange(1), metavar="N",
+                 help="Its jobs on the queue or running at once at most (a new batch: MILS_BATCH_IN_FLIGHT, "
+                      "64); the rest start as these finish."),
     *settings_options(seed_help="The seed of every job (a new batch: default 0)."),
     *kind_options(None),
     click.option("--json", "as_json", is_flag=True, help="Print the submission's report as JSON."),

@@ -130,7 +130,7 @@ for _command, (_task, _doc) in COMMANDS.items():
     _run_command(_command, _task, _doc)
 
 
-def submit(task, as_json, **params) -> None:
+def submit(task, priority, as_json, **params) -> None:
     """Queue a job for the workers (`mils worker`); prints its id."""
     from worker.store.db import open_store
     from worker.submission import submit as submit_job
@@ -139,12 +139,14 @@ def submit(task, as_json, **params) -> None:
         raise click.UsageError("an arithmetic job combines several inputs: "
                                "use `mils arithmetic FILE... --text TEXT --queue`")
     request = _request(TASK_KINDS[task], params, where=lambda kind: f"--task {kind.name}")
-    job_id = submit_job(open_store(), request)
+    job_id = submit_job(open_store(), request, priority=priority)
     click.echo(json.dumps({"job_id": job_id}) if as_json else job_id)
 
 
 cli.command("submit")(apply(user_errors(submit), [
     click.option("--task", type=click.Choice(list(TASK_KINDS)), default="image-caption", show_default=True),
+    click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal", show_default=True,
+                 help="Its place in the queue: higher goes first (batches run at low unless told otherwise)."),
     *_common_options(), *kind_options(None), *attachment_options(None)]))
 
 

@@ -224,12 +224,31 @@ def active_job_ids(session: Session, batch_id: int, statuses: tuple[JobStatus, .
                                 .order_by(BatchItem.position)))
 
 
-def unqueued_items(session: Session, batch_id: int) -> list[tuple[int, int]]:
-    """(item id, job id) of items stored as queued jobs whose first step never reached the broker."""
-    return [tuple(r) for r in session.execute(
-        select(BatchItem.id, BatchItem.job_id).join(Job, Job.id == BatchItem.job_id)
-        .where(BatchItem.batch_id == batch_id, BatchItem.queued.is_(False), Job.status == JobStatus.QUEUED)
-        .order_by(BatchItem.position))]
+def held_items(session: Session, batch_id: int, limit: int | None = None) -> list[tuple[BatchItem, Job]]:
+    """Items whose queued job is not on the queue yet, in the order they were submitted: held back
+    by the batch's limit on jobs in flight, or stored by a submission that was cut short."""
+    query = (select(BatchItem, Job).join(Job, Job.id == BatchItem.job_id)
+             .where(BatchItem.batch_id == batch_id, BatchItem.queued.is_(False), Job.status == JobStatus.QUEUED)
+             .order_by(BatchItem.position).limit(limit))
+    return [(item, job) for item, job in session.execute(query)]
+
+
+def in_flight(session: Session, batch_id: int) -> int:
+    """Jobs of the batch on the queue or running (its limit counts these)."""
+    return session.scalar(select(func.count()).select_from(BatchItem).join(Job, Job.id == BatchItem.job_id)
+                          .where(BatchItem.batch_id == batch_id, BatchItem.queued.is_(True),
+                                 Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING))))
+
+
+def batches_holding(session: Session) -> list[int]:
+    """Ids of the batches with held items (see held_items)."""
+    return list(session.scalars(select(BatchItem.batch_id).join(Job, Job.id == BatchItem.job_id)
+                                .where(BatchItem.queued.is_(False), Job.status == JobStatus.QUEUED).distinct()))
+
+
+def batch_of(session: Session, job_id: int) -> int | None:
+    """The id of the batch the job belongs to, or None."""
+    return session.scalar(select(BatchItem.batch_id).where(BatchItem.job_id == job_id))
 
 
 def batch_detail(session: Session, name: str) -> dict:

@@ -80,10 +80,12 @@ def create_job(
     session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
     attachments: dict[str, Media] | None = None, parents: Sequence[tuple[int, int]] = (),
+    priority: int = 0, held: bool = False,
 ) -> Job:
     """Store a new queued job with already checked options. `attachments` are more input media
     (e.g. a style image), stored and named in the options by hash; `parents` are (position,
-    job id) of the jobs this one is built on."""
+    job id) of the jobs this one is built on. `held`: its first step is not put on the queue
+    now (a batch's job beyond the batch's limit on jobs in flight; see worker.batches)."""
     options = dict(options or {})
     for name, attachment in (attachments or {}).items():
         options[name + ATTACHMENT_SUFFIX] = store_artifact(session, attachment).sha256
@@ -99,6 +101,8 @@ def create_job(
         input_name=media.name,
         input_media_type=media.media_type,
         status=JobStatus.QUEUED,
+        priority=priority,
+        queued_at=None if held else utcnow(),
     )
     session.add(job)
     session.flush()
@@ -130,6 +134,29 @@ def parents_of_job(session: Session, job_id: int) -> list[tuple[int, JobStatus, 
 def next_step_number(session: Session, job_id: int) -> int:
     last = session.scalar(select(func.max(Step.step)).where(Step.job_id == job_id))
     return 0 if last is None else last + 1
+
+
+def mark_queued(session: Session, job: Job, detail: str | None = None) -> None:
+    """The job's next step is (about to be) on the queue: status queued since now, no worker, no
+    heartbeat to judge. Between two steps this is quiet (the steps table records each step);
+    from another status it logs a "queued" event with `detail`."""
+    if job.status != JobStatus.QUEUED and job.status != JobStatus.RUNNING:
+        set_status(session, job, JobStatus.QUEUED, detail)
+    job.status = JobStatus.QUEUED
+    job.queued_at, job.worker, job.heartbeat_at = utcnow(), None, None
+
+
+def mark_claimed(session: Session, job: Job, worker: str, step: int) -> None:
+    """A worker took the job's step `step`: running, judged by its heartbeat from now. Logs a
+    "running" event when the job starts or starts again (not between two steps of one run)."""
+    if job.status != JobStatus.RUNNING:
+        last_event = session.scalar(select(JobEvent.kind).where(JobEvent.job_id == job.id)
+                                    .order_by(JobEvent.id.desc()).limit(1))
+        if job.status != JobStatus.QUEUED or step == 0 or last_event in ("resumed", "queued"):
+            set_status(session, job, JobStatus.RUNNING, f"step {step}")
+    job.status = JobStatus.RUNNING
+    job.worker, job.heartbeat_at = worker[:255], utcnow()
+    job.started_at = job.started_at or utcnow()
 
 
 def touch_heartbeat(session: Session, job_id: int) -> None:

@@ -20,8 +20,8 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.store.jobs import get_job, next_step_number
-from worker.store.schema import (Artifact, Batch, BatchItem, Candidate, Job, JobEvent, JobLink, JobStatus, Step,
-                                 TopEntry)
+from worker.store.schema import (PRIORITY_NAMES, Artifact, Batch, BatchItem, Candidate, Job, JobEvent, JobLink,
+                                 JobStatus, Step, TopEntry)
 
 MAX_PAGE = 1000
 
@@ -48,6 +48,9 @@ class JobSummary:
     generator: str
     scorer: str
     cancel_requested: bool
+    priority: str = "normal"  # low, normal, high: its place in the queue
+    queued_at: datetime | None = None  # since when its next step waits in the queue (status queued)
+    worker: str | None = None  # who runs its step now (status running)
 
     @property
     def finished(self) -> bool:
@@ -57,6 +60,7 @@ class JobSummary:
         data = dict(self.__dict__)
         data["created_at"] = iso(self.created_at)
         data["finished_at"] = iso(self.finished_at)
+        data["queued_at"] = iso(self.queued_at)
         return data
 
 
@@ -77,7 +81,10 @@ def summarize(session: Session, job: Job, steps_done: int | None = None) -> JobS
         created_at=job.created_at, finished_at=job.finished_at, input_name=job.input_name,
         settings=dict(job.settings), model_versions=dict(job.model_versions or {}),
         generator=job.generator, scorer=job.scorer, cancel_requested=job.cancel_requested,
+        priority=PRIORITY_NAMES.get(job.priority, str(job.priority)), worker=job.worker,
+        queued_at=job.queued_at if job.status == JobStatus.QUEUED else None,
     )
+
 
 
 # --------------------------------------------------------------------------- cursors

@@ -36,6 +36,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
 
+# A job's priority (Job.priority) by name, and back: its place in the queue (worker.queue).
+PRIORITIES = {"low": -1, "normal": 0, "high": 1}
+PRIORITY_NAMES = {value: name for name, value in PRIORITIES.items()}
+
+
 class JobStatus(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
