@@ -17,6 +17,7 @@ from worker.lifecycle import cancel, resume_job
 from worker.ops import take_snapshot
 from worker.store.jobs import get_job
 from worker.store.batches import batch_detail, get_batch, items_page, list_batches
+from worker.store.purge import purge_record
 from worker.store.queries import candidates_page, count_candidates, job_detail, list_jobs, summarize
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -54,7 +55,8 @@ def jobs():
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    return jsonify(job_detail(get_session(), job_id) | {"links": _links(job_id)})
+    session = get_session()
+    return jsonify(job_detail(session, job_id) | {"archived": purge_record(session, job_id), "links": _links(job_id)})
 
 
 @bp.get("/jobs/<int:job_id>/candidates")

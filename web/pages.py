@@ -23,6 +23,7 @@ from worker.media import MediaError
 from worker.models import ModelLoadError
 from worker.queue import BrokerError
 from worker.store.jobs import JobError, get_job
+from worker.store.purge import purge_record
 from worker.store.queries import QueryError, candidates_page, count_candidates, job_detail, list_jobs
 from worker.store.schema import JobStatus
 
@@ -70,7 +71,8 @@ def _history_context(job_id: int, steps_total: int) -> dict:
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
     detail = job_detail(get_session(), job_id)
-    return render_template("job.html", job=detail, **_history_context(job_id, detail["steps_total"]))
+    return render_template("job.html", job=detail, archived=purge_record(get_session(), job_id),
+                           **_history_context(job_id, detail["steps_total"]))
 
 
 @bp.get("/jobs/<int:job_id>/live")

@@ -1,8 +1,11 @@
-"""Running the service and looking after it: worker, reap, web, token, db."""
+"""Running the service and looking after it: worker, reap, web, token, db, purge."""
 
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
+from pathlib import Path
 
 import click
 
@@ -162,3 +165,96 @@ def upgrade() -> None:
 
     run_upgrade()
     click.echo(f"schema up to date: {database_url().split('@')[-1]}")
+
+
+class Duration(click.ParamType):
+    """A span of time such as 30d, 12h, 90m, 3600s or 2w (a number and one unit)."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(self, value, param, ctx) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration: a number and a unit, e.g. 30d, 12h, 90m, 3600s, 2w", param, ctx)
+        return timedelta(seconds=float(match.group(1)) * self.UNITS[match.group(2)])
+
+
+def _statuses(raw: str) -> list:
+    from worker.store.purge import FINISHED
+
+    by_name = {s.value: s for s in FINISHED}
+    names = [name.strip().lower() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in by_name]
+    if unknown or not names:
+        raise click.BadParameter(f"{', '.join(unknown) or raw!r}: only finished jobs are purged, "
+                                 f"give some of {','.join(by_name)}", param_hint="'--status'")
+    return [by_name[name] for name in names]
+
+
+def _archive_folder(raw: str) -> Path:
+    """The archive folder, checked by writing to it: it must exist and take a file."""
+    import tempfile
+
+    folder = Path(raw).expanduser()
+    if not folder.is_dir():
+        raise click.ClickException(f"archive folder {folder} does not exist (create it first)")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"archive folder {folder} is not writable ({exc.strerror or exc})") from None
+    return folder
+
+
+@cli.command()
+@click.option("--older-than", "older_than", type=Duration(), required=True,
+              help="Jobs that finished longer ago than this: 30d, 12h, 2w, ...")
+@click.option("--status", "statuses", default="succeeded,failed,cancelled", show_default=True,
+              help="Which finished jobs (comma-separated). Running and unfinished jobs are never touched.")
+@click.option("--archive", "archive", default=None, metavar="DIR",
+              help="Folder for the archives: one job-ID-TIME.jsonl.gz per job (required unless --dry-run).")
+@click.option("--dry-run", is_flag=True, help="List the jobs that would be purged; write and delete nothing.")
+@user_errors
+def purge(older_than: timedelta, statuses: str, archive: str | None, dry_run: bool) -> None:
+    """Archive old finished jobs' candidates to files, then delete them from the database.
+
+    Each job's whole history (every candidate with its score, as `mils history` exports it, and
+    the job's record: settings, steps, top K, events) is written to DIR, fsynced and read back;
+    only then are its candidates and top-K entries deleted, in one transaction per job, and a
+    "purged" event names the file and its sha256. The job, its steps and events stay, and its
+    page says where the candidates went."""
+    from worker.store.db import open_store
+    from worker.store.purge import PurgeError, purge_job, purgeable
+    from worker.store.schema import utcnow
+
+    chosen = _statuses(statuses)
+    if archive is None and not dry_run:
+        raise click.UsageError("--archive DIR is required (or --dry-run to only list)")
+    folder = _archive_folder(archive) if archive is not None and not dry_run else None
+    sessions = open_store()
+    with sessions() as session:
+        found = purgeable(session, utcnow() - older_than, chosen)
+    if dry_run:
+        for job in found:
+            click.echo(f"job {job.job_id}\t{job.status}\tfinished {job.finished_at:%Y-%m-%d %H:%M}\t"
+                       f"{job.candidate_rows:,} candidate row(s)")
+        click.echo(f"dry run: {len(found)} job(s) would be archived and purged", err=True)
+        return
+    purged = rows = 0
+    for job in found:
+        try:
+            done = purge_job(sessions, job.job_id, folder)
+        except PurgeError as exc:
+            raise click.ClickException(f"{exc} ({purged} job(s) purged before it)") from None
+        if done is None:
+            click.echo(f"job {job.job_id}: no longer finished (resumed?), left alone")
+        elif done.deleted:
+            purged += 1
+            rows += done.rows
+            click.echo(f"job {job.job_id}: {done.rows:,} candidate(s) -> {done.path} sha256 {done.sha256}")
+        else:
+            click.echo(f"job {job.job_id}: changed while it was archived, left in place ({done.path} kept)")
+    click.echo(f"purged {purged} job(s), {rows:,} candidate(s) archived to {folder}", err=True)
