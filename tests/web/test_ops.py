@@ -30,8 +30,6 @@ from worker.store.schema import Job, JobStatus, utcnow
 from worker.store.tokens import create_token
 
 SETTINGS = Settings(steps=2, top_k=3, candidates=4, seed=1, max_words=10, prompts_per_step=1)
-# The Redis layout the workers use (worker.celery_app): ten lists per queue, `Q` and `Q:1`..`Q:9`.
-REDIS_OPTIONS = {"priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
 
 
 def new_job(Session) -> int:
@@ -111,17 +109,15 @@ def test_running_steps_of_one_worker_are_grouped_and_counted_whole(Session):
 
 @pytest.fixture
 def redis_broker(tmp_path, queue_db):
-    """This process's Celery app on a private redis-server, laid out as the workers lay it out."""
+    """This process's Celery app on a private redis-server, with the workers' transport options
+    (worker.celery_app.transport_options: ten lists per queue, `Q` and `Q:1`..`Q:9`)."""
     server = RedisServer(tmp_path / "redis")
     server.start()
-    before = celery_app.conf.broker_transport_options
-    celery_app.conf.broker_transport_options = {**before, **REDIS_OPTIONS}
     use_broker(server.url)
     try:
         yield server
     finally:
         use_broker(f"sqla+sqlite:///{queue_db}")
-        celery_app.conf.broker_transport_options = before
         server.close()
 
 
