@@ -25,6 +25,7 @@ from tests.support.fakes import (  # noqa: E402
 
 from worker.core import (  # noqa: E402
     Scored,
+    Seen,
     Settings,
     SettingsError,
     State,
@@ -60,6 +61,11 @@ def _run(settings: Settings, generator=None, scorer=None):
     generator = generator if generator is not None else ScriptedGenerator(extra_words=EXTRA)
     scorer = scorer if scorer is not None else WordOverlapScorer()
     return list(run(POOL, generator, scorer, TARGET, TEMPLATE, settings))
+
+
+def _scored_until(results, last):
+    """Every candidate scored up to and including step `last`, in the order scored."""
+    return [c for r in results[:last.step + 1] for c in r.candidates]
 
 
 def _trajectory(results):
@@ -203,7 +209,7 @@ def test_normalize_ignores_case_punctuation_and_spacing():
 
 def _state(texts=("a cat on a sofa", "a dog on a rug")) -> State:
     top = tuple(Scored(t, 1.0 - i / 10) for i, t in enumerate(texts))
-    return State(step=0, top=top, scored={normalize(c.text): c for c in top}, stale=0)
+    return State(step=0, top=top, seen=Seen(frozenset(normalize(c.text) for c in top)), stale=0)
 
 
 def test_generate_asks_again_with_another_seed_when_too_few_lines():
@@ -252,7 +258,7 @@ def test_generate_never_returns_already_scored_texts():
     ])
     texts = generate_candidates(state, generator, TEMPLATE, Settings(candidates=3), step=1)
     assert texts == ["a fish in a bowl", "a cow in a field"]
-    assert not {normalize(t) for t in texts} & set(state.scored)
+    assert not {normalize(t) for t in texts} & set(state.seen)
 
 
 def test_generate_splits_across_prompts_per_step():
@@ -299,7 +305,7 @@ def test_run_never_rescores_a_text(epsilon):
            for line in c.splitlines()]
     assert len({normalize(x) for x in raw} & set(keys)) > len(results)
     # Everything scored is in the job's memory, once.
-    assert set(results[-1].state.scored) == set(keys)
+    assert set(results[-1].state.seen) == set(keys)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.5, 1.0])
@@ -308,7 +314,7 @@ def test_run_best_score_never_decreases(epsilon):
     bests = [r.best.score for r in results]
     assert all(b >= a for a, b in zip(bests, bests[1:]))
     for r in results:  # the best kept is the best ever scored
-        assert r.best.score == max(c.score for c in r.state.scored.values())
+        assert r.best.score == max(c.score for c in _scored_until(results, r))
         assert [c.score for c in r.top] == sorted((c.score for c in r.top), reverse=True)
         assert len(r.top) == 4
     # Not vacuous: some steps produced only candidates worse than the incumbent best.
@@ -409,7 +415,7 @@ def test_run_with_epsilon_explores_beyond_the_greedy_top():
     assert [c.text for c in greedy[0].top] == [c.text for c in greedy_top(greedy[0].candidates, 4)]
     differs = False
     for r in explore:
-        want = greedy_top(list(r.state.scored.values()), 4)
+        want = greedy_top(_scored_until(explore, r), 4)
         assert r.top[0].score == want[0].score
         differs |= [c.text for c in r.top] != [c.text for c in want]
     assert differs
@@ -435,7 +441,8 @@ def _to_plain(state: State) -> str:
     return json.dumps({
         "step": state.step,
         "top": [[c.text, c.score] for c in state.top],
-        "scored": [[k, c.text, c.score] for k, c in state.scored.items()],
+        "seen": [sorted(state.seen.pool), sorted(state.seen.later)],
+        "scored": [[c.text, c.score] for c in state.scored],
         "stale": state.stale,
     })
 
@@ -445,7 +452,8 @@ def _from_plain(data: str) -> State:
     return State(
         step=d["step"],
         top=tuple(Scored(t, s) for t, s in d["top"]),
-        scored={k: Scored(t, s) for k, t, s in d["scored"]},
+        seen=Seen(frozenset(d["seen"][0]), frozenset(d["seen"][1])),
+        scored=tuple(Scored(t, s) for t, s in d["scored"]),
         stale=d["stale"],
     )
 

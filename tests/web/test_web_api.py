@@ -90,9 +90,15 @@ def counts(Session) -> dict[str, int]:
 
 
 def db_candidates(Session, job_id: int) -> list[tuple]:
+    """(step, rank, score, text) of every candidate stored: rows, and a compactly kept step 0
+    (its rows are then only the anchors of its top K; see worker.store.pools)."""
+    from worker.store.pools import pool_of_job, pool_rows
+
     with Session() as s:
-        return s.execute(select(Candidate.step, Candidate.rank, Candidate.score, Candidate.text)
-                         .where(Candidate.job_id == job_id)).all()
+        pool = pool_of_job(s, job_id)
+        query = select(Candidate.step, Candidate.rank, Candidate.score, Candidate.text).where(Candidate.job_id == job_id)
+        rows = s.execute(query.where(Candidate.step > 0) if pool else query).all()
+        return [(r.step, r.rank, r.score, r.text) for r in pool_rows(s, job_id, pool)] + rows if pool else rows
 
 
 def png_bytes(size=(32, 24), mode="RGB", fmt="PNG") -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any, Protocol
@@ -41,13 +41,39 @@ def as_scored(text: str, score: Any) -> Scored:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """The texts a job has scored, by normalize(text), so that none is scored twice: the pool's
+    (shared by every job of that pool, never copied: 29,000 keys in the paper's setting) and
+    the few scored by the steps since. Only asked whether it holds a key."""
+
+    pool: Set[str]
+    later: frozenset[str] = frozenset()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.later or key in self.pool
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.pool
+        yield from self.later
+
+    def __len__(self) -> int:
+        return len(self.pool) + len(self.later)
+
+    def adding(self, keys: Iterable[str]) -> Seen:
+        return Seen(self.pool, self.later.union(keys))
+
+
+@dataclass(frozen=True)
 class State:
     """Everything the next step needs, and nothing else."""
 
     step: int  # the last completed step; 0 is the bootstrap
     top: tuple[Scored, ...]  # what the generator sees next, best first
-    scored: Mapping[str, Scored]  # every candidate scored in this job, by normalize(text)
+    seen: Seen  # every text scored in this job, by normalize(text)
     stale: int  # completed steps in a row without improving the top K
+    # Every candidate scored so far, in the order scored: what epsilon-greedy exploration picks
+    # from. Kept only when settings.epsilon > 0; a greedy step needs no more than the top K.
+    scored: tuple[Scored, ...] = ()
 
     @property
     def best(self) -> Scored:
@@ -107,8 +133,12 @@ def select_top(pool: Sequence[Scored], k: int, epsilon: float, rng: random.Rando
     return tuple(sorted(chosen, key=lambda c: -c.score))
 
 
-def _improved(before: Sequence[Scored], after: Sequence[Scored]) -> bool:
-    return fmean(c.score for c in after) > fmean(c.score for c in before)
+def _improved(state: State, candidates: Sequence[Scored], k: int) -> bool:
+    """Did the greedy top K of everything scored so far get a better mean score? Greedy
+    (epsilon 0), the state's top K is that top K; exploring, it is taken from `state.scored`."""
+    before = [c.score for c in greedy_top(state.scored or state.top, k)]
+    after = sorted(before + [c.score for c in candidates], reverse=True)[:k]
+    return fmean(after) > fmean(before)  # fmean sums exactly: the order of the scores does not count
 
 
 def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Settings) -> StepResult:
@@ -128,8 +158,9 @@ def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Sett
     state = State(
         step=0,
         top=select_top(candidates, settings.top_k, settings.epsilon, rng),
-        scored={normalize(c.text): c for c in candidates},
+        seen=Seen(frozenset(unique)),
         stale=0,
+        scored=candidates if settings.epsilon > 0.0 else (),
     )
     return StepResult(0, candidates, state, improved=True, scoring_seconds=scoring_seconds)
 
@@ -148,7 +179,7 @@ def generate_candidates(
 ) -> Proposals:
     """Ask for `settings.candidates` new texts; ask again while too few usable ones come back."""
     new = Proposals()
-    taken = set(state.scored)
+    taken = state.seen
     for round_ in range(settings.max_generation_rounds):
         missing = settings.candidates - len(new)
         if missing <= 0:
@@ -167,9 +198,8 @@ def generate_candidates(
         for completion in completions:
             parsed = parse_answer(completion, max_words=settings.max_words, exclude=taken)
             new.rejected.update(parsed.rejected)
-            for text in parsed.candidates:
-                taken.add(normalize(text))
-                new.append(text)
+            taken = taken.adding(normalize(text) for text in parsed.candidates)
+            new.extend(parsed.candidates)
     if len(new) > settings.candidates:
         new.rejected["over the number asked for"] += len(new) - settings.candidates
         del new[settings.candidates:]
@@ -193,19 +223,19 @@ def step(
     scoring_seconds = time.perf_counter() - generated
     candidates = tuple(as_scored(t, s) for t, s in zip(texts, scores, strict=True))
 
-    seen = dict(state.scored)
-    seen.update((normalize(c.text), c) for c in candidates)
+    explore = settings.epsilon > 0.0
+    scored = state.scored + candidates if explore else ()
     # Old top first: on equal scores the incumbent stays, so the best never goes down.
     pool = list(state.top) + list(candidates)
-    if settings.epsilon > 0.0:  # exploration may pick any candidate scored so far
+    if explore:  # exploration may pick any candidate scored so far
         in_pool = set(pool)
-        pool += [c for c in seen.values() if c not in in_pool]
+        pool += [c for c in scored if c not in in_pool]
     rng = random.Random(derive_seed(settings.seed, number))
     top = select_top(pool, settings.top_k, settings.epsilon, rng)
-    improved = _improved(greedy_top(list(state.scored.values()), settings.top_k),
-                         greedy_top(list(seen.values()), settings.top_k))
+    improved = _improved(state, candidates, settings.top_k)
     assert top[0].score >= state.best.score, "elitism: the best score went down"
-    new_state = State(number, top, seen, 0 if improved else state.stale + 1)
+    seen = state.seen.adding(normalize(c.text) for c in candidates)
+    new_state = State(number, top, seen, 0 if improved else state.stale + 1, scored)
     return StepResult(number, candidates, new_state, improved, generated - started, scoring_seconds,
                       dict(texts.rejected))
 

@@ -13,7 +13,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 # Bullets a list item may start with (ASCII and the usual Unicode ones).
@@ -208,14 +208,15 @@ def _clean(line: str, list_item: bool) -> str:
     return " ".join(line.split())
 
 
-def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude: Iterable[str] = ()) -> Parsed:
+def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude: Container[str] = ()) -> Parsed:
     """Usable candidate lines of one completion, in order, without duplicates, and what was
     rejected by reason: "outside the list", "header", "comment", "empty", "too short", "too long",
     "repeated".
 
     A JSON array or a markdown table gives its items; otherwise, when the answer has a numbered or
     bulleted list, only its items count (so "Sure! Here are ten captions:" is not a candidate);
-    otherwise every line does. `exclude` holds normalized texts that are already taken."""
+    otherwise every line does. `exclude` holds normalized texts that are already taken (only asked
+    whether it holds one: a job's whole history need not be copied into a set)."""
     lines = [line for line in completion.splitlines() if line.strip() and not _FENCE.match(line)]
     parsed = Parsed()
     items = _json_items(completion) or _table_items(lines)
@@ -229,7 +230,7 @@ def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude
         list_items = bool(listed)
         if listed and len(listed) < len(lines):
             parsed.rejected["outside the list"] += len(lines) - len(listed)
-    taken = set(exclude)
+    taken: set[str] = set()  # this answer's own
     for raw in items:
         if raw.rstrip().endswith((":", "：")):
             parsed.rejected["header"] += 1
@@ -242,7 +243,7 @@ def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude
                   "no words" if not any(char.isalpha() for char in key) else
                   "empty" if not key else
                   "too short" if n_words < min_words else "too long" if n_words > max_words else
-                  "repeated" if key in taken else None)
+                  "repeated" if key in taken or key in exclude else None)
         if reason:
             parsed.rejected[reason] += 1
             continue
@@ -251,6 +252,6 @@ def parse_answer(completion: str, *, max_words: int, min_words: int = 2, exclude
     return parsed
 
 
-def parse_candidates(completion: str, *, max_words: int, min_words: int = 2, exclude: Iterable[str] = ()) -> list[str]:
+def parse_candidates(completion: str, *, max_words: int, min_words: int = 2, exclude: Container[str] = ()) -> list[str]:
     """The candidates of `parse_answer` alone."""
     return parse_answer(completion, max_words=max_words, min_words=min_words, exclude=exclude).candidates

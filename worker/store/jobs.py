@@ -16,9 +16,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker.core import Settings, State, StepResult, normalize
+from worker.core import Seen, Settings, State, StepResult, normalize
 from worker.core.optimizer import as_scored
 from worker.media import Media
+from worker.store.pools import pool_of_job, pool_scored, record_pool
 from worker.store.schema import Artifact, Candidate, Job, JobEvent, JobLink, JobStatus, Step, TopEntry, utcnow
 
 # An option naming other stored media by content hash: option "style_sha256" holds the style
@@ -164,24 +165,32 @@ def touch_heartbeat(session: Session, job_id: int) -> None:
 
 
 def load_state(session: Session, job_id: int) -> State | None:
-    """The optimizer state after the job's last committed step, or None before step 0."""
+    """The optimizer state after the job's last committed step, or None before step 0.
+
+    Read: the last top K, the keys of the pool (decoded once per process and pool version) and
+    the later steps' rows, not the whole history; with exploration (epsilon > 0) the pool's
+    candidates too, which the step may pick from (one array, not a row per text). A job whose
+    step 0 is stored as rows (see worker.store.pools) reads those rows instead."""
     last = next_step_number(session, job_id) - 1
     if last < 0:
         return None
+    explore = Settings.from_dict(get_job(session, job_id).settings).epsilon > 0.0
+    pool = pool_of_job(session, job_id)
     # In the order they were scored, as in the in-memory State: ties are broken by it. Keyed by
     # the text normalized now, not the stored key: a job stored before the Unicode-aware
     # normalization (issue 10) goes on with today's identity of its texts.
-    rows = session.execute(
-        select(Candidate.id, Candidate.text, Candidate.score, Candidate.details)
-        .where(Candidate.job_id == job_id)
-        .order_by(Candidate.id)
-    )
-    by_id = {}
-    scored = {}
-    for candidate_id, text, score, details in rows:
-        by_id[candidate_id] = scored[normalize(text)] = as_scored(text, (score, details) if details else score)
-    top = session.scalars(
-        select(TopEntry.candidate_id).where(TopEntry.job_id == job_id, TopEntry.step == last).order_by(TopEntry.rank)
+    query = select(Candidate.step, Candidate.text, Candidate.score, Candidate.details).where(Candidate.job_id == job_id)
+    rows = session.execute((query.where(Candidate.step > 0) if pool else query).order_by(Candidate.id))
+    scored = [(step, as_scored(text, (score, details) if details else score)) for step, text, score, details in rows]
+    if pool is not None:
+        pool_keys = pool.keys
+        scored = [(0, c) for c in pool_scored(session, job_id, pool)] + scored if explore else scored
+    else:
+        pool_keys = frozenset(normalize(c.text) for step, c in scored if step == 0)
+    top = session.execute(
+        select(Candidate.text, Candidate.score, Candidate.details)
+        .join(TopEntry, TopEntry.candidate_id == Candidate.id)
+        .where(TopEntry.job_id == job_id, TopEntry.step == last).order_by(TopEntry.rank)
     )
     improved = session.scalars(
         select(Step.improved).where(Step.job_id == job_id).order_by(Step.step.desc())
@@ -191,17 +200,26 @@ def load_state(session: Session, job_id: int) -> State | None:
         if flag:
             break
         stale += 1
-    return State(step=last, top=tuple(by_id[candidate_id] for candidate_id in top), scored=scored, stale=stale)
+    return State(
+        step=last,
+        top=tuple(as_scored(text, (score, details) if details else score) for text, score, details in top),
+        seen=Seen(pool_keys, frozenset(normalize(c.text) for step, c in scored if step > 0)),
+        stale=stale,
+        scored=tuple(c for _, c in scored) if explore else (),
+    )
 
 
 def record_step(session: Session, job: Job, result: StepResult, started_at: datetime) -> None:
     """Store the step's candidates (with what they made, e.g. renders, as artifacts), the new
     top K and the step's summary, in the caller's transaction."""
-    artifacts = {c.text: store_artifact(session, c.made).sha256 for c in result.candidates if c.made is not None}
+    candidates = result.candidates
+    if result.step == 0 and record_pool(session, job.id, candidates):
+        candidates = result.top  # the pool is kept compactly; rows for what top_entries points at
+    artifacts = {c.text: store_artifact(session, c.made).sha256 for c in candidates if c.made is not None}
     rows = [
         Candidate(job_id=job.id, step=result.step, text=c.text, text_key=normalize(c.text), score=c.score,
                   details=dict(c.details) or None, artifact_sha256=artifacts.get(c.text))
-        for c in result.candidates
+        for c in candidates
     ]
     session.add_all(rows)
     session.flush()
@@ -221,6 +239,15 @@ def record_step(session: Session, job: Job, result: StepResult, started_at: date
         found = session.execute(
             select(Candidate.text, Candidate.id).where(Candidate.job_id == job.id, Candidate.text.in_(texts)))
         older_ids.update({texts[text]: candidate_id for text, candidate_id in found})
+    unstored = [c for c, key in zip(result.top, top_keys) if key not in ids and key not in older_ids]
+    if unstored:
+        # Pool candidates kept compactly that no top K showed before (exploration took them):
+        # a row each now, for top_entries to point at; not ranked, they missed step 0's top K.
+        anchors = [Candidate(job_id=job.id, step=0, text=c.text, text_key=normalize(c.text), score=c.score,
+                             details=dict(c.details) or None) for c in unstored]
+        session.add_all(anchors)
+        session.flush()
+        older_ids.update({row.text_key: row.id for row in anchors})
     for rank, key in enumerate(top_keys, start=1):
         if key in ids:
             ids[key].rank = rank

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import base64
 import csv
+import heapq
 import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.store.jobs import get_job, next_step_number
+from worker.store.pools import PoolRow, pool_of_job, pool_rows
 from worker.store.schema import (PRIORITY_NAMES, Artifact, Batch, BatchItem, Candidate, Job, JobEvent, JobLink,
                                  JobStatus, Step, TopEntry)
 
@@ -119,6 +122,12 @@ def _after(order: list[tuple[ColumnElement, bool]], values: list[Any]) -> Column
     return and_(bound, or_(*clauses))
 
 
+def _python_order(order: list[tuple[ColumnElement, bool]]):
+    """The sort key of a keyset order in Python, for rows with the columns' names as attributes
+    (numeric columns: a descending one is negated)."""
+    return lambda row: tuple(-getattr(row, col.key) if desc else getattr(row, col.key) for col, desc in order)
+
+
 def _check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise QueryError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
@@ -132,14 +141,23 @@ class Page:
 
 
 def keyset_page(session: Session, query: Select, order: list[tuple[ColumnElement, bool]],
-          cursor: str | None, limit: int, key=None) -> tuple[list[Any], str | None]:
+          cursor: str | None, limit: int, key=None, extra: list[Any] | None = None) -> tuple[list[Any], str | None]:
     """Up to `limit` rows after `cursor`, and the cursor of the next page. `key(row)` gives a
-    row's values of the order's columns (default: the row's attributes of the same names)."""
+    row's values of the order's columns (default: the row's attributes of the same names).
+    `extra`: rows not in the database (a job's pool entries, worker.store.pools) with the
+    same attributes, merged in; the order's columns must then be numbers."""
     limit = _check_limit(limit)
-    if cursor:
-        query = query.where(_after(order, decode_cursor(cursor, len(order))))
+    values = decode_cursor(cursor, len(order)) if cursor else None
+    if values:
+        query = query.where(_after(order, values))
     query = query.order_by(*(col.desc() if desc else col.asc() for col, desc in order)).limit(limit + 1)
     rows = session.execute(query).all()
+    if extra:
+        sort_key = _python_order(order)
+        if values:
+            start = sort_key(SimpleNamespace(**{col.key: value for (col, _), value in zip(order, values)}))
+            extra = [row for row in extra if sort_key(row) > start]
+        rows = list(heapq.merge(rows, heapq.nsmallest(limit + 1, extra, key=sort_key), key=sort_key))[:limit + 1]
     more = len(rows) > limit
     rows = rows[:limit]
     key = key or (lambda row: [getattr(row, col.key) for col, _ in order])
@@ -233,6 +251,36 @@ def _candidate_query(job_id: int, step: int | None, top_only: bool, q: str | Non
     return query
 
 
+def _lower_like(session: Session):
+    """str.lower as the database's lower() does it, for `icontains` on pool texts in Python:
+    SQLite's lowers ASCII letters only; PostgreSQL's (a UTF-8 database) every letter."""
+    if session.get_bind().dialect.name == "sqlite":
+        ascii_lower = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+        return lambda text: text.translate(ascii_lower)
+    return str.lower
+
+
+def _candidates(session: Session, job_id: int, step: int | None, top_only: bool,
+                q: str | None) -> tuple[Select, list[PoolRow] | None]:
+    """The job's candidates matching the filters: a query of its rows, and its pool entries when
+    its step 0 is kept compactly (None when step 0 is rows too; see worker.store.pools)."""
+    query = _candidate_query(job_id, step, top_only, q)
+    pool = pool_of_job(session, job_id)
+    if pool is None:
+        return query, None
+    query = query.where(Candidate.step > 0)  # step 0's rows are anchors of pool entries
+    if step not in (None, 0):
+        return query, []
+    rows = pool_rows(session, job_id, pool)
+    if top_only:
+        rows = [row for row in rows if row.rank is not None]
+    if q:
+        lower = _lower_like(session)
+        needle = lower(q)
+        rows = [row for row in rows if needle in lower(row.text)]
+    return query, rows
+
+
 def candidates_page(
     session: Session, job_id: int, *, step: int | None = None, top_only: bool = False,
     q: str | None = None, sort: str = "step", cursor: str | None = None, limit: int = 100,
@@ -240,22 +288,26 @@ def candidates_page(
     """One page of a job's candidates, filtered (step, in the top K, text) and sorted."""
     if sort not in CANDIDATE_SORTS:
         raise QueryError(f"unknown sort {sort!r}; known: {', '.join(CANDIDATE_SORTS)}")
-    rows, next_cursor = keyset_page(session, _candidate_query(job_id, step, top_only, q),
-                              CANDIDATE_SORTS[sort], cursor, limit)
+    query, pool = _candidates(session, job_id, step, top_only, q)
+    rows, next_cursor = keyset_page(session, query, CANDIDATE_SORTS[sort], cursor, limit, extra=pool)
     return Page([_candidate_dict(job_id, row) for row in rows], next_cursor)
 
 
 def count_candidates(session: Session, job_id: int, *, step: int | None = None,
                      top_only: bool = False, q: str | None = None) -> int:
-    query = _candidate_query(job_id, step, top_only, q).subquery()
-    return session.scalar(select(func.count()).select_from(query))
+    query, pool = _candidates(session, job_id, step, top_only, q)
+    return session.scalar(select(func.count()).select_from(query.subquery())) + len(pool or ())
 
 
 def history(session: Session, job_id: int, *, batch: int = 1000) -> Iterator[dict]:
     """Every candidate of the job in step order, best first within a step; streamed
-    (`yield_per`: a server-side cursor), so a job of any size is never in memory at once."""
-    query = _candidate_query(job_id, None, False, None).order_by(
-        *(col.desc() if desc else col.asc() for col, desc in CANDIDATE_SORTS["step"]))
+    (`yield_per`: a server-side cursor), so a job of any size is never in memory at once
+    (a compactly kept step 0 is, as one array: see worker.store.pools)."""
+    order = CANDIDATE_SORTS["step"]
+    query, pool = _candidates(session, job_id, None, False, None)
+    for row in sorted(pool or (), key=_python_order(order)):  # step 0, before every stored row
+        yield _candidate_dict(job_id, row)
+    query = query.order_by(*(col.desc() if desc else col.asc() for col, desc in order))
     for row in session.execute(query.execution_options(yield_per=batch)):
         yield _candidate_dict(job_id, row)
 

@@ -1,5 +1,5 @@
-"""The schema of a job's auditable history: jobs, steps, candidates, top-K entries, artifacts,
-events, links between jobs, batches of jobs over a dataset with their evaluations, and API tokens (the ORM classes; "models" elsewhere means ML models).
+"""The schema of a job's auditable history: jobs, steps, candidates, top-K entries, bootstrap
+pools with each job's pool scores, artifacts, events, links between jobs, batches of jobs over a dataset with their evaluations, and API tokens (the ORM classes; "models" elsewhere means ML models).
 
 Created and changed only by Alembic migrations (migrations/versions).
 """
@@ -198,6 +198,34 @@ class TopEntry(Base):
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
 
     candidate: Mapped[Candidate] = relationship()
+
+
+class Pool(Base):
+    """A bootstrap pool (the deduplicated texts step 0 scores, in order), stored once for every
+    job that starts from it: keyed by its version, the SHA-256 of its content (worker.store.pools)."""
+
+    __tablename__ = "pools"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int]  # texts
+    texts: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # zlib of a JSON array of the texts
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PoolScores(Base):
+    """A job's step 0 kept compactly: its pool's scores as float64 (little-endian) in pool order,
+    and each part of the score ("style", "content", ...) likewise, one array after another in
+    the order of `detail_names`. Its step-0 candidates that a top K shows are also rows of
+    `candidates`; readers merge the rest in (worker.store.pools). Jobs without one store their
+    step 0 as rows (stored before migration 0010, or their pool candidates made renders)."""
+
+    __tablename__ = "pool_scores"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    pool_sha256: Mapped[str] = mapped_column(ForeignKey("pools.sha256"), index=True)
+    scores: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    detail_names: Mapped[list[str]] = mapped_column(JSON, default=list)
+    details: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class Batch(Base):
