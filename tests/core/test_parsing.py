@@ -134,3 +134,18 @@ def test_what_the_embedded_llm_wrote_comes_out_clean(line, clean):
 def test_what_the_embedded_llm_wrote_about_its_answer_is_not_a_candidate(line):
     parsed = parse_answer(line, max_words=20)
     assert parsed.candidates == [] and sum(parsed.rejected.values()) == 1
+
+
+def test_the_ascii_shortcut_of_normalize_gives_the_same_keys():
+    """normalize reads an ASCII text with one regular expression: the keys are those of the
+    Unicode path (every ASCII character, alone and in random strings)."""
+    import random
+
+    from worker.core.parsing import _normalize_unicode, normalize
+
+    chars = [chr(i) for i in range(128)]
+    assert [normalize(c) for c in chars] == [_normalize_unicode(c) for c in chars]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(chars) for _ in range(rng.randrange(0, 16)))
+        assert normalize(text) == _normalize_unicode(text), repr(text)

@@ -71,10 +71,21 @@ _TABLE_RULE = re.compile(r"^:?-{2,}:?$")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 
 
+_ASCII_WORD = re.compile(r"[a-z0-9]+")
+
+
 def normalize(text: str) -> str:
     """The identity of a candidate: case, width, punctuation and spacing do not make a new one
     (Unicode compatibility normalization and case folding); words are letters, digits and the
     combining marks of every script (Hindi's, Thai's and Arabic's vowel signs are part of a word)."""
+    if text.isascii():
+        # The same words ten times faster (a step's state keys hundreds of texts, a pool tens of
+        # thousands): NFKC leaves ASCII as it is, and its letters and digits are its only alnums.
+        return " ".join(_ASCII_WORD.findall(text.lower()))
+    return _normalize_unicode(text)
+
+
+def _normalize_unicode(text: str) -> str:
     words, word = [], []
     for char in unicodedata.normalize("NFKC", text).casefold():
         if char.isalnum() or unicodedata.category(char).startswith("M"):
