@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import config
 from worker.queue import BrokerError, enqueue, job_queue, jobs_on_broker
 from worker.store.jobs import JobError, add_event, get_job, mark_queued, next_step_number, set_status
+from worker.store.purge import purge_record
 from worker.store.queries import JobSummary, summarize
 from worker.store.schema import Job, JobStatus, utcnow
 
@@ -50,6 +51,10 @@ def resume(session: Session, job_id: int, *, automatic: bool = False, held: bool
         raise JobError(f"job {job_id} already succeeded; nothing to resume")
     if job.status == JobStatus.RUNNING:
         raise JobError(f"job {job_id} is running; only queued, cancelled, failed or interrupted jobs resume")
+    archived = purge_record(session, job_id)
+    if archived is not None:  # its state (the candidates) is in the archive, not here
+        raise JobError(f"job {job_id}'s candidates were archived by `mils purge` ({archived['detail']}); "
+                       "it cannot be resumed")
     step = next_step_number(session, job.id)
     set_status(session, job, JobStatus.QUEUED,
                f"{'automatically ' if automatic else ''}from step {step} (was {job.status.value})", event="resumed")

@@ -128,6 +128,10 @@ def test_purge_archives_every_candidate_then_deletes_them_and_keeps_the_job(Sess
     assert body["steps"] and body["best_text"]
     assert client.get(f"/api/jobs/{jobs['recent']}").get_json()["archived"] is None
 
+    # Nor can it be resumed: its candidates, the state its next step needs, are in the archive.
+    refused = run_mils("resume", str(jobs["failed"]), env=env)
+    assert_one_error_line(refused, r"candidates were archived by `mils purge` .*cannot be resumed")
+
 
 def test_a_dry_run_lists_and_changes_nothing(Session, pg, jobs, tmp_path):
     counts = {name: rows_of(Session, job_id) for name, job_id in jobs.items()}

@@ -5,7 +5,7 @@ Per job, in this order: its whole record is written to one gzip-compressed JSON 
 archive folder (line 1 `{"job": ...}`: what the job page shows, events included; then one line per
 candidate, exactly the rows of the history export, worker.store.queries.history), flushed, fsynced
 and checked (size, sha256, rows read back); only then, in one transaction of its own, the job's
-candidates and top-K entries are deleted and a "purged" event names the
+candidates, top-K entries and compact pool scores are deleted and a "purged" event names the
 file and its sha256. The job row, its steps and its events stay. A crash at any point loses
 nothing: before the commit the rows are all there, and the archive is complete before any delete.
 A job that is no longer finished, or finished again since it was archived, is left alone.
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.store.jobs import add_event, get_job
 from worker.store.queries import history, iso, job_detail
-from worker.store.schema import Candidate, Job, JobEvent, JobStatus, TopEntry, utcnow
+from worker.store.schema import Candidate, Job, JobEvent, JobStatus, PoolScores, TopEntry, utcnow
 
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 ARCHIVE_FORMAT = "mils-job-archive/1"
@@ -57,12 +57,13 @@ class Archived:
 
 
 def _has_rows(job_id_column):
-    return exists().where(Candidate.job_id == job_id_column)
+    return or_(exists().where(Candidate.job_id == job_id_column),
+               exists().where(PoolScores.job_id == job_id_column))
 
 
 def purgeable(session: Session, before: datetime, statuses: Iterable[JobStatus] = FINISHED) -> list[PurgeCandidate]:
     """Finished jobs (only `statuses`, a subset of succeeded, failed, cancelled) that finished
-    before `before` and still have candidates, oldest id first. Running, queued and
+    before `before` and still have candidates or pool scores, oldest id first. Running, queued and
     interrupted jobs are never among them."""
     statuses = list(statuses)
     if not statuses or any(s not in FINISHED for s in statuses):
@@ -159,6 +160,7 @@ def _delete_rows(session: Session, job_id: int, chunk: int) -> None:
         if not ids:
             break
         session.execute(delete(Candidate).where(Candidate.id.in_(ids)).execution_options(synchronize_session=False))
+    session.execute(delete(PoolScores).where(PoolScores.job_id == job_id).execution_options(synchronize_session=False))
 
 
 def purge_job(sessions: sessionmaker[Session], job_id: int, folder: Path, *, chunk: int = CHUNK) -> Archived | None:
