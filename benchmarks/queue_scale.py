@@ -109,7 +109,7 @@ def cpu_seconds(workers: list[subprocess.Popen]) -> dict[str, float]:
 
 
 def finished_at(job_id: int) -> float:
-    return sql("SELECT extract(epoch FROM finished_at) FROM jobs WHERE id = %s", (job_id,))[0][0]
+    return float(sql("SELECT extract(epoch FROM finished_at) FROM jobs WHERE id = %s", (job_id,))[0][0])
 
 
 def main() -> None:
@@ -207,16 +207,17 @@ def main() -> None:
     events = dict(sql("SELECT kind, count(*) FROM job_events GROUP BY kind"))
     order = sql("SELECT bi.position, extract(epoch FROM j.finished_at) FROM batch_items bi "
                 "JOIN jobs j ON j.id = bi.job_id ORDER BY bi.position")
-    rho = spearmanr([p for p, _ in order], [f for _, f in order]).statistic
+    rho = float(spearmanr([p for p, _ in order], [float(f) for _, f in order]).statistic)
     span = sql("SELECT extract(epoch FROM min(s.started_at)), extract(epoch FROM max(s.finished_at)), count(*) "
                "FROM steps s WHERE s.job_id = ANY(%s)", (batch_jobs,))[0]
-    throughput = span[2] / (span[1] - span[0])
+    throughput = span[2] / float(span[1] - span[0])
     # A step's time, from the step rows of the batch: compute (the fakes: generation + scoring),
     # in the step (started..finished: compute plus the commit), and the gap to the job's next
     # step (commit, broker hop, queue wait, claim, state load).
     rows = sql("SELECT job_id, step, extract(epoch FROM started_at), extract(epoch FROM finished_at), "
                "generation_seconds + scoring_seconds FROM steps WHERE job_id = ANY(%s) ORDER BY job_id, step",
                (batch_jobs[: min(len(batch_jobs), 2000)],))
+    rows = [(j, n, float(s), float(f), c) for j, n, s, f, c in rows]
     inside = [f - s for _, _, s, f, _ in rows]
     compute = [c for *_, c in rows]
     gaps = [b[2] - a[3] for a, b in zip(rows, rows[1:]) if a[0] == b[0]]
