@@ -559,6 +559,30 @@ def test_cancel_of_a_batch_with_every_job_queued_cancels_them_all(client, Sessio
     assert body["resumed"] == 3 and body["by_status"] == {"queued": 3}
 
 
+def test_a_batch_keeps_at_most_its_limit_of_jobs_in_flight_and_lets_the_next_in_as_one_ends(client, Session, queue_db):
+    from worker.batches import release_all
+
+    body = created(post_batch(client, "limited", archive=(three_images_archive(), "set.zip"), max_in_flight=2))
+    assert body["submission"]["added"] == 3
+    items = stored_items(Session, "limited")
+    assert [i["queued"] for i in items] == [True, True, False]  # the third is held
+    assert queued(queue_db) == [(items[0]["job_id"], 0), (items[1]["job_id"], 0)]
+    jobs = [client.get(f"/api/jobs/{i['job_id']}").get_json() for i in items]
+    assert [j["priority"] for j in jobs] == ["low"] * 3  # a batch's default: single jobs go first
+    assert jobs[0]["queued_at"] and jobs[2]["queued_at"] is None  # held: not on the queue yet
+    assert release_all(Session) == 0  # no room: nothing more goes in
+
+    assert client.post(f"/api/jobs/{items[0]['job_id']}/cancel").status_code in (200, 202)
+    assert release_all(Session) == 1  # the reaper pass lets the next one in
+    assert [i["queued"] for i in stored_items(Session, "limited")] == [True, True, True]
+    assert queued(queue_db)[-1] == (items[2]["job_id"], 0)
+    # A limit and a priority of an existing batch can be changed; a bad one is refused.
+    assert "max_in_flight must be a whole number" in error_of(
+        post_batch(client, "limited", archive=(three_images_archive(), "set.zip"), max_in_flight="many"), 400)
+    assert "priority must be one of low, normal, high" in error_of(
+        post_batch(client, "limited", archive=(three_images_archive(), "set.zip"), priority="asap"), 400)
+
+
 def test_items_the_broker_did_not_take_are_queued_by_the_next_submission_or_a_resume(client, Session, queue_db,
                                                                                       monkeypatch):
     import worker.batches

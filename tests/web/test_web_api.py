@@ -121,15 +121,17 @@ def test_submit_a_sample_and_an_upload_stores_and_queues_the_job(client, Session
     job = submit(client)
     assert job["status"] == "queued" and job["steps_total"] == 4 and job["input_name"] == "chelsea.png"
     assert job["settings"]["steps"] == 3 and job["settings"]["top_k"] == 5
+    assert job["priority"] == "normal" and job["queued_at"] and job["worker"] is None  # waiting, since then
     photo = sample_path("coffee").read_bytes()
     response = client.post("/api/jobs", data={"file": (io.BytesIO(photo), "../../etc/My Photo.png"),
-                                              "llm": FAKE_LLM, "scorer": FAKE_SCORER, "seed": "7"})
+                                              "llm": FAKE_LLM, "scorer": FAKE_SCORER, "seed": "7",
+                                              "priority": "high"})
     assert response.status_code == 201
     uploaded = response.get_json()
     assert response.headers["Location"].endswith(f"/api/jobs/{uploaded['id']}")
     # The client's file name is a label made safe, never a path.
     assert uploaded["input_name"] == "etc_My_Photo.png"
-    assert uploaded["settings"]["seed"] == 7
+    assert uploaded["settings"]["seed"] == 7 and uploaded["priority"] == "high"
     assert queued(queue_db) == [(job["id"], 0), (uploaded["id"], 0)]
     stored = client.get(uploaded["links"]["input"])
     assert stored.data == photo and stored.mimetype == "image/png"
@@ -157,6 +159,8 @@ BAD_SUBMISSIONS = [
     ("zero steps", {"sample": "chelsea", "steps": "0"}, 400, r"steps must be between 1 and 1000"),
     ("epsilon out of range", {"sample": "chelsea", "epsilon": "2"}, 400, r"epsilon must be between 0 and 1"),
     ("unknown task", {"sample": "chelsea", "task": "dance"}, 400, r"unknown task 'dance'"),
+    ("unknown priority", {"sample": "chelsea", "priority": "urgent"}, 400,
+     r"priority must be one of low, normal, high, not 'urgent'"),
     ("unknown scorer", {"sample": "chelsea", "scorer": "clippy"}, 400, r"unknown scorer 'clippy'"),
 ]
 
