@@ -17,7 +17,9 @@ Measured:
   before the first job and after each job: the first job (which may store what jobs share) and
   the mean of the others (each further job of the same pool);
 - state load: `load_state` at the last step of the last job, each call in a fresh session,
-  `--repeats` times after one warm-up call (whose time is kept as `first_ms`), median and min.
+  `--repeats` times after one warm-up call (whose time is kept as `first_ms`), median and min;
+  then once more with the process's cache of decoded pools emptied (`pool_uncached_ms`: what the
+  first step of a pool version costs a fresh worker process; none in code without that cache).
 
 `--baseline-commit SHA` measures the same in the same run on that commit's code: a `git worktree`
 of it under a temporary folder, this script run there in a subprocess (`--measure-only`), and
@@ -184,6 +186,13 @@ def measure_size(pool_size: int, args) -> dict:
 
         first = load()
         times = [load() for _ in range(args.repeats)]
+        try:  # the first load of a pool version in a process decodes and keys its texts (code with pools)
+            from worker.store import pools
+        except ImportError:
+            cold = None
+        else:
+            pools._pools.clear()
+            cold = round(load(), 2)
         return {
             "pool_size": pool_size,
             "jobs": args.jobs,
@@ -195,6 +204,7 @@ def measure_size(pool_size: int, args) -> dict:
             "candidate_rows_per_job": rows,
             "write_seconds_per_job": [round(s, 2) for s in write_seconds],
             "state_load_first_ms": round(first, 2),
+            "state_load_pool_uncached_ms": cold,
             "state_load_median_ms": round(median(times), 3),
             "state_load_min_ms": round(min(times), 3),
         }
@@ -264,9 +274,9 @@ def main() -> None:
             "load_average_at_end": _common.load_average()}
     path = _common.write_results("pool_storage", data)
     headers = ["code", "pool", "bytes 1st job", "bytes per further job", "candidate rows/job",
-               "load_state median ms", "first ms"]
+               "load_state median ms", "first ms", "pool uncached ms"]
     rows = [[label, s["pool_size"], s["bytes_first_job"], s["bytes_each_further_job"], s["candidate_rows_per_job"],
-             s["state_load_median_ms"], s["state_load_first_ms"]]
+             s["state_load_median_ms"], s["state_load_first_ms"], s.get("state_load_pool_uncached_ms")]
             for label, run in (("before", before), ("after", after)) if run for s in run["sizes"]]
     print(_common.md_table(headers, rows))
     print(f"wrote {path}")
