@@ -380,7 +380,9 @@ def test_the_same_step_run_twice_at_once_is_committed_once(db_url, same_output):
         ranks = session.scalars(select(TopEntry.rank).where(TopEntry.job_id == job_id, TopEntry.step == 1)
                                 .order_by(TopEntry.rank)).all()
         assert ranks == list(range(1, SETTINGS.top_k + 1))
-    assert get_job(Session, job_id).status is JobStatus.RUNNING
+    # Between two steps the job waits in the queue (no worker holds it), since the commit.
+    job = get_job(Session, job_id)
+    assert job.status is JobStatus.QUEUED and job.queued_at is not None and job.worker is None
 
     # The job goes on from the committed step as if nothing had happened.
     rest = list(run_in_process(Session, job_id, models_for=Resolver()))

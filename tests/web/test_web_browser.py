@@ -453,7 +453,8 @@ def test_cancel_and_resume_from_the_page(page, stack):
     job_id = stack.submit_api(steps=steps, candidates=6, top_k=5, seed=5)
     page.goto(f"/jobs/{job_id}")
     page.wait_for_function("() => { const l = document.getElementById('live'); "
-                           "return l.dataset.status === 'running' && Number(l.dataset.stepsDone) >= 2; }",
+                           "return ['running', 'queued'].includes(l.dataset.status) "
+                           "&& Number(l.dataset.stepsDone) >= 2; }",  # mid-job: a step running, or the next one queued
                            timeout=JOB_TIMEOUT_MS)
     page.click("#cancel-job")
     page.wait_for_url(f"**/jobs/{job_id}")
