@@ -178,7 +178,7 @@ def test_an_interrupted_audio_job_resumes_to_the_same_result(tiny_clap, sqlite_u
     from worker.models import _from_factory, load_scorer
     from worker.store.queries import job_detail
     from worker.store.db import open_store
-    from worker.store.schema import Job, utcnow
+    from worker.store.schema import Job, JobStatus, utcnow
 
 
     Session = open_store(sqlite_url)
@@ -200,7 +200,9 @@ def test_an_interrupted_audio_job_resumes_to_the_same_result(tiny_clap, sqlite_u
     for _ in range(2):
         execute_step(Session, interrupted, models)
     with Session.begin() as s:
-        s.execute(update(Job).where(Job.id == interrupted).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+        # A worker took step 2 and died: running, its heartbeat an hour old.
+        s.execute(update(Job).where(Job.id == interrupted).values(status=JobStatus.RUNNING,
+                                                          heartbeat_at=utcnow() - timedelta(hours=1)))
         assert reap(s, stale_after=60) == [(interrupted, 2)]
     list(run_in_process(Session, interrupted, models))
     with Session() as s:

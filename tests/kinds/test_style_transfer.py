@@ -110,7 +110,7 @@ def test_mils_style_runs_and_resumes_after_an_interruption(editor, tmp_path):
     from worker.models import _from_factory, load_scorer
     from worker.store.queries import job_detail
     from worker.store.db import open_store
-    from worker.store.schema import Job, utcnow
+    from worker.store.schema import Job, JobStatus, utcnow
 
     os.environ["MILS_HOME"] = str(home)  # the same database and render cache as the CLI's
     try:
@@ -129,7 +129,9 @@ def test_mils_style_runs_and_resumes_after_an_interruption(editor, tmp_path):
         execute_step(Session, again_id, models)
         execute_step(Session, again_id, models)
         with Session.begin() as s:
-            s.execute(update(Job).where(Job.id == again_id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+            # A worker took step 2 and died: running, its heartbeat an hour old.
+            s.execute(update(Job).where(Job.id == again_id).values(status=JobStatus.RUNNING,
+                                                              heartbeat_at=utcnow() - timedelta(hours=1)))
             assert reap(s, stale_after=60) == [(again_id, 2)]
         list(run_in_process(Session, again_id, models))
         with Session() as s:
