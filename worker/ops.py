@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.celery_app import app as celery_app
+from worker.queue import QUEUES, priority_lists
 from worker.store.queries import iso
 from worker.store.schema import Job, JobEvent, JobStatus, Step, utcnow
 
 # The queues the workers consume (worker.queue routes a job's steps to one of them).
-QUEUES = ("default", "gpu")
 STEPS_WINDOW = timedelta(minutes=5)  # steps per minute = steps finished in this window / 5
 FAILURES_WINDOW = timedelta(hours=1)
 RUNNING_ROWS = 1000  # running steps listed one by one at most (counts per worker are always whole)
@@ -115,15 +115,13 @@ def broker_state(app: Celery = celery_app, queues: tuple[str, ...] = QUEUES) -> 
 
 
 def _redis_state(channel, queues: tuple[str, ...]) -> BrokerState:
-    levels = sorted(set(channel.priority_steps))
+    lists = [(queue, level, key) for queue in queues for level, key in priority_lists(channel, queue)]
     with channel.client.pipeline(transaction=False) as pipe:
-        for queue in queues:
-            for level in levels:
-                pipe.llen(channel._q_for_pri(queue, level))
+        for _, _, key in lists:
+            pipe.llen(key)
         pipe.hlen(channel.unacked_key)
         counts = pipe.execute()
-    depths = [QueueDepth(queue, level, int(counts[i * len(levels) + j]))
-              for i, queue in enumerate(queues) for j, level in enumerate(levels)]
+    depths = [QueueDepth(queue, level, int(count)) for (queue, level, _), count in zip(lists, counts)]
     return BrokerState("redis", depths, int(counts[-1]))
 
 

@@ -102,8 +102,6 @@ def jobs_on_broker() -> set[int] | None:
     import base64
     import json
 
-    if not str(app.conf.broker_url).startswith(("redis://", "rediss://")):
-        return None
     found: set[int] = set()
 
     def note(raw: bytes | str) -> None:
@@ -122,10 +120,12 @@ def jobs_on_broker() -> set[int] | None:
             pass  # not one of our messages
 
     with app.connection_for_write() as connection:
-        client = connection.default_channel.client
+        if connection.transport.driver_type != "redis":
+            return None
+        channel = connection.default_channel
+        client = channel.client
         for queue in QUEUES:
-            for level in range(10):
-                key = queue if level == 0 else f"{queue}:{level}"  # kombu's list of that priority (sep ":")
+            for _, key in priority_lists(channel, queue):
                 start = 0
                 while True:  # in pages: a long queue is never read in one reply
                     page = client.lrange(key, start, start + 999)
@@ -134,6 +134,12 @@ def jobs_on_broker() -> set[int] | None:
                     if len(page) < 1000:
                         break
                     start += 1000
-        for raw in client.hvals("unacked"):
+        for raw in client.hvals(channel.unacked_key):
             note(raw)
     return found
+
+
+def priority_lists(channel, queue: str) -> list[tuple[int, str]]:
+    """(priority, Redis list) of each priority of `queue`, as kombu's Redis `channel` lays them out
+    (its `_q_for_pri`: `Q` for priority 0, `Q:p` for the others with the workers' options)."""
+    return [(level, channel._q_for_pri(queue, level)) for level in sorted(set(channel.priority_steps))]

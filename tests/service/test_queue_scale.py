@@ -14,10 +14,9 @@ import json
 import time
 from collections import Counter
 
-import pytest
 from scipy.stats import spearmanr
 
-from tests.service.test_distributed import GENERATOR, SCORER, Stack, redis, redis_server  # noqa: F401 (fixtures)
+from tests.service.test_distributed import GENERATOR, SCORER, Stack, redis, redis_server, stack  # noqa: F401 (fixtures)
 from tests.support.services import query, use_broker, wait_for
 
 JOBS = 1000
@@ -50,18 +49,7 @@ def redis_call(stack: Stack, *args: str):
     return redis_client.Redis(port=stack.redis.port).execute_command(*args)
 
 
-@pytest.fixture
-def scale_stack(pg_url, redis, tmp_path, monkeypatch):  # noqa: F811 (the imported fixture)
-    s = Stack(pg_url, redis, tmp_path, monkeypatch)
-    try:
-        s.upgrade()
-        yield s
-    finally:
-        s.close()
-
-
-def test_a_thousand_jobs_in_order_without_false_alarms_and_a_lost_message_found(scale_stack, monkeypatch):
-    stack = scale_stack
+def test_a_thousand_jobs_in_order_without_false_alarms_and_a_lost_message_found(stack, monkeypatch):  # noqa: F811
     fast = dict(MILS_FAKE_STEP_SECONDS="0", MILS_STALE_SECONDS="3", MILS_REAP_SECONDS="2", OMP_NUM_THREADS="1")
     jobs = submit_many(stack, monkeypatch, JOBS)
     # A message the broker lost: job 500's first step, taken off its list before any worker runs.
