@@ -52,7 +52,7 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
     print(f"models loaded in {load_seconds:.1f} s", file=sys.stderr, flush=True)
 
-    settings = job_settings("image-caption", args.generator, seed=args.seed)
+    settings = job_settings("image-caption", args.generator, "embedded", seed=args.seed)
 
     data = {"benchmark": "skimage_photos", "generator": args.generator, "machine": info, "settings": settings.to_dict(),
             "model_load_seconds": round(load_seconds, 2), "photos": []}

@@ -59,6 +59,9 @@ class SubmitForm(FlaskForm):
                         description="Same seed, same input, same models: the same job, step for step.")
     patience = IntegerField("Patience", validators=[Optional(), NumberRange(min=1)],
                             description="Stop after this many steps without improvement (empty: run every step).")
+    fluency_weight = FloatField("Fluency guard", validators=[Optional(), NumberRange(0, 10)],
+                                description="Score taken off per defect of a caption (a repeated word, a second sentence, "
+                                            "a stray score or bracket). Empty: 0.15 with the embedded scorer, else 0 (the paper).")
     epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)], default=0.0,
                          description="Chance that a top-K slot shows a random scored text instead (0: greedy).")
     llm = StringField("Generator (LLM)", default="embedded",
@@ -124,6 +127,7 @@ class BatchForm(FlaskForm):
     seed = IntegerField("Seed", validators=[Optional()], description="The seed of every job (default 0).")
     patience = IntegerField("Patience", validators=[Optional(), NumberRange(min=1)])
     epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)])
+    fluency_weight = FloatField("Fluency guard", validators=[Optional(), NumberRange(0, 10)])
     llm = StringField("Generator (LLM)", description="Default 'embedded'; e.g. openai:MODEL@BASE_URL for a vLLM server.")
     scorer = StringField("Scorer", description="Default 'embedded'; e.g. open_clip:ViT-B-32@openai.")
 

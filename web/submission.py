@@ -29,6 +29,7 @@ def settings_from(fields: Mapping[str, str], seed: int | None = 0) -> dict:
         "seed": int_arg(fields, "seed", seed),
         "patience": int_arg(fields, "patience", low=1),
         "epsilon": float_arg(fields, "epsilon"),
+        "fluency_weight": float_arg(fields, "fluency_weight"),
     }
 
 

@@ -28,6 +28,7 @@ from worker import config, core
 from worker.core import Generator, GeneratorUnavailable, Scorer, Settings, StepResult
 from worker.core.optimizer import should_stop
 from worker.kinds import TASK_KINDS, JobInput
+from worker.models.fluency import with_fluency
 from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, mark_claimed, mark_queued,
                                next_step_number, parents_of_job, record_step, set_status, touch_heartbeat)
 from worker.store.schema import Job, JobStatus, utcnow
@@ -221,7 +222,7 @@ def execute_step(
         with _heartbeat(sessions, job_id):
             # e.g. applied frame by frame to a video, or to renders of text-to-image prompts
             template = kind.template_for(snapshot.input)
-            scorer = kind.adapt_scorer(models.scorer, snapshot.input)
+            scorer = with_fluency(kind.adapt_scorer(models.scorer, snapshot.input), settings.fluency_weight)
             features = _sample_features(snapshot, scorer)
             if state is None:
                 pool = kind.initial_pool(snapshot.input)
@@ -241,6 +242,8 @@ def execute_step(
             if next_step_number(session, job_id) != result.step:
                 raise _AlreadyCommitted
             record_step(session, job, result, started_at)
+            if result.step == 0 and getattr(features, "seen", None) is not None:
+                job.scorer_sees = features.seen
             _note_served(session, job, getattr(models.generator, "served", None))
             if job.status.finished:
                 pass  # cancelled (or failed) while the step ran: the step is kept, the status too

@@ -95,7 +95,7 @@ def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[
     """The resolved settings and checked options of a job of `task` on these models (a batch's
     too), or SettingsError / ModelLoadError before anything is stored."""
     kind = get_kind(task)
-    settings = job_settings(task, generator, **(overrides or {}))
+    settings = job_settings(task, generator, scorer, **(overrides or {}))
     check_specs(generator, scorer)
     kind.check_scorer(scorer)
     return settings, kind.job_options(options or {}, attachments)

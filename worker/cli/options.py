@@ -38,6 +38,9 @@ def settings_options(*, seed_help: str | None = None) -> list:
         seed,
         click.option("--patience", type=int, help="Stop after this many steps without improvement."),
         click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy)."),
+        click.option("--fluency-weight", type=float,
+                     help="Score taken off per defect of a text (repeated word, second sentence, stray score or "
+                          "bracket); default 0.15 for captions by the embedded scorer, else 0 (the paper)."),
     ]
 
 

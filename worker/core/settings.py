@@ -39,6 +39,10 @@ class Settings:
     prompts_per_step: int = 1
     # Rounds of asking again when fewer than N usable new candidates came back.
     max_generation_rounds: int = 3
+    # What each defect of a text (a repeated word, a second sentence, a stray score or bracket)
+    # takes off its score: the guard against reward hacking (worker.models.fluency). 0 is off,
+    # the paper's setting; the embedded scorer's captions default to kinds.base.EMBEDDED_FLUENCY.
+    fluency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -52,6 +56,7 @@ class Settings:
             (self.max_words >= 1, "max_words must be at least 1"),
             (1 <= self.prompts_per_step <= self.candidates, "prompts_per_step must be between 1 and candidates"),
             (self.max_generation_rounds >= 1, "max_generation_rounds must be at least 1"),
+            (0.0 <= self.fluency_weight <= 10.0, "fluency_weight must be between 0 and 10"),
         ]
         for ok, message in checks:
             if not ok:

@@ -11,7 +11,7 @@ from typing import Any
 
 from worker.core import Settings, SettingsError
 from worker.kinds import arithmetic, audio, image, style, text_to_image, video
-from worker.kinds.base import JobInput, Option, TaskKind
+from worker.kinds.base import EMBEDDED_FLUENCY, JobInput, Option, TaskKind
 from worker.models import is_embedded_generator, served_by_engine
 
 TASK_KINDS: dict[str, TaskKind] = {
@@ -49,11 +49,14 @@ def default_settings(task: str, generator: str) -> Settings:
     return kind.embedded_settings if is_embedded_generator(generator) else kind.paper_settings
 
 
-def job_settings(task: str, generator: str, **overrides: Any) -> Settings:
-    """The task's defaults for this generator with what the user set (None = not set);
-    raises SettingsError for values out of range. The resolved settings are stored with the job."""
+def job_settings(task: str, generator: str, scorer: str | None = None, **overrides: Any) -> Settings:
+    """The task's defaults for this generator (and scorer) with what the user set (None = not
+    set); raises SettingsError for values out of range. The resolved settings are stored with the job.
+    Captions scored by the embedded scorer get the fluency guard unless fluency_weight is given."""
     settings = default_settings(task, generator).replace(
         **{name: value for name, value in overrides.items() if value is not None})
+    if overrides.get("fluency_weight") is None and scorer == "embedded" and get_kind(task).output == "caption":
+        settings = settings.replace(fluency_weight=EMBEDDED_FLUENCY)
     if overrides.get("prompts_per_step") is None and served_by_engine(generator):
         settings = settings.replace(prompts_per_step=-(-settings.candidates // CANDIDATES_PER_REQUEST))
     if settings.prompts_per_step > settings.candidates:

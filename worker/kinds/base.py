@@ -168,5 +168,9 @@ class TaskKind:
 
 
 PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)
+# The fluency guard's weight for captions scored by the embedded scorer: one defect costs more
+# than the largest gain a degenerate caption won over its bootstrap before the guard (0.098,
+# "There is a cat by cat." over "There is a tabby cat on a rug.", BENCHMARKS.md section 1).
+EMBEDDED_FLUENCY = 0.15
 EMBEDDED = Settings(steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
                     max_generation_rounds=2)

