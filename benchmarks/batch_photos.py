@@ -74,11 +74,22 @@ def main() -> None:
             "jobs": len(results), "succeeded": sum(r["status"] == "succeeded" for r in results),
             "step0": step0, "final": metrics["final"], "per_step": metrics["per_step"], "spice": metrics["spice"],
             "captions": {r["key"]: r["output"] for r in results}}
+    # The fluency guard's defects in every final caption (issue 14: none may repeat a content word
+    # or carry commentary or a score), and the scorer's MRR over the references (scorer_mrr.py).
+    from scorer_mrr import mean_reciprocal_rank, references as reference_captions
+
+    from worker.models import load_scorer
+    from worker.models.fluency import defects
+
+    data["defects"] = {key: found for key, caption in data["captions"].items() if any((found := defects(caption)).values())}
+    names_, captions_, owners_ = reference_captions()
+    data["scorer_mrr"] = round(mean_reciprocal_rank(load_scorer("embedded"), names_, captions_, owners_)[0], 4)
     path = _common.write_results(args.out, data)
     names = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
     print(_common.md_table(["", *names], [[label, *(f"{100 * row[m]:.1f}" for m in names)]
                                           for label, row in (("step 0 best", step0), ("final", metrics["final"]))]))
-    print(f"{wall:.0f} s for {len(results)} jobs; {path}")
+    print(f"{wall:.0f} s for {len(results)} jobs; scorer MRR {data['scorer_mrr']}; "
+          f"finals with defects: {data['defects'] or 'none'}; {path}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 
 from worker.media import decode_image
 from worker.models import load_generator, load_scorer
+from worker.models.fluency import defects
 from worker.media.samples import sample_path
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def _ranks(scorer, guarded: bool) -> tuple[list[int], int]:
     ranks, hub_wins = [], 0
     for index, name in enumerate(OWN_CAPTIONS):
         image = decode_image(sample_path(name).read_bytes())
-        features = scorer.encode_sample(image) if guarded else scorer._image_vector(image)
+        features = scorer.encode_sample(image) if guarded else scorer._image_vector(image)[0]
         order = list(np.argsort(-np.array(scorer.score(features, captions))))
         ranks.append(order.index(index) + 1)
         hub_wins += order[0] >= len(OWN_CAPTIONS)
@@ -108,6 +109,7 @@ def _caption(sample: str, home, command: str = "caption", *args: str) -> dict:
 def test_mils_caption_names_what_is_in_the_photo(sample, pattern, mils_home):
     result = _caption(sample, mils_home)
     assert re.search(pattern, result["caption"].lower()), result["caption"]
+    assert not any(defects(result["caption"]).values()), result["caption"]  # the fluency guard is on
     best = [s["best_score"] for s in result["steps"]]
     assert [s["step"] for s in result["steps"]] == list(range(len(best)))
     assert all(b >= a for a, b in zip(best, best[1:])), best

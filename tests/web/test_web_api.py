@@ -360,6 +360,39 @@ def test_the_job_page_and_the_api_show_the_same_data(client, finished_job):
     assert _by_id(page, "history-count") == f"{first['total']:,} candidates"
 
 
+class _SeenFeatures(tuple):
+    """A fake scorer's features that say what it saw, as the embedded scorer's do (`.seen`)."""
+
+    seen: dict | None = None
+
+
+SEEN = {"width": 451, "height": 300, "labels": [{"label": "tabby cat", "p": 0.54}, {"label": "Egyptian cat", "p": 0.2}],
+        "faces": [{"box": [10, 20, 90, 91], "score": 1.16}], "text": [{"text": "STOP", "score": 0.98}],
+        "colours": [{"name": "gray", "share": 0.6}, {"name": "brown", "share": 0.4}]}
+
+
+def test_what_the_scorer_saw_is_stored_with_step_0_and_shown(client, Session):
+    class SeeingScorer(HiddenCaptionScorer):
+        def encode_sample(self, sample):
+            features = _SeenFeatures(super().encode_sample(sample))
+            features.seen = SEEN
+            return features
+
+    job_id = submit(client)["id"]
+    before = client.get(f"/api/jobs/{job_id}").get_json()
+    assert before["scorer_sees"] is None and "What the scorer sees" not in client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    models = lambda _g, _s: JobModels(ScriptedGenerator(extra_words=["tabby"]), SeeingScorer(TARGET))  # noqa: E731
+    for _ in run_in_process(Session, job_id, models):
+        pass
+    assert client.get(f"/api/jobs/{job_id}").get_json()["scorer_sees"] == SEEN
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "What the scorer sees" in page
+    assert _by_id(page, "sees-labels") == "tabby cat 54%, Egyptian cat 20%"
+    assert _by_id(page, "sees-faces") == "1 (90×91 px)"
+    assert "STOP" in _by_id(page, "sees-text")
+    assert _by_id(page, "sees-colours") == "gray 60%, brown 40%"
+
+
 def test_the_job_page_shows_what_the_llm_server_said_it_runs(client, Session):
     from tests.support.fake_llm_server import FakeLLMServer
     from worker.models.chat import openai_generator

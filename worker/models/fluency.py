@@ -12,12 +12,13 @@ defects(c) counts what makes a text not one well-formed caption, each defect 1:
   quotes left unbalanced ("near sunset]").
 
 Why counts and not a language model's likelihood: the only offline LM here, the embedded
-Qwen2.5-Coder-0.5B, rates these failures as likely. Its mean log-probability per token put
-"Four small jellyfish ... This is a good mention." (-4.42) above the same caption alone (-4.73),
-and "0100: A bicycle helmet on a table." (-4.44) above "There is a tabby cat on a rug." (-5.16),
-and took about 0.3 s per caption on 2 cores (BENCHMARKS.md, section "fluency"). Language models
-also rate repetition as likely (Holtzman et al. 2020, "The Curious Case of Neural Text
-Degeneration"). A defect costs `weight` (Settings.fluency_weight) whatever the scorer's score
+Qwen2.5-Coder-0.5B, rates these failures as likely. Its mean log-probability per token
+(benchmarks/fluency_lm.py, BENCHMARKS.md) put "There is a cat by cat." (-5.66) above "There is a
+tabby cat on a rug." (-5.71), "Four small jellyfish ... This is a good mention." (-4.63) above the
+same caption alone (-4.99), "0100: A bicycle helmet on a table." (-4.59) above both, and "cat cat
+cat cat" (-3.21) above everything; and it costs a minute's load and 0.1 s per caption on 2 cores.
+Language models rate repetition as likely in general (Holtzman et al. 2020, "The Curious Case of
+Neural Text Degeneration"). A defect costs `weight` (Settings.fluency_weight) whatever the scorer's score
 scale; on by default for the embedded scorer only.
 
 The parts are kept as each new candidate's score details ("match", "repeats", "sentences",
