@@ -22,7 +22,9 @@ RUN pip install ".[flower]" && rm -rf /src
 
 # `mils batch eval`: pycocoevalcap's PTB tokenizer and METEOR are Java programs, and they write
 # their temporary files beside their jars, so its folder belongs to the user that runs them.
-RUN apt-get update && apt-get install -y --no-install-recommends default-jre-headless \
+# The embedded scorer's OCR (rapidocr-onnxruntime) needs opencv-python, whose library links libGL
+# and GLib, which the slim image lacks.
+RUN apt-get update && apt-get install -y --no-install-recommends default-jre-headless libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 
 # Run as an unprivileged user that owns the data folder.

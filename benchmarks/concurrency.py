@@ -72,7 +72,7 @@ def run_jobs(url: str, generator, scorer, flights: int, steps: int) -> dict:
     from worker.store.jobs import create_job
 
     sessions = open_store(url)
-    settings = job_settings("image-caption", "embedded", steps=steps)
+    settings = job_settings("image-caption", "embedded", "embedded", steps=steps)
     job_ids = []
     with sessions.begin() as session:
         for name in PHOTOS:
@@ -106,7 +106,7 @@ def warm_up(scorer) -> None:
 
     kind = TASK_KINDS["image-caption"]
     media = load_image_file(sample_path("chelsea"))
-    job = JobInput(data=media.data, name="chelsea.png", options={}, settings=job_settings("image-caption", "embedded"))
+    job = JobInput(data=media.data, name="chelsea.png", options={}, settings=job_settings("image-caption", "embedded", "embedded"))
     scorer.score_pool(scorer.encode_sample(kind.decode(job)), kind.initial_pool(job))
 
 

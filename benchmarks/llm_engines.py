@@ -36,7 +36,7 @@ def step_one_conversation() -> list[dict]:
     from worker.kinds.base import JobInput
 
     kind = TASK_KINDS["image-caption"]
-    settings = job_settings("image-caption", "embedded")
+    settings = job_settings("image-caption", "embedded", "embedded")
     media = load_image_file(sample_path("chelsea"))
     job = JobInput(data=media.data, name="chelsea.png", options={}, settings=settings)
     scorer = load_scorer("embedded")

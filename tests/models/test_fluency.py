@@ -97,3 +97,34 @@ def test_defaults_on_for_the_embedded_scorers_captions_only():
     assert job_settings("text-to-image", "embedded", "embedded").fluency_weight == 0.0
     with pytest.raises(core.SettingsError, match="fluency_weight"):
         job_settings("image-caption", "embedded", "embedded", fluency_weight=-1)
+
+
+def test_the_guard_takes_scorers_that_answer_with_parts_or_renders():
+    """Style and render scorers answer Score objects (with what they made) for the pool too."""
+
+    class RenderingScorer(WordOverlapScorer):
+        def score(self, features, texts):
+            return [Score(v, {"style": 0.5}, made=f"render of {t}") for t, v in zip(texts, super().score(features, texts))]
+
+        score_pool = score
+
+    guard = FluencyGuard(RenderingScorer(), weight=0.5)
+    pool = guard.score_pool(("cat",), ["a cat", "a cat cat"])
+    assert [p.made for p in pool] == ["render of a cat", "render of a cat cat"]
+    assert pool[1].value == pytest.approx(pool[1].details["match"] - 0.5) and pool[1].details["style"] == 0.5
+    (pair,) = FluencyGuard(WordOverlapScorer(), 1.0)._guarded(["cat cat"], [(0.7, {"content": 0.1})])
+    assert pair.value == pytest.approx(-0.3) and pair.details["content"] == 0.1
+
+
+def test_numbers_people_write_are_not_scores():
+    assert defects("A 1967 Ford at 10:30 with 1,000 balloons and a 3.5 m pole.") == \
+        {"repeats": 0, "sentences": 0, "stray": 0}
+    assert defects("Mrs. Smith walks her dog.")["sentences"] == 0
+    assert defects("3: A cat on a mat.")["stray"] == 1
+
+
+def test_the_guard_can_be_copied():
+    import copy
+
+    guard = FluencyGuard(WordOverlapScorer(), 0.1)
+    assert copy.copy(guard).weight == 0.1

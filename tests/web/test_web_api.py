@@ -561,7 +561,8 @@ use_broker("sqla+sqlite:///{tmp_path}/q.db")
 job = client.post("/api/jobs", data={{"sample": "chelsea"}}).get_json()["id"]
 for url in ["/jobs", "/jobs/new", f"/jobs/{{job}}", f"/api/jobs/{{job}}", f"/jobs/{{job}}/candidates", "/healthz"]:
     assert client.get(url).status_code == 200, url
-heavy = sorted(m for m in ("torch", "transformers", "open_clip", "diffusers") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "transformers", "open_clip", "diffusers", "cv2", "dlib", "onnxruntime",
+                           "rapidocr_onnxruntime", "sklearn") if m in sys.modules)
 print("loaded:", heavy)
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,

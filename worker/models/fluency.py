@@ -32,13 +32,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker.core import Score, Scorer
+from worker.core.optimizer import as_scored
 
 _WORD = re.compile(r"[a-z]+")
 # A sentence ends at . ! or ? followed by a capitalised word ("... water. This is ...").
 # Not after a title or an initial ("St. Bernard", "J. Smith").
-_SENTENCE_END = re.compile(r"(?<!\b[A-Z][a-z])(?<!\b[A-Z])[.!?](?=\s+[A-Z0-9])")
-# A score-like number: a decimal or a number of three or more digits ("0.1898", "0100").
-_SCORE_LIKE = re.compile(r"\b\d+[.:,]\d+\b|\b\d{3,}\b")
+_SENTENCE_END = re.compile(r"(?<!\b[A-Z][a-z])(?<!\b[A-Z])(?<!\bMrs)[.!?](?=\s+[A-Z0-9])")
+# A score as the prompt writes them ("0.1898"), or a number used as a list label ("0100:", "3:");
+# not a year, a time, a count or a measure ("1967", "10:30", "1,000", "3.5 m").
+_SCORE_LIKE = re.compile(r"\b0\.\d{2,}\b|\b\d+:(?!\d)")
 _PAIRS = ("()", "[]", "{}")
 
 
@@ -81,22 +83,28 @@ class FluencyGuard:
         self.name = scorer.name
 
     def __getattr__(self, name: str) -> Any:  # feature_maps, version, ...: the wrapped scorer's
+        if name.startswith("__") or name == "scorer":  # copy/pickle probe before __init__ ran
+            raise AttributeError(name)
         return getattr(self.scorer, name)
 
     def encode_sample(self, sample: Any) -> Any:
         return self.scorer.encode_sample(sample)
 
-    def score_pool(self, features: Any, pool: Sequence[str]) -> list[float]:
+    def score_pool(self, features: Any, pool: Sequence[str]) -> list[Any]:
         matches = self.scorer.score_pool(features, pool)
-        return [match - self.weight * sum(defects(text).values()) for text, match in zip(pool, matches)]
+        if all(isinstance(m, (int, float)) for m in matches):  # kept compactly: the total only
+            return [m - self.weight * sum(defects(text).values()) for text, m in zip(pool, matches)]
+        return self._guarded(pool, matches)
 
     def score(self, features: Any, texts: Sequence[str]) -> list[Score]:
+        return self._guarded(texts, self.scorer.score(features, texts))
+
+    def _guarded(self, texts: Sequence[str], matches: Sequence[Any]) -> list[Score]:
         scored = []
-        for text, match in zip(texts, self.scorer.score(features, texts)):
-            base = match if isinstance(match, Score) else Score(float(match))
-            found = defects(text)
-            details = {**base.details, "match": base.value, **{k: float(v) for k, v in found.items()}}
-            scored.append(Score(base.value - self.weight * sum(found.values()), details, base.made))
+        for match in map(as_scored, texts, matches):  # a number, a Score or (number, parts)
+            found = defects(match.text)
+            details = {**dict(match.details), "match": match.score, **{k: float(v) for k, v in found.items()}}
+            scored.append(Score(match.score - self.weight * sum(found.values()), details, match.made))
         return scored
 
 

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import io
 import importlib.resources
+import json
 import os
 from collections.abc import Sequence
 
@@ -33,6 +34,7 @@ from worker.media import decode_image
 from worker.media.samples import SAMPLES, sample_path
 from worker.models import ModelLoadError
 from worker.models.embedding import EmbeddingScorer
+from worker.models import sight
 from worker.models.sight import FaceFinder, Seen, TextReader, dominant_colours
 
 INPUT_SIZE = 224
@@ -71,8 +73,10 @@ class RecogniserScorer(EmbeddingScorer):
         self.embedder = embedder
         self.labels = list(labels)
         self.faces, self.reader, self.colours = faces, reader, colours
-        eyes = "+".join(name for name, on in (("dlib-hog", faces), ("rapidocr", reader), ("colours", colours)) if on)
-        self.version = f"{version}+{eyes}" if eyes else version
+        self.version = version  # the pool-embedding cache's key: the text encoder's
+        eyes = [name for name, on in (("dlib-hog", faces), ("rapidocr", reader), ("colours", colours)) if on]
+        # What the background vectors depend on besides the photos (their disk cache's key).
+        self.sight_version = json.dumps([version, input_size, eyes, W_PEOPLE, W_TEXT, W_COLOURS, sight.settings()])
         # (1000, dim): one embedding per ImageNet class, in the recogniser's output order.
         self.label_embeddings = self.pool_embeddings([f"a photo of a {label}" for label in labels])
         # The background: every bundled real photo (an input that is one of them is left out).
@@ -98,8 +102,9 @@ class RecogniserScorer(EmbeddingScorer):
         )
         try:
             faces, reader = FaceFinder(), TextReader()
-        except ImportError as exc:
-            raise ModelLoadError(f"embedded scorer: package missing ({exc}); reinstall mils") from None
+        except ImportError as exc:  # a missing package, or a system library OpenCV links (libGL, GLib)
+            raise ModelLoadError(f"embedded scorer: cannot load its face or text reader ({exc}); reinstall mils, "
+                                 "and on a slim Linux image install libgl1 and libglib2.0-0") from None
         return cls(recogniser, embedder, imagenet_labels(), faces=faces, reader=reader)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -157,7 +162,7 @@ class RecogniserScorer(EmbeddingScorer):
     def _background(self, photos: Sequence[Image.Image]) -> np.ndarray:
         """The background photos' vectors, cached on disk by this scorer's version (reading text
         in 14 photos takes about 10 s on 2 cores)."""
-        key = hashlib.sha256("\n".join([self.version, *self.background_ids]).encode()).hexdigest()[:24]
+        key = hashlib.sha256("\n".join([self.sight_version, *self.background_ids]).encode()).hexdigest()[:24]
         path = cache_dir("scorer-background") / f"{key}.npy"
         if path.exists():
             return np.load(path)

@@ -145,8 +145,14 @@ def dominant_colours(image: Image.Image, n: int = 8) -> list[tuple[str, float]]:
     return sorted(shares.items(), key=lambda item: -item[1])
 
 
+def settings() -> list:
+    """Every setting that changes what the eyes report (part of the scorer's cache keys)."""
+    return [FACE_THRESHOLD, TEXT_THRESHOLD, PAGE_LETTERS, MAX_SIDE, BASIC_COLOURS]
+
+
 def _at_most(image: Image.Image, side: int) -> tuple[Image.Image, float]:
     scale = min(1.0, side / max(image.size))
     if scale == 1.0:
         return image, 1.0
-    return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC), scale
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))  # a 2000x1 strip stays 1 high
+    return image.resize(size, Image.BICUBIC), scale
