@@ -314,11 +314,13 @@ def _step0_best(task: str, data: bytes, name: str, **options):
 
 
 @pytest.mark.slow
+# Step 0 of the embedded scorer as it is since issue 14 (its eyes): the case and its control must agree,
+# and both must score what they scored then.
 @pytest.mark.parametrize("task, file, control, caption, score", [
-    ("image-caption", "exif_orientation6.jpg", "exif_upright_control.png", "There is a rocket above the Earth.", 0.2271),
-    ("image-caption", "gray16.png", "gray8.png", "There is a tabby cat on a rug.", 0.4472),
-    ("image-caption", "silhouette_rgba.png", "silhouette_on_white.png", "A bulldog next to a golden retriever.", 0.279),
-    ("video-caption", "mediarecorder_noduration.webm", "same_with_duration.webm", "Footage of a tabby cat on a rug.", 0.326),
+    ("image-caption", "exif_orientation6.jpg", "exif_upright_control.png", "There is a rocket above the Earth.", 0.1747),
+    ("image-caption", "gray16.png", "gray8.png", "There is a tabby cat on a rug.", 0.3657),
+    ("image-caption", "silhouette_rgba.png", "silhouette_on_white.png", "A bulldog next to a golden retriever.", 0.1925),
+    ("video-caption", "mediarecorder_noduration.webm", "same_with_duration.webm", "Footage of a tabby cat on a rug.", 0.2626),
 ])
 def test_the_embedded_scorer_sees_each_case_like_its_control(task, file, control, caption, score):
     got, expected = _step0_best(task, case(file), file), _step0_best(task, case(control), control)
