@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -34,14 +34,22 @@ class EmbeddingScorer:
         cached = getattr(self, "_pool_memo", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        path = cache_dir("pool-embeddings") / f"{key}.npy"
-        if path.exists():
-            matrix = np.load(path)
-        else:
+        def embed() -> np.ndarray:
             log.info("embedding the %d-text pool once for %s", len(pool), self.name)
-            matrix = self.embed_texts(pool).astype(np.float32)
-            buffer = io.BytesIO()
-            np.save(buffer, matrix)
-            write_atomically(path, buffer.getvalue())  # concurrent workers never read half a file
+            return self.embed_texts(pool)
+
+        matrix = cached_matrix("pool-embeddings", key, embed)
         self._pool_memo = (key, matrix)
         return matrix
+
+
+def cached_matrix(folder: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """compute() as float32, kept in the cache folder as KEY.npy and read from there next time."""
+    path = cache_dir(folder) / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    matrix = np.asarray(compute(), dtype=np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, matrix)
+    write_atomically(path, buffer.getvalue())  # concurrent workers never read half a file
+    return matrix

@@ -29,13 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.config import cache_dir, write_atomically
 from worker.media import decode_image
 from worker.media.samples import SAMPLES, sample_path
 from worker.models import ModelLoadError
-from worker.models.embedding import EmbeddingScorer
-from worker.models import sight
-from worker.models.sight import FaceFinder, Seen, TextReader, dominant_colours
+from worker.models.embedding import EmbeddingScorer, cached_matrix
+from worker.models.sight import FaceFinder, Seen, TextReader, dominant_colours, settings as sight_settings
 
 INPUT_SIZE = 224
 # How much each eye's phrase counts against the recogniser's labels (weight 1) in the image's
@@ -76,7 +74,7 @@ class RecogniserScorer(EmbeddingScorer):
         self.version = version  # the pool-embedding cache's key: the text encoder's
         eyes = [name for name, on in (("dlib-hog", faces), ("rapidocr", reader), ("colours", colours)) if on]
         # What the background vectors depend on besides the photos (their disk cache's key).
-        self.sight_version = json.dumps([version, input_size, eyes, W_PEOPLE, W_TEXT, W_COLOURS, sight.settings()])
+        self.sight_version = json.dumps([version, input_size, eyes, W_PEOPLE, W_TEXT, W_COLOURS, sight_settings()])
         # (1000, dim): one embedding per ImageNet class, in the recogniser's output order.
         self.label_embeddings = self.pool_embeddings([f"a photo of a {label}" for label in labels])
         # The background: every bundled real photo (an input that is one of them is left out).
@@ -163,14 +161,8 @@ class RecogniserScorer(EmbeddingScorer):
         """The background photos' vectors, cached on disk by this scorer's version (reading text
         in 14 photos takes about 10 s on 2 cores)."""
         key = hashlib.sha256("\n".join([self.sight_version, *self.background_ids]).encode()).hexdigest()[:24]
-        path = cache_dir("scorer-background") / f"{key}.npy"
-        if path.exists():
-            return np.load(path)
-        matrix = np.stack([self._image_vector(photo)[0] for photo in photos]).astype(np.float32)
-        buffer = io.BytesIO()
-        np.save(buffer, matrix)
-        write_atomically(path, buffer.getvalue())
-        return matrix
+        return cached_matrix("scorer-background", key,
+                             lambda: np.stack([self._image_vector(photo)[0] for photo in photos]))
 
     def encode_sample(self, sample: Image.Image) -> SampleVector:
         """The direction a caption is scored along: this image minus the background mean."""
