@@ -192,6 +192,23 @@ def test_per_frame_is_the_mean_of_the_frame_scores_and_pooled_ranks_the_same():
         FrameScorer(HiddenCaptionScorer("a cat"), "pooled").encode_sample(frames)
 
 
+def test_the_frame_scorer_passes_on_what_the_image_scorer_saw_in_each_frame():
+    from worker.models.recogniser_scorer import SampleVector
+
+    class SeeingColourScorer(ColourScorer):  # its features say what it saw, as the embedded scorer's do
+        def encode_sample(self, image):
+            vector = super().encode_sample(image).view(SampleVector)
+            vector.seen = {"colours": [{"name": "red" if image.getpixel((0, 0))[0] else "blue", "share": 1.0}]}
+            return vector
+
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    said = {"frames": [{"colours": [{"name": "red", "share": 1.0}]}, {"colours": [{"name": "blue", "share": 1.0}]}]}
+    for mode in ("per-frame", "pooled"):
+        features = FrameScorer(SeeingColourScorer(), mode).encode_sample(frames)
+        assert features.seen == said
+    assert FrameScorer(ColourScorer(), "per-frame").encode_sample(frames).seen is None  # a scorer that does not say
+
+
 def test_unknown_frame_mode_and_bad_frame_counts_are_refused():
     with pytest.raises(SettingsError, match="frame_mode must be one of per-frame, pooled"):
         VIDEO.job_options({"frame_mode": "max"})

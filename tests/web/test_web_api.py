@@ -393,6 +393,26 @@ def test_what_the_scorer_saw_is_stored_with_step_0_and_shown(client, Session):
     assert _by_id(page, "sees-colours") == "gray 60%, brown 40%"
 
 
+def test_what_the_scorer_saw_in_each_video_frame_is_shown_frame_by_frame(client, Session):
+    second = {**SEEN, "labels": [{"label": "tiger cat", "p": 0.61}], "faces": [], "text": []}
+
+    class FrameSeeingScorer(HiddenCaptionScorer):  # as FrameScorer over the embedded scorer says it
+        def encode_sample(self, sample):
+            features = _SeenFeatures(super().encode_sample(sample))
+            features.seen = {"frames": [SEEN, second]}
+            return features
+
+    job_id = submit(client)["id"]
+    for _ in run_in_process(Session, job_id, lambda _g, _s: JobModels(ScriptedGenerator(), FrameSeeingScorer(TARGET))):
+        pass
+    assert client.get(f"/api/jobs/{job_id}").get_json()["scorer_sees"] == {"frames": [SEEN, second]}
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "Frame 1" in page and "Frame 2" in page and "Frame 3" not in page
+    assert _by_id(page, "sees-labels-1") == "tabby cat 54%, Egyptian cat 20%"
+    assert _by_id(page, "sees-labels-2") == "tiger cat 61%"
+    assert _by_id(page, "sees-faces-2") == "none" and _by_id(page, "sees-text-2") == "none"
+
+
 def test_the_job_page_shows_what_the_llm_server_said_it_runs(client, Session):
     from tests.support.fake_llm_server import FakeLLMServer
     from worker.models.chat import openai_generator

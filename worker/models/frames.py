@@ -21,6 +21,14 @@ from worker.core import Scorer
 FRAME_MODES = ("per-frame", "pooled")
 
 
+class FrameFeatures(list):
+    """The features a FrameScorer scores against (one per frame, or one pooled), carrying `seen`:
+    {"frames": [what the image scorer saw in each frame]} when the image scorer tells (the
+    embedded one does, see RecogniserScorer.encode_sample), else None."""
+
+    seen: dict | None = None
+
+
 class FrameScorer:
     def __init__(self, image_scorer: Scorer, mode: str = "per-frame") -> None:
         if mode not in FRAME_MODES:
@@ -30,8 +38,10 @@ class FrameScorer:
         self.name = f"{image_scorer.name}+frames:{mode}"
         self.version = getattr(image_scorer, "version", "")
 
-    def encode_sample(self, frames: Sequence[Any]) -> list[Any]:
+    def encode_sample(self, frames: Sequence[Any]) -> FrameFeatures:
         features = [self.image_scorer.encode_sample(frame) for frame in frames]
+        seen = [getattr(feature, "seen", None) for feature in features]
+        result = FrameFeatures(features)
         if self.mode == "pooled":
             try:
                 stacked = np.stack(features).astype(np.float32)
@@ -41,8 +51,9 @@ class FrameScorer:
             mean = stacked.mean(axis=0)
             # Keep the scale of one frame's feature: an average of unit vectors is shorter.
             mean *= np.linalg.norm(stacked, axis=1).mean() / max(np.linalg.norm(mean), 1e-12)
-            return [mean.astype(np.float32)]
-        return features
+            result = FrameFeatures([mean.astype(np.float32)])
+        result.seen = {"frames": seen} if seen and all(s is not None for s in seen) else None
+        return result
 
     def score(self, features: list[Any], texts: Sequence[str]) -> list[float]:
         return self._mean_over_frames(features, texts, pool=False)

@@ -62,6 +62,8 @@ def imagenet_labels() -> list[str]:
 
 class RecogniserScorer(EmbeddingScorer):
     name = "embedded"
+    # How an ImageNet class is put into words before it is embedded.
+    label_template = "a photo of a {}"
 
     def __init__(self, recogniser: torch.nn.Module, embedder, labels: Sequence[str], *,
                  faces: FaceFinder | None = None, reader: TextReader | None = None, colours: bool = True,
@@ -74,9 +76,10 @@ class RecogniserScorer(EmbeddingScorer):
         self.version = version  # the pool-embedding cache's key: the text encoder's
         eyes = [name for name, on in (("dlib-hog", faces), ("rapidocr", reader), ("colours", colours)) if on]
         # What the background vectors depend on besides the photos (their disk cache's key).
-        self.sight_version = json.dumps([version, input_size, eyes, W_PEOPLE, W_TEXT, W_COLOURS, sight_settings()])
+        self.sight_version = json.dumps([version, input_size, eyes, self.label_template, W_PEOPLE, W_TEXT, W_COLOURS,
+                                         sight_settings()])
         # (1000, dim): one embedding per ImageNet class, in the recogniser's output order.
-        self.label_embeddings = self.pool_embeddings([f"a photo of a {label}" for label in labels])
+        self.label_embeddings = self.pool_embeddings([self.label_template.format(label) for label in labels])
         # The background: every bundled real photo (an input that is one of them is left out).
         photos = [decode_image(sample_path(name).read_bytes()) for name in SAMPLES]
         self.background_ids = [_pixels_id(photo) for photo in photos]
@@ -151,11 +154,15 @@ class RecogniserScorer(EmbeddingScorer):
         seen, probabilities = self.see(image)
         objects = probabilities @ self.label_embeddings  # (dim,)
         vector = objects / np.linalg.norm(objects)
-        phrases = [(seen.people_phrase(), W_PEOPLE), (seen.text_phrase(), W_TEXT), (seen.colour_phrase(), W_COLOURS)]
-        phrases = [(text, weight) for text, weight in phrases if text]
+        phrases = self.phrases(seen)
         if phrases:
             vector = vector + np.array([w for _, w in phrases]) @ self.embed_texts([t for t, _ in phrases])
         return vector / np.linalg.norm(vector), seen
+
+    def phrases(self, seen: Seen) -> list[tuple[str, float]]:
+        """What the eyes besides the recogniser saw, as (phrase, weight) pairs."""
+        phrases = [(seen.people_phrase(), W_PEOPLE), (seen.text_phrase(), W_TEXT), (seen.colour_phrase(), W_COLOURS)]
+        return [(text, weight) for text, weight in phrases if text]
 
     def _background(self, photos: Sequence[Image.Image]) -> np.ndarray:
         """The background photos' vectors, cached on disk by this scorer's version (reading text
