@@ -58,14 +58,43 @@ def variants():
                 out.append((text[:-len(" photo")] if text.endswith(" photo") else text, weight))
             return out
 
-    class BareBoth(BarePhrases):
-        label_template = "{}"
+    class Templates(Shipped):
+        # CLIP's 7 ImageNet templates (Radford et al. 2021, the CLIP repository's notebook
+        # "Prompt_Engineering_for_ImageNet"): each label is the mean of its 7 wordings.
+        TEMPLATES = ("itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
+                     "a {} in a video game.", "art of the {}.", "a photo of the small {}.")
 
-    class ThingLabels(BarePhrases):
-        label_template = "a {}"
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            per = [self.embed_texts([t.format(label) for label in self.labels]) for t in self.TEMPLATES]
+            mean = np.mean(per, axis=0)
+            self.label_embeddings = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+            self.background = self._background([decode_image(sample_path(n).read_bytes()) for n in SAMPLES])
 
-    return {"shipped": Shipped, "bare-labels": BareLabels, "bare-phrases": BarePhrases, "bare-both": BareBoth,
-            "a-label+bare-phrases": ThingLabels}
+    def weighted(name, **weights):
+        class Weighted(Shipped):
+            def phrases(self, seen):
+                table = {"people": seen.people_phrase(), "text": seen.text_phrase(), "colours": seen.colour_phrase()}
+                base = {"people": rs.W_PEOPLE, "text": rs.W_TEXT, "colours": rs.W_COLOURS}
+                return [(t, weights.get(k, base[k])) for k, t in table.items() if t and weights.get(k, base[k]) > 0]
+        Weighted.__name__ = name
+        return Weighted
+
+    def background(beta):
+        class Background(Shipped):
+            def encode_sample(self, sample):
+                own = rs._pixels_id(sample)
+                rest = self.background[[i != own for i in self.background_ids]]
+                vector, _ = self._image_vector(sample)
+                return (vector - beta * rest.mean(axis=0)).astype(np.float32)
+        return Background
+
+    from worker.media import decode_image
+    from worker.media.samples import SAMPLES, sample_path
+
+    return {"shipped": Shipped, "bare-labels": BareLabels, "bare-phrases": BarePhrases, "clip-7-templates": Templates,
+            "text-0.5": weighted("t", text=0.5), "colours-0": weighted("c", colours=0), "people-1": weighted("p", people=1.0),
+            "background-0.5": background(0.5), "background-1.5": background(1.5)}
 
 
 def main() -> None:
@@ -73,8 +102,11 @@ def main() -> None:
     parser.add_argument("--home", default="/tmp/mils-batch-photos")
     parser.add_argument("--name", default="photos")
     parser.add_argument("--fluency", type=float, nargs="*", default=[0.15])
+    parser.add_argument("--only", nargs="*", help="variants to run (default: all)")
     args = parser.parse_args()
     home = _common.use_home(args.home)
+
+    from scorer_mrr import mean_reciprocal_rank, references as reference_captions
 
     from worker.evaluation import caption_metrics
     from worker.kinds import get_kind
@@ -83,7 +115,7 @@ def main() -> None:
     from worker.models import load_scorer
 
     db = sqlite3.connect(home / "mils.db")
-    items = db.execute("""SELECT i.item_key, i.references, i.job_id, a.data FROM batch_items i
+    items = db.execute("""SELECT i.item_key, i."references", i.job_id, a.data FROM batch_items i
                           JOIN batches b ON b.id = i.batch_id JOIN jobs j ON j.id = i.job_id
                           JOIN artifacts a ON a.sha256 = j.input_sha256 WHERE b.name = ?""", (args.name,)).fetchall()
     references = {key: json.loads(refs) for key, refs, _, _ in items}
@@ -91,8 +123,10 @@ def main() -> None:
                for key, _, job, _ in items}
     pool = list(get_kind("image-caption").pool)
     shipped = load_scorer("embedded")
-    runs, picks = {}, {}
+    runs, picks, mrr = {}, {}, {}
     for name, cls in variants().items():
+        if args.only and name not in args.only:
+            continue
         scorer = cls(shipped.recogniser, shipped.embedder, shipped.labels, faces=shipped.faces, reader=shipped.reader)
         for weight in args.fluency:
             guarded = FluencyGuard(scorer, weight) if weight else scorer
@@ -104,6 +138,7 @@ def main() -> None:
                 step0[key] = pool[int(np.argmax(scores[:len(pool)]))]
                 final[key] = texts[int(np.argmax(scores))]
             label = f"{name} fluency={weight}"
+            mrr[label] = round(mean_reciprocal_rank(scorer, *reference_captions())[0], 4)
             runs[(label, "step0")], runs[(label, "final")] = step0, final
             picks[label] = {key: [step0[key], final[key]] for key in step0}
             print(label, "done", flush=True)
@@ -111,9 +146,10 @@ def main() -> None:
     table, data = [], {"machine": _common.machine_info(), "home": str(home), "variants": {}}
     for label in picks:
         s0, fin = metrics[(label, "step0")], metrics[(label, "final")]
-        data["variants"][label] = {"step0": s0, "final": fin, "captions": picks[label]}
-        table.append([label, *(f"{100 * s0[m]:.1f} / {100 * fin[m]:.1f}" for m in ("Bleu_4", "METEOR", "CIDEr"))])
-    print(_common.md_table(["variant", "BLEU-4 step0 / final", "METEOR", "CIDEr"], table))
+        data["variants"][label] = {"step0": s0, "final": fin, "mrr": mrr[label], "captions": picks[label]}
+        table.append([label, *(f"{100 * s0[m]:.1f} / {100 * fin[m]:.1f}" for m in ("Bleu_4", "METEOR", "CIDEr")),
+                      mrr[label]])
+    print(_common.md_table(["variant", "BLEU-4 step0 / final", "METEOR", "CIDEr", "MRR"], table))
     print(_common.write_results("rerank_photos", data))
 
 

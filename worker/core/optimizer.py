@@ -7,6 +7,7 @@ job can be stopped after any step and continued later from what was stored.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
@@ -120,11 +121,37 @@ def greedy_top(pool: Sequence[Scored], k: int) -> list[Scored]:
     return sorted(pool, key=lambda c: -c.score)[:k]
 
 
-def select_top(pool: Sequence[Scored], k: int, epsilon: float, rng: random.Random) -> tuple[Scored, ...]:
-    """The top K, epsilon-greedy: the best always stays (elitism), other slots may explore."""
+def word_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two texts' sets of words (lower-cased, any script): 0..1."""
+    words_a, words_b = set(re.findall(r"\w+", a.lower())), set(re.findall(r"\w+", b.lower()))
+    return len(words_a & words_b) / len(words_a | words_b) if words_a or words_b else 1.0
+
+
+def distinct_first(ranked: Sequence[Scored], k: int, max_overlap: float) -> list[Scored]:
+    """`ranked` reordered so that its first K overlap no better one of them by more than
+    `max_overlap` (word_overlap), as long as enough such texts exist; the rest follow in order.
+    Against the top K collapsing into one wording with a word changed ("a tripod on a stand",
+    "... on a shelf", "... on a desk"): the generator copies what it is shown (BENCHMARKS.md,
+    issue 14). The best always comes first."""
+    kept: list[Scored] = []
+    left: list[Scored] = []
+    for candidate in ranked:
+        if len(kept) < k and all(word_overlap(candidate.text, c.text) <= max_overlap for c in kept):
+            kept.append(candidate)
+        else:
+            left.append(candidate)
+    return kept + left
+
+
+def select_top(pool: Sequence[Scored], k: int, epsilon: float, rng: random.Random,
+               max_overlap: float = 1.0) -> tuple[Scored, ...]:
+    """The top K, epsilon-greedy: the best always stays (elitism), other slots may explore.
+    With max_overlap < 1, near-copies of a better text give way to other texts (distinct_first)."""
     ranked = sorted(pool, key=lambda c: -c.score)
+    if max_overlap < 1.0:
+        ranked = distinct_first(ranked, k, max_overlap)
     if epsilon == 0.0 or len(ranked) <= k:
-        return tuple(ranked[:k])
+        return tuple(sorted(ranked[:k], key=lambda c: -c.score))
     chosen = [ranked[0]]
     rest = ranked[1:]
     while len(chosen) < k:
@@ -157,7 +184,7 @@ def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Sett
     rng = random.Random(derive_seed(settings.seed, 0))
     state = State(
         step=0,
-        top=select_top(candidates, settings.top_k, settings.epsilon, rng),
+        top=select_top(candidates, settings.top_k, settings.epsilon, rng, settings.top_k_overlap),
         seen=Seen(frozenset(unique)),
         stale=0,
         scored=candidates if settings.epsilon > 0.0 else (),
@@ -231,7 +258,7 @@ def step(
         in_pool = set(pool)
         pool += [c for c in scored if c not in in_pool]
     rng = random.Random(derive_seed(settings.seed, number))
-    top = select_top(pool, settings.top_k, settings.epsilon, rng)
+    top = select_top(pool, settings.top_k, settings.epsilon, rng, settings.top_k_overlap)
     improved = _improved(state, candidates, settings.top_k)
     assert top[0].score >= state.best.score, "elitism: the best score went down"
     seen = state.seen.adding(normalize(c.text) for c in candidates)

@@ -43,6 +43,10 @@ class Settings:
     # takes off its score: the guard against reward hacking (worker.models.fluency). 0 is off,
     # the paper's setting; the embedded scorer's captions default to kinds.base.EMBEDDED_FLUENCY.
     fluency_weight: float = 0.0
+    # A text whose words overlap a better one in the top K by more than this (Jaccard, 0..1) is
+    # kept out of the top K while other texts are left, so the generator is not shown one
+    # wording eight times (core.optimizer.distinct_first). 1 is off, the paper's setting.
+    top_k_overlap: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -57,6 +61,7 @@ class Settings:
             (1 <= self.prompts_per_step <= self.candidates, "prompts_per_step must be between 1 and candidates"),
             (self.max_generation_rounds >= 1, "max_generation_rounds must be at least 1"),
             (0.0 <= self.fluency_weight <= 10.0, "fluency_weight must be between 0 and 10"),
+            (0.0 <= self.top_k_overlap <= 1.0, "top_k_overlap must be between 0 and 1"),
         ]
         for ok, message in checks:
             if not ok:
