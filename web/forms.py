@@ -62,6 +62,9 @@ class SubmitForm(FlaskForm):
     fluency_weight = FloatField("Fluency guard", validators=[Optional(), NumberRange(0, 10)],
                                 description="Score taken off per defect of a caption (a repeated word, a second sentence, "
                                             "a stray score or bracket). Empty: 0.15 with the embedded scorer, else 0 (the paper).")
+    top_k_overlap = FloatField("Top-K word overlap", validators=[Optional(), NumberRange(0, 1)],
+                               description="Texts sharing more than this share of their words with a better one give way "
+                                           "to others in the top K. Empty: 0.5 with the embedded LLM, else 1 (off, the paper).")
     epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)], default=0.0,
                          description="Chance that a top-K slot shows a random scored text instead (0: greedy).")
     llm = StringField("Generator (LLM)", default="embedded",
@@ -128,6 +131,7 @@ class BatchForm(FlaskForm):
     patience = IntegerField("Patience", validators=[Optional(), NumberRange(min=1)])
     epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)])
     fluency_weight = FloatField("Fluency guard", validators=[Optional(), NumberRange(0, 10)])
+    top_k_overlap = FloatField("Top-K word overlap", validators=[Optional(), NumberRange(0, 1)])
     llm = StringField("Generator (LLM)", description="Default 'embedded'; e.g. openai:MODEL@BASE_URL for a vLLM server.")
     scorer = StringField("Scorer", description="Default 'embedded'; e.g. open_clip:ViT-B-32@openai.")
 

@@ -30,6 +30,7 @@ def settings_from(fields: Mapping[str, str], seed: int | None = 0) -> dict:
         "patience": int_arg(fields, "patience", low=1),
         "epsilon": float_arg(fields, "epsilon"),
         "fluency_weight": float_arg(fields, "fluency_weight"),
+        "top_k_overlap": float_arg(fields, "top_k_overlap"),
     }
 
 

@@ -35,7 +35,8 @@ from worker.core import (  # noqa: E402
     run,
     step,
 )
-from worker.core.optimizer import derive_seed, generate_candidates, greedy_top, select_top  # noqa: E402
+from worker.core.optimizer import (  # noqa: E402
+    derive_seed, distinct_first, generate_candidates, greedy_top, select_top, word_overlap)
 from worker.core.protocols import Generator, Scorer  # noqa: E402
 from worker.kinds.prompts import CaptionTemplate  # noqa: E402
 
@@ -407,6 +408,42 @@ def test_select_top_is_deterministic_for_a_seed():
 def test_select_top_with_a_small_pool_returns_it_all():
     top = select_top(POOL_SCORED[:4], 6, 1.0, random.Random(0))
     assert list(top) == greedy_top(POOL_SCORED[:4], 6)
+
+
+TRIPODS = [Scored("A close-up of a tripod on a stand.", 0.30), Scored("A close-up of a tripod on a shelf.", 0.29),
+           Scored("A close-up of a tripod on a desk.", 0.28), Scored("A man using a tripod.", 0.27),
+           Scored("An old camera in a field.", 0.20), Scored("A close-up of a tripod on a TV.", 0.19)]
+
+
+def test_word_overlap_is_the_jaccard_of_the_word_sets():
+    assert word_overlap("A cat on a rug.", "a RUG on a cat") == 1.0
+    assert word_overlap("A cat on a rug.", "A dog on a mat.") == pytest.approx(2 / 6)
+    assert word_overlap("猫が寝ている", "猫が寝ている") == 1.0 and word_overlap("猫", "cat") == 0.0
+
+
+def test_a_top_k_overlap_keeps_near_copies_of_a_better_text_out_while_others_are_left():
+    top = select_top(TRIPODS, 3, 0.0, random.Random(0), max_overlap=0.5)
+    # The best first; its copies with one word changed (overlap 6/8) give way to other texts.
+    assert [c.text for c in top] == ["A close-up of a tripod on a stand.", "A man using a tripod.",
+                                     "An old camera in a field."]
+    # Too few different texts: the copies fill the rest, best first.
+    top = select_top(TRIPODS, 5, 0.0, random.Random(0), max_overlap=0.5)
+    assert [c.score for c in top] == [0.30, 0.29, 0.28, 0.27, 0.20]
+    assert select_top(TRIPODS, 3, 0.0, random.Random(0), max_overlap=1.0) == tuple(TRIPODS[:3])  # off: greedy
+    assert distinct_first(TRIPODS, 2, 0.5)[:2] == [TRIPODS[0], TRIPODS[3]]
+
+
+def test_a_run_with_a_top_k_overlap_shows_different_wordings_and_never_loses_its_best():
+    plain = _run(Settings(steps=4, top_k=4, candidates=5, seed=2))
+    distinct = _run(Settings(steps=4, top_k=4, candidates=5, seed=2, top_k_overlap=0.5))
+    for result in distinct[1:]:
+        texts = [c.text for c in result.state.top]
+        pairs = [(a, b) for i, a in enumerate(texts) for b in texts[i + 1:]]
+        assert all(word_overlap(a, b) <= 0.5 for a, b in pairs) or len(texts) < 4
+    assert [r.state.best.score for r in distinct] == sorted(r.state.best.score for r in distinct)  # elitism
+    assert [c.text for c in plain[-1].state.top] != [c.text for c in distinct[-1].state.top]
+    with pytest.raises(SettingsError, match="top_k_overlap must be between 0 and 1"):
+        Settings(top_k_overlap=1.5)
 
 
 def test_run_with_epsilon_explores_beyond_the_greedy_top():

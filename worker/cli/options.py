@@ -41,6 +41,9 @@ def settings_options(*, seed_help: str | None = None) -> list:
         click.option("--fluency-weight", type=float,
                      help="Score taken off per defect of a text (repeated word, second sentence, stray score or "
                           "bracket); default 0.15 for captions by the embedded scorer, else 0 (the paper)."),
+        click.option("--top-k-overlap", type=float,
+                     help="Keep texts sharing more than this share of their words (0-1) with a better one out of the "
+                          "top K while others are left; default 0.5 with the embedded LLM, else 1 (off, the paper)."),
     ]
 
 
