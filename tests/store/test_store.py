@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
+from datetime import datetime, timezone
 
 import pytest
 from alembic import command
@@ -27,7 +28,7 @@ from worker.media import Media
 from worker.models import ModelLoadError
 from worker.store import db as store_db
 from worker.store.db import SchemaError, alembic_config, open_store, schema_revision, upgrade
-from worker.store.schema import Candidate, Job, JobEvent, JobStatus, Step, TopEntry
+from worker.store.schema import Batch, Candidate, Job, JobEvent, JobStatus, Step, TopEntry
 from worker.kinds import TASK_KINDS, JobInput
 
 TARGET = "a small orange cat sleeping on a red wooden chair in the garden"
@@ -491,6 +492,31 @@ def test_what_the_llm_answered_that_was_not_a_candidate_is_counted_in_the_events
     assert all(not t.startswith(("0100", "This is", "Here", "I hope")) for t in texts) and len(texts) == 4
     assert rejected == [f"step {n}: 4 line(s) of the LLM's answers were not candidates "
                         "(1 comment, 2 outside the list, 1 repeated)" for n in (1, 2)]
+
+
+def test_batches_stored_before_top_k_overlap_keep_running_without_it(db_url):
+    """Migration 0012: a batch stored before the setting resolves its later items as its first
+    ran (1, off), not with the embedded LLM's default; a downgrade takes the key out again."""
+    engine = store_db.get_engine(db_url)
+    command.upgrade(alembic_config(db_url), "0011")
+    old = {**Settings().to_dict(), "fluency_weight": 0.15}
+    old.pop("top_k_overlap")
+    with engine.begin() as connection:
+        connection.execute(Batch.__table__.insert().values(name="before", task="image-caption", settings=old,
+                                                           options={}, generator="embedded", scorer="embedded",
+                                                           sources={}, created_at=datetime.now(timezone.utc)))
+    upgrade(db_url)
+    Session = open_store(db_url)
+    with Session() as session:
+        stored = session.scalars(select(Batch.settings).where(Batch.name == "before")).one()
+    assert stored == {**old, "top_k_overlap": 1.0} and Settings.from_dict(stored).top_k_overlap == 1.0
+    new_job(Session, Settings(top_k_overlap=0.5))
+    command.downgrade(alembic_config(db_url), "0011")
+    with engine.connect() as connection:
+        settings = connection.execute(select(Batch.__table__.c.settings)).scalars().all()
+        settings += connection.execute(select(Job.__table__.c.settings)).scalars().all()
+    assert len(settings) == 2 and all("top_k_overlap" not in s for s in settings)
+    upgrade(db_url)
 
 
 def test_a_job_stored_with_keys_of_the_old_normalization_goes_on(Session):
