@@ -94,7 +94,8 @@ def variants():
 
     return {"shipped": Shipped, "bare-labels": BareLabels, "bare-phrases": BarePhrases, "clip-7-templates": Templates,
             "text-0.5": weighted("t", text=0.5), "colours-0": weighted("c", colours=0), "people-1": weighted("p", people=1.0),
-            "background-0.5": background(0.5), "background-1.5": background(1.5)}
+            "background-0.5": background(0.5), "background-0.7": background(0.7), "background-0.8": background(0.8),
+            "background-1.5": background(1.5)}
 
 
 def main() -> None:
