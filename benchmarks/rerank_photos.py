@@ -9,7 +9,7 @@ do those captions score against the hand-written references (pycocoevalcap)?
 A variant changes how the scorer puts what it sees into words. The LLM's candidates were written
 with the shipped scorer's feedback, so this is a first-order estimate of a variant, for choosing
 one; the choice is then checked with a full batch_photos.py run. Results go to
-benchmarks/results/rerank_photos.json.
+benchmarks/results/rerank_photos.json (--out to name it).
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--name", default="photos")
     parser.add_argument("--fluency", type=float, nargs="*", default=[0.15])
     parser.add_argument("--only", nargs="*", help="variants to run (default: all)")
+    parser.add_argument("--out", default="rerank_photos", help="results file name (no extension)")
     args = parser.parse_args()
     home = _common.use_home(args.home)
 
@@ -151,7 +152,7 @@ def main() -> None:
         table.append([label, *(f"{100 * s0[m]:.1f} / {100 * fin[m]:.1f}" for m in ("Bleu_4", "METEOR", "CIDEr")),
                       mrr[label]])
     print(_common.md_table(["variant", "BLEU-4 step0 / final", "METEOR", "CIDEr", "MRR"], table))
-    print(_common.write_results("rerank_photos", data))
+    print(_common.write_results(args.out, data))
 
 
 if __name__ == "__main__":
