@@ -121,10 +121,17 @@ def greedy_top(pool: Sequence[Scored], k: int) -> list[Scored]:
     return sorted(pool, key=lambda c: -c.score)[:k]
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
 def word_overlap(a: str, b: str) -> float:
     """Jaccard overlap of two texts' sets of words (lower-cased, any script): 0..1."""
-    words_a, words_b = set(re.findall(r"\w+", a.lower())), set(re.findall(r"\w+", b.lower()))
-    return len(words_a & words_b) / len(words_a | words_b) if words_a or words_b else 1.0
+    return _jaccard(_words(a), _words(b))
 
 
 def distinct_first(ranked: Sequence[Scored], k: int, max_overlap: float) -> list[Scored]:
@@ -134,12 +141,16 @@ def distinct_first(ranked: Sequence[Scored], k: int, max_overlap: float) -> list
     "... on a shelf", "... on a desk"): the generator copies what it is shown (BENCHMARKS.md,
     issue 14). The best always comes first."""
     kept: list[Scored] = []
+    kept_words: list[set[str]] = []  # each kept text's words, split once (a pool has thousands of texts)
     left: list[Scored] = []
     for candidate in ranked:
-        if len(kept) < k and all(word_overlap(candidate.text, c.text) <= max_overlap for c in kept):
-            kept.append(candidate)
-        else:
-            left.append(candidate)
+        if len(kept) < k:
+            words = _words(candidate.text)
+            if all(_jaccard(words, other) <= max_overlap for other in kept_words):
+                kept.append(candidate)
+                kept_words.append(words)
+                continue
+        left.append(candidate)
     return kept + left
 
 
