@@ -13,6 +13,7 @@ from alembic import op
 import sqlalchemy as sa
 
 batches = sa.table('batches', sa.column('id', sa.Integer), sa.column('settings', sa.JSON))
+jobs = sa.table('jobs', sa.column('id', sa.Integer), sa.column('settings', sa.JSON))
 
 
 revision = '0011'
@@ -32,5 +33,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The code of 0010 refuses settings it does not know: take the key out of every stored
+    # setting (jobs resumed by that code then run without the guard, as that code can only).
+    connection = op.get_bind()
+    for table in (batches, jobs):
+        for row_id, settings in connection.execute(sa.select(table.c.id, table.c.settings)).all():
+            if 'fluency_weight' in settings:
+                rest = {k: v for k, v in settings.items() if k != 'fluency_weight'}
+                connection.execute(table.update().where(table.c.id == row_id).values(settings=rest))
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_column('scorer_sees')

@@ -496,7 +496,8 @@ def test_what_the_llm_answered_that_was_not_a_candidate_is_counted_in_the_events
 
 def test_batches_stored_before_top_k_overlap_keep_running_without_it(db_url):
     """Migration 0012: a batch stored before the setting resolves its later items as its first
-    ran (1, off), not with the embedded LLM's default; a downgrade takes the key out again."""
+    ran (1, off), not with the embedded LLM's default; a downgrade takes the key out again, and
+    one to 0010 takes out fluency_weight (0011), which the code of 0010 would refuse."""
     engine = store_db.get_engine(db_url)
     command.upgrade(alembic_config(db_url), "0011")
     old = {**Settings().to_dict(), "fluency_weight": 0.15}
@@ -516,6 +517,12 @@ def test_batches_stored_before_top_k_overlap_keep_running_without_it(db_url):
         settings = connection.execute(select(Batch.__table__.c.settings)).scalars().all()
         settings += connection.execute(select(Job.__table__.c.settings)).scalars().all()
     assert len(settings) == 2 and all("top_k_overlap" not in s for s in settings)
+    command.downgrade(alembic_config(db_url), "0010")  # 0011 takes fluency_weight out the same way
+    with engine.connect() as connection:
+        settings = connection.execute(select(Batch.__table__.c.settings)).scalars().all()
+        settings += connection.execute(select(Job.__table__.c.settings)).scalars().all()
+    assert len(settings) == 2 and all("fluency_weight" not in s for s in settings)
+    assert {k for s in settings for k in s} <= set(Settings().to_dict())
     upgrade(db_url)
 
 
