@@ -18,7 +18,6 @@ test or a process that sets a variable before calling sees it. Defaults are in o
 | MILS_LLM_WAIT_SECONDS     | 900 s                             | a step waiting for its LLM server|
 | MILS_LLM_SLOTS            | 1                                 | the in-process llama.cpp engine  |
 | MILS_LLM_THREADS          | the machine's cores               | the in-process llama.cpp engine  |
-| MILS_TORCH_THREADS        | cores left beside that engine, >=1| torch (scorers) in its process   |
 | OPENAI_API_KEY            | (none: "unused" is sent)          | openai:MODEL@URL generators      |
 | OPENAI_BASE_URL           | (none)                            | openai:MODEL without @URL        |
 | MILS_WEB_AUTH             | none                              | the web app (none or token)      |
@@ -141,15 +140,6 @@ def llm_slots() -> int:
 def llm_threads() -> int:
     """CPU threads of the in-process llama.cpp engine."""
     return max(1, int(_number("MILS_LLM_THREADS", os.cpu_count() or 1)))
-
-
-def torch_threads_beside_llm(llm_threads: int) -> int:
-    """torch's intra-op threads in a process that runs the in-process llama.cpp engine with
-    `llm_threads` threads: the cores that engine leaves, at least 1 (MILS_TORCH_THREADS overrides).
-    Both link the same OpenMP runtime (libgomp.so.1); with more of its threads than cores, libgomp
-    stops spinning at barriers and llama.cpp decoded 1.3x slower (BENCHMARKS.md, issue 14)."""
-    default = max(1, (os.cpu_count() or 1) - llm_threads)
-    return max(1, int(_number("MILS_TORCH_THREADS", default)))
 
 
 # --------------------------------------------------------------------------- the web front end

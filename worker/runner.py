@@ -84,12 +84,9 @@ _loaded: dict[tuple[str, str], Any] = {}
 
 def default_models(generator: str, scorer: str) -> JobModels:
     """The models the specs name, loaded once per process and shared by its threads."""
-    from worker.models import load_generator, load_scorer, runs_llamacpp_here
-    from worker.models.chat import leave_cpus_to_llamacpp
+    from worker.models import load_generator, load_scorer
 
     with _loading:  # two threads asking at once load a model once
-        if runs_llamacpp_here(generator):  # before the scorer's first torch op makes its threads
-            leave_cpus_to_llamacpp()
         # The scorer first: a mistyped scorer must not cost an LLM load (a minute on a fresh home).
         if ("scorer", scorer) not in _loaded:
             _loaded["scorer", scorer] = serialized(load_scorer(scorer))

@@ -127,23 +127,3 @@ def test_mils_caption_video_names_what_is_in_a_pan_over_a_photo(mils_home):
     assert len(best) == 4 and all(b >= a for a, b in zip(best, best[1:])), best
     assert len(result["caption"].split()) <= 25
     print("video chelsea step 0:", best[0], "final:", best[-1], result["caption"], file=sys.stderr)
-
-
-TORCH_THREADS = ("import os, torch; from worker.runner import default_models; "
-                 "default_models('embedded', 'embedded'); print(torch.get_num_threads())")
-
-
-@pytest.mark.parametrize("llm_threads, torch_threads, expected", [
-    ("2", None, max(1, (os.cpu_count() or 1) - 2)),  # the cores llama.cpp leaves, at least 1
-    ("1", "3", 3),  # MILS_TORCH_THREADS overrides
-])
-def test_torch_leaves_the_cores_to_the_in_process_llm(mils_home, llm_threads, torch_threads, expected):
-    """Both link one libgomp: oversubscribed, llama.cpp decoded 1.3x slower (BENCHMARKS.md). The
-    cap is set before the scorer loads, in a fresh process as a worker or `mils caption` is."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MILS_TORCH_THREADS", "OMP_NUM_THREADS")}
-    env.update(MILS_HOME=str(mils_home), MILS_LLM_THREADS=llm_threads)
-    if torch_threads:
-        env["MILS_TORCH_THREADS"] = torch_threads
-    out = subprocess.run([sys.executable, "-c", TORCH_THREADS], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert int(out.stdout.split()[-1]) == expected

@@ -87,11 +87,6 @@ def served_by_engine(spec: str) -> bool:
     return spec.startswith("openai:")
 
 
-def runs_llamacpp_here(spec: str) -> bool:
-    """Whether the generator is llama.cpp inside this process (the embedded default, gguf:)."""
-    return spec == "embedded" or spec.startswith("gguf:")
-
-
 def is_embedded_generator(spec: str) -> bool:
     """The embedded model, whichever engine runs it (CPU-sized task defaults)."""
     return spec in ("embedded", "embedded-transformers")

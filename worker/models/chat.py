@@ -214,30 +214,12 @@ def start_llamacpp(
         raise ModelLoadError(f"llama.cpp cannot load {gguf}: {exc}") from None
 
 
-def leave_cpus_to_llamacpp(threads: int | None = None) -> None:
-    """Cap torch's threads in this process (the scorers') to the cores llama.cpp's `threads`
-    (default MILS_LLM_THREADS) leave: both run on one libgomp, and oversubscribed it makes
-    llama.cpp's threads sleep at every barrier (BENCHMARKS.md, issue 14: the README's job 1.3x
-    slower on 2 cores). Scoring a step's few candidates on fewer threads costs far less.
-    MILS_TORCH_THREADS overrides. Call it before torch's first parallel op: libgomp keeps the
-    threads it has made, and they count against the cores even when torch no longer uses them."""
-    import torch
-
-    threads = threads or config.llm_threads()
-    wanted = config.torch_threads_beside_llm(threads)
-    if torch.get_num_threads() != wanted:
-        log.info("torch on %d thread(s) beside llama.cpp's %d (MILS_TORCH_THREADS)", wanted, threads)
-        torch.set_num_threads(wanted)
-
-
 def llamacpp_generator(gguf: Path, name: str, version: str, extra: dict[str, Any] | None = None) -> ChatGenerator:
     """A generator on llama.cpp in this process, with MILS_LLM_SLOTS parallel sequences and
-    MILS_LLM_THREADS threads; torch in this process gets the cores left (leave_cpus_to_llamacpp).
-    Several jobs' steps in one worker share it (it queues or batches them)."""
+    MILS_LLM_THREADS threads. Several jobs' steps in one worker share it (it queues or batches them)."""
     import xllamacpp
 
     slots, threads = config.llm_slots(), config.llm_threads()
-    leave_cpus_to_llamacpp(threads)
     server = start_llamacpp(gguf, slots=slots, threads=threads, reproducible=True, alias=name)
 
     def send(request: dict[str, Any]) -> dict[str, Any]:
