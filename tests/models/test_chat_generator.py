@@ -6,6 +6,8 @@ tests/service/test_llm_engine.py."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -170,3 +172,46 @@ def test_an_unreachable_server_is_recorded_as_waiting_and_fails_the_in_process_r
     assert job.status == JobStatus.FAILED and "unreachable" in job.error and steps == [0]
     assert any(kind == "waiting_for_llm" and "step 1" in detail for kind, detail in events)
     assert job.attempts == 0  # waiting for the server is not an attempt that died
+
+
+RELEASE = """
+import os, torch
+from worker.models.chat import release_openmp_threads
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+torch.set_num_threads(3)
+before = threads()
+torch.randn(1_000_000).exp()  # a parallel op: torch's OpenMP pool, 2 threads beside this one
+made = threads()
+release_openmp_threads()
+released = threads()
+torch.randn(1_000_000).exp()
+print(before, made, released, threads())
+"""
+
+
+def test_torchs_idle_openmp_threads_go_before_llamacpp_decodes():
+    """llama.cpp and torch share one libgomp; its idle threads beyond the cores put llama.cpp's to
+    sleep at every barrier (BENCHMARKS.md, issue 14). The in-process engine lets them go before each
+    step's requests, and torch makes them again when it next needs them."""
+    out = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, made, released, again = map(int, out.stdout.split())
+    assert made == before + 2 and released == before and again == made
+
+
+def test_the_hook_before_a_steps_requests_runs_once_in_the_calling_thread():
+    """OpenMP pools belong to the thread that made them: the release must run in the thread that
+    scored, not in the request threads of a step asked for in shares."""
+    import threading
+
+    from worker.models.chat import ChatGenerator
+
+    calls = []
+    generator = ChatGenerator(lambda request: {"choices": [{"message": {"content": "1. A cat."}}]}, name="engine",
+                              version="test", before_requests=lambda: calls.append(threading.get_ident()))
+    generator.complete([CONVERSATION] * 3, seed=0, **SAMPLING)
+    generator.complete([CONVERSATION], seed=0, **SAMPLING)
+    assert calls == [threading.get_ident()] * 2

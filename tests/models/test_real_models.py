@@ -15,6 +15,7 @@ import pytest
 
 from worker.media import decode_image
 from worker.models import load_generator, load_scorer
+from worker.models.chat import release_openmp_threads
 from worker.models.fluency import defects
 from worker.media.samples import sample_path
 
@@ -72,6 +73,7 @@ def test_a_better_caption_scores_higher(mils_home):
 def test_embedded_llm_is_checked_cached_and_seeded(mils_home):
     generator = load_generator("embedded")
     assert "sha256:1d9614638d18" in generator.version and "llama.cpp" in generator.version
+    assert generator.before_requests is release_openmp_threads  # torch's idle threads go before each step
     assert (mils_home / "cache" / "models" / "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf").stat().st_size == 491400064
     conversation = [{"role": "user", "content": "List three fruits as a numbered list."}]
     kwargs = dict(seed=3, temperature=0.7, top_p=0.9, max_tokens=24)

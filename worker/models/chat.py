@@ -15,6 +15,7 @@ would, and one seed per request keeps each share reproducible on its own.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -41,8 +42,11 @@ class ChatGenerator:
     concurrent = True  # the runner need not serialize calls into it
 
     def __init__(self, send: Send, name: str, version: str, extra: dict[str, Any] | None = None,
-                 max_parallel: int = 64) -> None:
+                 max_parallel: int = 64, before_requests: Callable[[], None] | None = None) -> None:
         self.send = send
+        # Run in the calling thread before a step's requests go out (llama.cpp in this process:
+        # release_openmp_threads).
+        self.before_requests = before_requests
         self.name = name
         self.version = version
         # Engine-specific sampling fields added to every request (e.g. llama.cpp's DRY penalty).
@@ -72,6 +76,8 @@ class ChatGenerator:
              "max_tokens": max_tokens, **self.extra}
             for i, c in enumerate(conversations)
         ]
+        if self.before_requests is not None:
+            self.before_requests()
         if len(requests) == 1:
             answers = [self.send(requests[0])]
         else:
@@ -214,9 +220,29 @@ def start_llamacpp(
         raise ModelLoadError(f"llama.cpp cannot load {gguf}: {exc}") from None
 
 
+def release_openmp_threads() -> None:
+    """Let the OpenMP threads that torch made in this thread go, before llama.cpp decodes.
+
+    torch's wheel and llama.cpp's link the same OpenMP runtime (both need `libgomp.so.1`, and a
+    process loads it once). libgomp counts every thread it keeps, idle ones included; once they
+    outnumber the cores it stops spinning at barriers, and llama.cpp's threads sleep and wake at
+    every one of the hundreds per token: the README's job decoded 1.3x slower on 2 cores
+    (BENCHMARKS.md, issue 14). OpenMP 5's omp_pause_resource_all frees the calling thread's pool;
+    torch makes it again, in full, at its next parallel op (a step's scoring). Does nothing where
+    libgomp is not loaded, or too old (GCC < 9) to have the call."""
+    try:
+        libgomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)  # only the copy already loaded
+        pause = libgomp.omp_pause_resource_all
+    except (OSError, AttributeError):
+        return
+    pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+    pause(1)  # omp_pause_soft
+
+
 def llamacpp_generator(gguf: Path, name: str, version: str, extra: dict[str, Any] | None = None) -> ChatGenerator:
     """A generator on llama.cpp in this process, with MILS_LLM_SLOTS parallel sequences and
-    MILS_LLM_THREADS threads. Several jobs' steps in one worker share it (it queues or batches them)."""
+    MILS_LLM_THREADS threads; each step's requests first release torch's idle OpenMP threads
+    (release_openmp_threads). Several jobs' steps in one worker share it (it queues or batches them)."""
     import xllamacpp
 
     slots, threads = config.llm_slots(), config.llm_threads()
@@ -233,4 +259,5 @@ def llamacpp_generator(gguf: Path, name: str, version: str, extra: dict[str, Any
         return answer
 
     engine = f"llama.cpp (xllamacpp {xllamacpp.__version__}) slots={slots} threads={threads}"
-    return ChatGenerator(send, name=name, version=f"{version} {engine}", extra=extra, max_parallel=64)
+    return ChatGenerator(send, name=name, version=f"{version} {engine}", extra=extra, max_parallel=64,
+                         before_requests=release_openmp_threads)
