@@ -7,7 +7,8 @@ run alternately so that the machine's drift falls on both alike.
 Each tree runs from its own `git worktree` (the earlier one under /tmp) with PYTHONPATH pointing
 at it and its own MILS_HOME; the first run of each is the cold one (an empty MILS_HOME: caches of
 the LLM's joined weights, the pool's embeddings, the scorer's background), reported apart. Times
-are of the whole command, as a user waits for it. Results: benchmarks/results/job_time.json.
+are of the whole command, as a user waits for it; each run also reports its steps' generation and
+scoring seconds as the job stored them. Results: benchmarks/results/job_time.json.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,11 @@ def run_once(tree: Path, home: Path, sample: str) -> dict:
                          cwd=tree, env=env, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
     result = json.loads(out.stdout)
-    return {"seconds": round(seconds, 1), "caption": result["caption"], "score": result["score"]}
+    with sqlite3.connect(home / "mils.db") as db:  # the steps' own timings, as the job stored them
+        generation, scoring = db.execute("SELECT SUM(generation_seconds), SUM(scoring_seconds) FROM steps "
+                                         "WHERE job_id = ?", (result["job_id"],)).fetchone()
+    return {"seconds": round(seconds, 1), "caption": result["caption"], "score": result["score"],
+            "generation_seconds": round(generation, 1), "scoring_seconds": round(scoring, 2)}
 
 
 def main() -> None:
@@ -46,6 +52,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="warm runs of each tree")
     parser.add_argument("--sample", default="chelsea")
     args = parser.parse_args()
+    machine = _common.machine_info()  # the load average before the runs
     commit = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout.strip()
     before = Path(f"/tmp/mils-tree-{commit}")
@@ -65,7 +72,7 @@ def main() -> None:
                        "warm_median": statistics.median(x["seconds"] for x in r[1:]), "caption": r[-1]["caption"]}
                for label, r in runs.items()}
     first, now = summary[f"before ({commit})"], summary["now"]
-    data = {"machine": _common.machine_info(), "command": f"mils caption --sample {args.sample} --json",
+    data = {"machine": machine, "command": f"mils caption --sample {args.sample} --json",
             "summary": summary, "warm_ratio_now_over_before": round(now["warm_median"] / first["warm_median"], 3),
             "runs": runs}
     print(_common.md_table(["tree", "cold s", "warm s (each)", "warm median s", "caption"],
