@@ -226,7 +226,7 @@ def release_openmp_threads() -> None:
     torch's wheel and llama.cpp's link the same OpenMP runtime (both need `libgomp.so.1`, and a
     process loads it once). libgomp counts every thread it keeps, idle ones included; once they
     outnumber the cores it stops spinning at barriers, and llama.cpp's threads sleep and wake at
-    every one of the hundreds per token: the README's job decoded 1.3x slower on 2 cores
+    every one of the hundreds per token: the README's job decoded 1.2–1.3x slower on 2 cores
     (BENCHMARKS.md, issue 14). OpenMP 5's omp_pause_resource_all frees the calling thread's pool;
     torch makes it again, in full, at its next parallel op (a step's scoring). Does nothing where
     libgomp is not loaded, or too old (GCC < 9) to have the call."""
