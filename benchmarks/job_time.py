@@ -14,6 +14,7 @@ scoring seconds as the job stored them. Results: benchmarks/results/job_time.jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -33,13 +34,14 @@ MILS = "import sys; from worker.cli import main; sys.argv[0] = 'mils'; main()"  
 
 
 def run_once(tree: Path, home: Path, sample: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "MILS_HOME": str(home)}
+    env = {k: v for k, v in os.environ.items() if k != "MILS_DATABASE_URL"}  # the job goes to the home's SQLite
+    env.update(PYTHONPATH=str(tree), MILS_HOME=str(home))
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", MILS, "caption", "--sample", sample, "--json"],
                          cwd=tree, env=env, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
     result = json.loads(out.stdout)
-    with sqlite3.connect(home / "mils.db") as db:  # the steps' own timings, as the job stored them
+    with contextlib.closing(sqlite3.connect(home / "mils.db")) as db:  # the steps' timings, as stored
         generation, scoring = db.execute("SELECT SUM(generation_seconds), SUM(scoring_seconds) FROM steps "
                                          "WHERE job_id = ?", (result["job_id"],)).fetchone()
     return {"seconds": round(seconds, 1), "caption": result["caption"], "score": result["score"],

@@ -29,6 +29,7 @@ from worker.core import Generator, GeneratorUnavailable, Scorer, Settings, StepR
 from worker.core.optimizer import should_stop
 from worker.kinds import TASK_KINDS, JobInput
 from worker.models.fluency import with_fluency
+from worker.models.openmp import release_openmp_threads
 from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, mark_claimed, mark_queued,
                                next_step_number, parents_of_job, record_step, set_status, touch_heartbeat)
 from worker.store.schema import Job, JobStatus, utcnow
@@ -235,6 +236,8 @@ def execute_step(
     except Exception as exc:
         fail_job(sessions, job_id, exc)
         raise
+    finally:  # this thread's idle OpenMP threads would slow an in-process LLM decoding for other jobs
+        release_openmp_threads()
 
     try:
         with sessions.begin() as session:

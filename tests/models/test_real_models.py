@@ -15,7 +15,7 @@ import pytest
 
 from worker.media import decode_image
 from worker.models import load_generator, load_scorer
-from worker.models.chat import release_openmp_threads
+from worker.models.openmp import release_openmp_threads
 from worker.models.fluency import defects
 from worker.media.samples import sample_path
 

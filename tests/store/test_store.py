@@ -552,3 +552,24 @@ def test_a_job_stored_with_keys_of_the_old_normalization_goes_on(Session):
         assert any(not c.text.isascii() for c in load_state(session, job_id).top)
     rest = list(runs)
     assert [r.step for r in rest] == [3, 4] and get_job(Session, job_id).status is JobStatus.SUCCEEDED
+
+
+def test_every_step_lets_its_threads_idle_openmp_pool_go(Session, monkeypatch):
+    """A worker thread that scored keeps torch's OpenMP threads until it frees them; idle, they would
+    slow an in-process LLM decoding other jobs' steps (worker.models.openmp). Each step frees them
+    when its work ends, failed steps too."""
+    import threading
+
+    import worker.runner
+
+    calls = []
+    monkeypatch.setattr(worker.runner, "release_openmp_threads", lambda: calls.append(threading.get_ident()))
+    job_id = new_job(Session, Settings(steps=2, top_k=3, candidates=4))
+    for _ in run_in_process(Session, job_id, Resolver()):
+        pass
+    assert calls == [threading.get_ident()] * 3  # step 0 (the bootstrap), 1 and 2
+    failing = new_job(Session)
+    with pytest.raises(RuntimeError):
+        for _ in run_in_process(Session, failing, Resolver(generator=lambda: FailingGenerator("pretend"))):
+            pass
+    assert len(calls) == 5

@@ -15,7 +15,6 @@ would, and one seed per request keeps each share reproducible on its own.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 from worker import config
 from worker.core import GeneratorError, GeneratorUnavailable, Message
 from worker.models import ModelLoadError
+from worker.models.openmp import release_openmp_threads
 
 log = logging.getLogger(__name__)
 
@@ -218,25 +218,6 @@ def start_llamacpp(
         return xllamacpp.Server(params)
     except RuntimeError as exc:
         raise ModelLoadError(f"llama.cpp cannot load {gguf}: {exc}") from None
-
-
-def release_openmp_threads() -> None:
-    """Let the OpenMP threads that torch made in this thread go, before llama.cpp decodes.
-
-    torch's wheel and llama.cpp's link the same OpenMP runtime (both need `libgomp.so.1`, and a
-    process loads it once). libgomp counts every thread it keeps, idle ones included; once they
-    outnumber the cores it stops spinning at barriers, and llama.cpp's threads sleep and wake at
-    every one of the hundreds per token: the README's job decoded 1.2–1.3x slower on 2 cores
-    (BENCHMARKS.md, issue 14). OpenMP 5's omp_pause_resource_all frees the calling thread's pool;
-    torch makes it again, in full, at its next parallel op (a step's scoring). Does nothing where
-    libgomp is not loaded, or too old (GCC < 9) to have the call."""
-    try:
-        libgomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)  # only the copy already loaded
-        pause = libgomp.omp_pause_resource_all
-    except (OSError, AttributeError):
-        return
-    pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
-    pause(1)  # omp_pause_soft
 
 
 def llamacpp_generator(gguf: Path, name: str, version: str, extra: dict[str, Any] | None = None) -> ChatGenerator:
