@@ -499,6 +499,12 @@ def test_batches_stored_before_top_k_overlap_keep_running_without_it(db_url):
     ran (1, off), not with the embedded LLM's default; a downgrade takes the key out again, and
     one to 0010 takes out fluency_weight (0011), which the code of 0010 would refuse."""
     engine = store_db.get_engine(db_url)
+
+    def stored_settings() -> list[dict]:
+        with engine.connect() as connection:
+            return (connection.execute(select(Batch.__table__.c.settings)).scalars().all()
+                    + connection.execute(select(Job.__table__.c.settings)).scalars().all())
+
     command.upgrade(alembic_config(db_url), "0011")
     old = {**Settings().to_dict(), "fluency_weight": 0.15}
     old.pop("top_k_overlap")
@@ -513,14 +519,10 @@ def test_batches_stored_before_top_k_overlap_keep_running_without_it(db_url):
     assert stored == {**old, "top_k_overlap": 1.0} and Settings.from_dict(stored).top_k_overlap == 1.0
     new_job(Session, Settings(top_k_overlap=0.5))
     command.downgrade(alembic_config(db_url), "0011")
-    with engine.connect() as connection:
-        settings = connection.execute(select(Batch.__table__.c.settings)).scalars().all()
-        settings += connection.execute(select(Job.__table__.c.settings)).scalars().all()
+    settings = stored_settings()
     assert len(settings) == 2 and all("top_k_overlap" not in s for s in settings)
     command.downgrade(alembic_config(db_url), "0010")  # 0011 takes fluency_weight out the same way
-    with engine.connect() as connection:
-        settings = connection.execute(select(Batch.__table__.c.settings)).scalars().all()
-        settings += connection.execute(select(Job.__table__.c.settings)).scalars().all()
+    settings = stored_settings()
     assert len(settings) == 2 and all("fluency_weight" not in s for s in settings)
     assert {k for s in settings for k in s} <= set(Settings().to_dict())
     upgrade(db_url)
