@@ -4,6 +4,10 @@ hand-written references in tests/data/photo_references.json (three captions per 
 pycocoevalcap: the metrics of the step-0 best caption and of the final one.
 
     python benchmarks/batch_photos.py [--home /tmp/mils-batch-photos] [--seed 0] [--name photos]
+        [--references benchmarks/data/heldout_photo_references.json]
+
+--references runs another set of photos: a COCO captions file whose images name a bundled
+sample ("sample") or a file inside an installed package ("package_file": "skimage.data/brick.png").
 
 It uses the commands a user would: `mils batch submit NAME captions.json` (a COCO captions file
 beside the exported photos), `mils worker`, `mils batch eval NAME --json`. Results go to
@@ -13,6 +17,7 @@ benchmarks/results/batch_photos.json (and the batch stays in MILS_HOME for the w
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
 import shutil
@@ -34,6 +39,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="photos")
     parser.add_argument("--out", default="batch_photos")
+    parser.add_argument("--references", default=str(REFERENCES))
     args = parser.parse_args()
     home = _common.use_home(args.home)
     info = _common.machine_info()
@@ -42,11 +48,16 @@ def main() -> None:
 
     photos = home / "photos"
     photos.mkdir(exist_ok=True)
-    references = json.loads(REFERENCES.read_text())
+    references_file = Path(args.references)
+    references = json.loads(references_file.read_text())
     for image in references["images"]:
-        shutil.copy(sample_path(image["sample"]), photos / image["file_name"])
-        assert SAMPLES[image["sample"]][1] == image["file_name"]
-    shutil.copy(REFERENCES, photos / "captions.json")
+        if "sample" in image:
+            shutil.copy(sample_path(image["sample"]), photos / image["file_name"])
+            assert SAMPLES[image["sample"]][1] == image["file_name"]
+        else:
+            package, filename = image["package_file"].split("/", 1)
+            shutil.copy(Path(str(importlib.resources.files(package) / filename)), photos / image["file_name"])
+    shutil.copy(references_file, photos / "captions.json")
 
     def mils(*argv: str) -> str:
         return subprocess.run(["mils", *argv], check=True, capture_output=True, text=True).stdout
@@ -82,13 +93,14 @@ def main() -> None:
     from worker.models.fluency import defects
 
     data["defects"] = {key: found for key, caption in data["captions"].items() if any((found := defects(caption)).values())}
-    names_, captions_, owners_ = reference_captions()
-    data["scorer_mrr"] = round(mean_reciprocal_rank(load_scorer("embedded"), names_, captions_, owners_)[0], 4)
+    if references_file.resolve() == REFERENCES.resolve():  # the MRR is over the bundled photos' references
+        names_, captions_, owners_ = reference_captions()
+        data["scorer_mrr"] = round(mean_reciprocal_rank(load_scorer("embedded"), names_, captions_, owners_)[0], 4)
     path = _common.write_results(args.out, data)
     names = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
     print(_common.md_table(["", *names], [[label, *(f"{100 * row[m]:.1f}" for m in names)]
                                           for label, row in (("step 0 best", step0), ("final", metrics["final"]))]))
-    print(f"{wall:.0f} s for {len(results)} jobs; scorer MRR {data['scorer_mrr']}; "
+    print(f"{wall:.0f} s for {len(results)} jobs; scorer MRR {data.get('scorer_mrr', '-')}; "
           f"finals with defects: {data['defects'] or 'none'}; {path}")
 
 
