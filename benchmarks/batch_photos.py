@@ -17,7 +17,6 @@ benchmarks/results/batch_photos.json (and the batch stays in MILS_HOME for the w
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import json
 import os
 import shutil
@@ -38,25 +37,26 @@ def main() -> None:
     parser.add_argument("--home", default="/tmp/mils-batch-photos")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="photos")
-    parser.add_argument("--out", default="batch_photos")
     parser.add_argument("--references", default=str(REFERENCES))
+    parser.add_argument("--out", help="results file name (default batch_photos, or batch_<references file's name>)")
     args = parser.parse_args()
+    if args.out is None:  # another set of photos must not overwrite the bundled photos' results
+        stem = Path(args.references).stem
+        args.out = "batch_photos" if Path(args.references).resolve() == REFERENCES.resolve() else f"batch_{stem}"
     home = _common.use_home(args.home)
     info = _common.machine_info()
 
-    from worker.media.samples import SAMPLES, sample_path
+    from scorer_mrr import photo_bytes
+
+    from worker.media.samples import SAMPLES
 
     photos = home / "photos"
     photos.mkdir(exist_ok=True)
     references_file = Path(args.references)
     references = json.loads(references_file.read_text())
     for image in references["images"]:
-        if "sample" in image:
-            shutil.copy(sample_path(image["sample"]), photos / image["file_name"])
-            assert SAMPLES[image["sample"]][1] == image["file_name"]
-        else:
-            package, filename = image["package_file"].split("/", 1)
-            shutil.copy(Path(str(importlib.resources.files(package) / filename)), photos / image["file_name"])
+        (photos / image["file_name"]).write_bytes(photo_bytes(image.get("sample") or image["package_file"]))
+        assert "sample" not in image or SAMPLES[image["sample"]][1] == image["file_name"]
     shutil.copy(references_file, photos / "captions.json")
 
     def mils(*argv: str) -> str:
@@ -81,7 +81,8 @@ def main() -> None:
     metrics = json.loads(mils("batch", "eval", args.name, "--json"))
     results = [json.loads(line) for line in mils("batch", "results", args.name, "--format", "jsonl").splitlines()]
     step0 = metrics["per_step"][0]
-    data = {"machine": info, "wall_seconds": round(wall, 1), "seconds_per_job": round(wall / len(results), 1),
+    data = {"machine": info, "references": str(references_file), "wall_seconds": round(wall, 1),
+            "seconds_per_job": round(wall / len(results), 1),
             "jobs": len(results), "succeeded": sum(r["status"] == "succeeded" for r in results),
             "step0": step0, "final": metrics["final"], "per_step": metrics["per_step"], "spice": metrics["spice"],
             "captions": {r["key"]: r["output"] for r in results}}
@@ -93,14 +94,13 @@ def main() -> None:
     from worker.models.fluency import defects
 
     data["defects"] = {key: found for key, caption in data["captions"].items() if any((found := defects(caption)).values())}
-    if references_file.resolve() == REFERENCES.resolve():  # the MRR is over the bundled photos' references
-        names_, captions_, owners_ = reference_captions()
-        data["scorer_mrr"] = round(mean_reciprocal_rank(load_scorer("embedded"), names_, captions_, owners_)[0], 4)
+    names_, captions_, owners_ = reference_captions(references_file)
+    data["scorer_mrr"] = round(mean_reciprocal_rank(load_scorer("embedded"), names_, captions_, owners_)[0], 4)
     path = _common.write_results(args.out, data)
     names = ["Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
     print(_common.md_table(["", *names], [[label, *(f"{100 * row[m]:.1f}" for m in names)]
                                           for label, row in (("step 0 best", step0), ("final", metrics["final"]))]))
-    print(f"{wall:.0f} s for {len(results)} jobs; scorer MRR {data.get('scorer_mrr', '-')}; "
+    print(f"{wall:.0f} s for {len(results)} jobs; scorer MRR {data['scorer_mrr']}; "
           f"finals with defects: {data['defects'] or 'none'}; {path}")
 
 

