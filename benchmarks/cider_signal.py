@@ -94,25 +94,24 @@ def main() -> None:
                           JOIN batches b ON b.id = i.batch_id WHERE b.name = ? ORDER BY i.id""", (args.name,)).fetchall()
     items = [item for item in items if json.loads(item[1] or "[]")]  # as caption_metrics: items with references
     references = {key: json.loads(refs) for key, refs, _ in items}
-    tops, written = {}, {}
+    tops, written, last_of, captions_of = {}, {}, {}, {}  # captions_of: every text of the item's job
     for key, _, job in items:
+        written[key] = db.execute("SELECT text, score FROM candidates WHERE job_id = ? AND step > 0", (job,)).fetchall()
+        captions_of[key] = {t for t, _ in written[key]}
         for (step,) in db.execute("SELECT DISTINCT step FROM top_entries WHERE job_id = ? ORDER BY step", (job,)):
             tops[key, step] = db.execute("""SELECT c.text, c.score FROM top_entries t JOIN candidates c
                 ON c.id = t.candidate_id WHERE t.job_id = ? AND t.step = ? ORDER BY t.rank""", (job, step)).fetchall()
-        written[key] = db.execute("SELECT text, score FROM candidates WHERE job_id = ? AND step > 0", (job,)).fetchall()
-    last_of = {key: max(step for k, step in tops if k == key) for key in references}
+            captions_of[key].update(t for t, _ in tops[key, step])
+            last_of[key] = step
     last = max(last_of.values())
 
     # pycocoevalcap's tokenizer, once for every text, as caption_metrics does
-    texts = {t for rows in tops.values() for t, _ in rows} | {t for rows in written.values() for t, _ in rows}
     tokenize = {("ref", k): [{"caption": c} for c in refs] for k, refs in references.items()}
-    tokenize.update({("hyp", t): [{"caption": t}] for t in texts})
+    tokenize.update({("hyp", t): [{"caption": t}] for texts in captions_of.values() for t in texts})
     with contextlib.redirect_stderr(io.StringIO()):
         tokens = PTBTokenizer().tokenize(tokenize)
     refs_tok = {k: tokens[("ref", k)] for k in references}
-    cider = {(k, t): cider_of(refs_tok, k, tokens[("hyp", t)][0])
-             for k in references for t in {t for (kk, _), rows in tops.items() if kk == k for t, _ in rows}
-             | {t for t, _ in written[k]}}
+    cider = {(k, t): cider_of(refs_tok, k, tokens[("hyp", t)][0]) for k, texts in captions_of.items() for t in texts}
 
     per_step = []
     for step in range(last + 1):

