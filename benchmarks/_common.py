@@ -1,7 +1,12 @@
-"""Shared helpers of the benchmark scripts: the bench home, machine facts, results files."""
+"""Shared helpers of the benchmark scripts: the bench home, machine facts, results files, and a
+throw-away PostgreSQL database (`throwaway_database`).
+
+Only the standard library is imported here, so that every script's `--help` stays fast; a script
+imports torch, transformers, psycopg and the like inside the functions that use them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -12,10 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, Iterator
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_HOME = "/tmp/mils-bench"
+# The local PostgreSQL server the benchmarks make their databases on (the tests' server and variable).
+PG_SERVER = os.environ.get("MILS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
 def use_home(home: str | os.PathLike) -> Path:
@@ -127,3 +134,52 @@ def machine_line(info: dict[str, Any]) -> str:
         f"python {info['python']}, torch {info.get('torch', '?')} ({info.get('torch_threads', '?')} threads), "
         f"transformers {info.get('transformers', '?')}; load average at start {info['load_average_at_start']}"
     )
+
+
+# --------------------------------------------------------------------------- throw-away databases
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (postgresql+psycopg://...) as psycopg and psql take it (postgresql://...)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _drop(admin: Any, name: str) -> None:
+    # Connections still open (a pool, a worker killed mid-query) would make DROP fail: end them
+    # first. pg_terminate_backend works on every PostgreSQL version, DROP ... WITH (FORCE) from 13.
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                  "AND pid <> pg_backend_pid()", (name,))
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@contextlib.contextmanager
+def throwaway_database(name: str, *, server: str | None = None, upgrade: bool = False) -> Iterator[str]:
+    """A new PostgreSQL database `name` on `server` (default PG_SERVER, i.e. `MILS_TEST_PG` or the
+    local server), dropped when the block ends, however it ends; yields its SQLAlchemy URL
+    (postgresql+psycopg://...; `libpq_url` gives psycopg's form). A database of that name left by
+    a run that crashed is dropped first. With `upgrade`, the schema is made by the migrations
+    (`worker.store.db.upgrade`, as `mils db upgrade` does). Before the drop, this process's
+    engines are disposed (`worker.store.db.forget_engines`, where it was imported).
+
+        with _common.throwaway_database("mils_bench_example", upgrade=True) as url:
+            ...
+    """
+    import psycopg
+
+    server = (server or PG_SERVER).rstrip("/")
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        _drop(admin, name)
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{server.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    try:
+        if upgrade:
+            from worker.store.db import upgrade as upgrade_schema
+
+            upgrade_schema(url)
+        yield url
+    finally:
+        db = sys.modules.get("worker.store.db")
+        if db is not None:
+            db.forget_engines()
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            _drop(admin, name)

@@ -2,8 +2,9 @@
 
     python benchmarks/batch_scale.py [--sizes 1000 10000] [--repeats 15]
 
-A throw-away PostgreSQL database on the local server (postgresql://postgres@127.0.0.1:5432,
-created here, dropped at the end), schema by `worker.store.db.upgrade`, filled with bulk inserts
+A throw-away PostgreSQL database on the local server (`_common.throwaway_database`:
+postgresql://postgres@127.0.0.1:5432 or MILS_TEST_PG; dropped at the end), schema by
+`worker.store.db.upgrade`, filled with bulk inserts
 as the workers would have left it: one batch per size, each item a job (the chelsea photo as
 input, stored once) with 6 Step rows, 90 % succeeded, 5 % running, 5 % queued, and a reference
 caption per item; then ANALYZE (as autovacuum would).
@@ -28,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import _common  # noqa: E402
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PG_DB = "mils_bench_batch_scale"
 
 
@@ -111,16 +111,7 @@ def main() -> None:
     _common.use_home("/tmp/mils-bench-batch-scale")
     info = _common.machine_info()
 
-    import psycopg
-
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {PG_DB}")
-        admin.execute(f"CREATE DATABASE {PG_DB}")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
-    try:
-        from worker.store.db import upgrade
-
-        upgrade(url)
+    with _common.throwaway_database(PG_DB, upgrade=True) as url:
         fill_seconds = {}
         for n in args.sizes:
             start = time.perf_counter()
@@ -162,12 +153,6 @@ def main() -> None:
         print(_common.md_table(["request", "median ms", "x baseline", "peak heap KiB"],
                                [[label, r["median_ms"], r["x_baseline"], r["peak_heap_kib"]] for label, r in rows.items()]))
         print(path)
-    finally:
-        from worker.store.db import forget_engines
-
-        forget_engines()
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
 
 
 if __name__ == "__main__":

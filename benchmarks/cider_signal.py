@@ -28,8 +28,10 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -51,6 +53,8 @@ def cider_of(references: dict[str, list[str]], key: str, caption: str) -> float:
 def consensus(texts: list[str], scores: np.ndarray, similarity: np.ndarray, weighted: bool) -> str:
     """The text with the highest mean similarity to the others (each weighted, see module doc);
     `texts` best-scored first, so a tie goes to the better-scored text."""
+    import numpy as np
+
     if len(texts) < 2:
         return texts[0]
     sim = similarity.copy()
@@ -63,6 +67,7 @@ def consensus(texts: list[str], scores: np.ndarray, similarity: np.ndarray, weig
 
 def bleu2_matrix(texts: list[str]) -> np.ndarray:
     """(K, K): BLEU-2 of text i with text j as its one reference (0 on the diagonal)."""
+    import numpy as np
     from pycocoevalcap.bleu.bleu import Bleu
 
     k = len(texts)
@@ -81,6 +86,8 @@ def main() -> None:
     parser.add_argument("--name", default="photos")
     parser.add_argument("--out", default="cider_signal")
     args = parser.parse_args()
+    import numpy as np
+
     home = _common.use_home(args.home)
 
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer

@@ -30,22 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-PG_SERVER = os.environ.get("MILS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 DATABASE = "mils_bench_concurrency"
 PHOTOS = ["chelsea", "coffee", "rocket", "camera", "motorcycle", "horse", "coins", "astronaut"]
-
-
-def fresh_database() -> str:
-    import psycopg
-
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    url = f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg://')}/{DATABASE}"
-    from worker.store.db import upgrade
-
-    upgrade(url)
-    return url
 
 
 def start_llm_server(slots: int, threads: int, port: int) -> subprocess.Popen:
@@ -140,7 +126,6 @@ def main() -> None:
     rows = []
     for engine in args.engines:
         for flights in args.flights:
-            url = fresh_database()
             server = None
             if engine == "in-process":
                 os.environ["MILS_LLM_SLOTS"] = str(flights)
@@ -150,7 +135,9 @@ def main() -> None:
                 generator = openai_generator(f"openai:embedded@http://127.0.0.1:{args.port}/v1")
                 generator.extra = dict(EMBEDDED_SAMPLING)  # the same sampling as in process
             try:
-                row = {"engine": engine, "in_flight": flights, **run_jobs(url, generator, scorer, flights, args.steps)}
+                with _common.throwaway_database(DATABASE, upgrade=True) as url:  # a new one per configuration
+                    row = {"engine": engine, "in_flight": flights,
+                           **run_jobs(url, generator, scorer, flights, args.steps)}
             finally:
                 if server is not None:
                     server.kill()

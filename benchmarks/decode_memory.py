@@ -17,9 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
@@ -38,6 +35,9 @@ print(peak() - before, image.size[0], image.size[1], len(data))
 
 
 def pictures(megapixels: float, folder: Path) -> dict[str, Path]:
+    import numpy as np
+    from PIL import Image
+
     width = int((megapixels * 1e6 * 4 / 3) ** 0.5)
     height = int(megapixels * 1e6 / width)
     x = np.linspace(0, 1, width, dtype=np.float32)[None, :]

@@ -4,24 +4,25 @@ given text) reads each caption after the frame `Caption:` up to a closing newlin
 the mean log-probability per token (nats). Made-up good and degenerate captions, then 400 pool
 captions (seed 0) for the spread of people's captions, and the time each takes.
 
-    python benchmarks/fluency_lm.py
+    python benchmarks/fluency_lm.py [--home /tmp/mils-bench]
 
-Result (BENCHMARKS.md, "fluency"): it does not separate them, so worker.models.fluency counts
+The first run in a home builds the de-quantised transformers copy of the model (about a minute).
+Writes benchmarks/results/fluency_lm.json. Result (BENCHMARKS.md, "Would a language model's
+likelihood make the fluency guard?"): it does not separate them, so worker.models.fluency counts
 defects instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+import _common  # noqa: E402
 from _common import machine_info, write_results  # noqa: E402
 
 EXAMPLES = [
@@ -37,7 +38,11 @@ EXAMPLES = [
 ]
 
 
-def mean_logprobs(model, tokenizer, texts: list[str], batch_size: int = 16) -> np.ndarray:
+def mean_logprobs(model, tokenizer, texts: list[str], batch_size: int = 16):
+    """Each text's mean log-probability per token (nats) after the frame `Caption:`, as an array."""
+    import numpy as np
+    import torch
+
     frame = tokenizer("Caption:", add_special_tokens=False)["input_ids"]
     out = []
     for start in range(0, len(texts), batch_size):
@@ -56,6 +61,12 @@ def mean_logprobs(model, tokenizer, texts: list[str], batch_size: int = 16) -> n
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", default=_common.DEFAULT_HOME, help="MILS_HOME for this run (its model cache)")
+    args = parser.parse_args()
+    _common.use_home(args.home)
+    import numpy as np
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from worker.models.llm import int8_dynamic, load_embedded_transformers

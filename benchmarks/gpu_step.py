@@ -17,21 +17,20 @@ import argparse
 import json
 import time
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 LLAMA_31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                    num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0,
                    rms_norm_eps=1e-5, tie_word_embeddings=False)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tiny", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a 2-layer model on the CPU, to check the script")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--prompt", type=int, default=512)
     parser.add_argument("--new", type=int, default=384)  # ~20 captions of ~15 words, numbered
     args = parser.parse_args()
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     device = "cpu" if args.tiny else "cuda"
     shape = dict(LLAMA_31_8B, num_hidden_layers=2, hidden_size=256, intermediate_size=512, vocab_size=1000) \

@@ -6,8 +6,10 @@
 Each variant runs in a fresh subprocess (ru_maxrss is per process): `AutoModelForCausalLM.from_pretrained`
 of the safetensors cache in MILS_HOME (fp32), then `torch.ao.quantization.quantize_dynamic(model,
 {nn.Linear}, dtype=qint8, inplace=...)`, the fp32 reference dropped; it reports peak RSS after the load
-and after quantising, and the wall time. The cache must exist (run any embedded job or
-`python benchmarks/llm_precision.py` first).
+and after quantising, and the wall time. The cache must exist: the transformers path builds it at
+its first load (e.g. `MILS_HOME=/tmp/mils-bench mils caption --sample chelsea --llm
+embedded-transformers --steps 1`, or `python benchmarks/fluency_lm.py`); the llama.cpp default
+does not make it.
 """
 
 from __future__ import annotations

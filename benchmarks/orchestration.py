@@ -10,7 +10,8 @@ The worker is warmed with one job first, so model loading is not counted.
 
     python benchmarks/orchestration.py [--rounds 2] [--sample chelsea]
 
-Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (uses Redis db 15).
+Needs PostgreSQL on 127.0.0.1:5432 (or MILS_TEST_PG; a throw-away database made and dropped by
+`_common.throwaway_database`) and Redis on 127.0.0.1:6379 (uses Redis db 15).
 """
 
 from __future__ import annotations
@@ -21,21 +22,23 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
 from statistics import fmean
 
-import psycopg
-from sqlalchemy import select
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _common  # noqa: E402
+
 DB = "mils_bench_orchestration"
-URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB}"
 BROKER = "redis://127.0.0.1:6379/15"
 
 
 def step_times(Session, job_id: int) -> tuple[list[float], list[float]]:
+    from sqlalchemy import select
+
     from worker.store.schema import Step
 
     with Session() as session:
@@ -46,16 +49,17 @@ def step_times(Session, job_id: int) -> tuple[list[float], list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sample", default="chelsea")
     args = parser.parse_args()
+    with _common.throwaway_database(DB) as url:
+        run(args, url)
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DB}")
-    env = dict(os.environ, MILS_DATABASE_URL=URL, MILS_BROKER_URL=BROKER)
-    os.environ.update(MILS_DATABASE_URL=URL, MILS_BROKER_URL=BROKER)
+
+def run(args: argparse.Namespace, url: str) -> None:
+    env = dict(os.environ, MILS_DATABASE_URL=url, MILS_BROKER_URL=BROKER)
+    os.environ.update(MILS_DATABASE_URL=url, MILS_BROKER_URL=BROKER)
     subprocess.run(["mils", "db", "upgrade"], env=env, check=True, capture_output=True)
     subprocess.run(["redis-cli", "-n", "15", "flushdb"], check=True, capture_output=True)
 
@@ -67,8 +71,10 @@ def main() -> None:
     from worker.store.db import open_store
     from worker.store.schema import Job, JobStatus
 
-    Session = open_store(URL)
-    log = open(ROOT / "benchmarks" / "results" / "orchestration-worker.log", "w")
+    Session = open_store(url)
+    log_path = Path(tempfile.gettempdir()) / "mils-bench-orchestration-worker.log"
+    print(f"worker log: {log_path}", file=sys.stderr)
+    log = open(log_path, "w")
     worker = subprocess.Popen(["mils", "worker", "--loglevel", "WARNING"], env=env, stdout=log, stderr=log)
 
     def submit() -> int:

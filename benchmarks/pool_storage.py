@@ -4,8 +4,8 @@
         [--steps 10] [--candidates 50] [--top-k 50] [--repeats 30] [--baseline-commit SHA]
 
 Each pool size gets a throw-away PostgreSQL database on the local server
-(postgresql://postgres@127.0.0.1:5432, created here, dropped at the end), schema by
-`worker.store.db.upgrade`. `--jobs` jobs share one pool of `--pool-sizes` texts (the bundled
+(postgresql://postgres@127.0.0.1:5432 or MILS_TEST_PG; `_common.throwaway_database`, dropped at
+the end), schema by `worker.store.db.upgrade`. `--jobs` jobs share one pool of `--pool-sizes` texts (the bundled
 5,000 captions and variations of them, "... at dusk", "Close-up of ...": realistic lengths,
 every text distinct after normalization). Each job runs through the store as a worker does it:
 `create_job`, `core.bootstrap` + `record_step` (step 0), then per step `load_state` +
@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import _common  # noqa: E402
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 REPO = Path(__file__).resolve().parent.parent
 
 # Ways one caption is varied into more pool texts (the paper's pool is ~29,000 descriptions).
@@ -142,22 +141,14 @@ def run_job(Session, settings, pool: list[str], media) -> int:
 def measure_size(pool_size: int, args) -> dict:
     from sqlalchemy import func, select
 
-    import psycopg
-
     from worker.core import Settings
     from worker.media import load_image_file
     from worker.media.samples import sample_path
-    from worker.store.db import forget_engines, get_engine, open_store, upgrade
+    from worker.store.db import get_engine, open_store
     from worker.store.jobs import load_state
     from worker.store.schema import Candidate
 
-    name = f"mils_bench_pool_storage_{os.getpid()}_{pool_size}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    try:
-        upgrade(url)
+    with _common.throwaway_database(f"mils_bench_pool_storage_{os.getpid()}_{pool_size}", upgrade=True) as url:
         Session = open_store(url, auto_upgrade=False)
         engine = get_engine(url)
         settings = Settings(steps=args.steps, top_k=args.top_k, candidates=args.candidates, seed=1)
@@ -208,12 +199,6 @@ def measure_size(pool_size: int, args) -> dict:
             "state_load_median_ms": round(median(times), 3),
             "state_load_min_ms": round(min(times), 3),
         }
-    finally:
-        forget_engines()
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                          "AND pid <> pg_backend_pid()", (name,))
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def measure(args) -> dict:
@@ -252,7 +237,7 @@ def ratios(before: dict, after: dict) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool-sizes", type=int, nargs="+", default=[5000, 29000])
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)

@@ -1,6 +1,6 @@
 """The queue at scale: a batch of thousands of jobs through real workers, with instant fake models.
 
-Real PostgreSQL (a private database), real Redis (db 14 of 127.0.0.1:6379), real `mils worker`
+Real PostgreSQL (a private database, made and dropped by `_common.throwaway_database`), real Redis (db 14 of 127.0.0.1:6379), real `mils worker`
 processes; the models are the tests' named fakes (`py:tests.support.fakes:worker_generator` /
 `worker_scorer`, no sleep), so what is measured is the service itself: database, broker, workers.
 
@@ -33,18 +33,14 @@ from datetime import date
 from pathlib import Path
 from statistics import fmean, median
 
-import psutil
-import psycopg
-from scipy.stats import spearmanr
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+import _common  # noqa: E402
 from _common import machine_info, machine_line, write_results  # noqa: E402
 
 DB = "mils_bench_queue"
-URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB}"
-PG = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+URL = ""  # the throw-away database's SQLAlchemy URL, set by main()
 BROKER = "redis://127.0.0.1:6379/14"
 GENERATOR = "py:tests.support.fakes:worker_generator"
 SCORER = "py:tests.support.fakes:worker_scorer"
@@ -52,7 +48,9 @@ COMMITTED = re.compile(r"job (\d+) step (\d+) committed")
 
 
 def sql(query: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(PG) as conn:
+    import psycopg
+
+    with psycopg.connect(_common.libpq_url(URL)) as conn:
         return conn.execute(query, params).fetchall()
 
 
@@ -88,6 +86,8 @@ def submit_single(sessions, image: bytes, steps: int) -> tuple[int, float]:
 def cpu_seconds(workers: list[subprocess.Popen]) -> dict[str, float]:
     """CPU seconds used so far by the database server, the broker, the workers and this process
     (the submitting client): where a step's time goes."""
+    import psutil
+
     worker_pids = {p.pid for p in workers}
     totals = {"database": 0.0, "broker": 0.0, "workers": 0.0, "client": 0.0}
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
@@ -113,17 +113,21 @@ def finished_at(job_id: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=4 * 3600)
     args = parser.parse_args()
+    global URL
+    with _common.throwaway_database(DB) as URL:
+        run(args)
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DB}")
+
+def run(args: argparse.Namespace) -> None:
+    from scipy.stats import spearmanr
+
     os.environ.update(env())
     subprocess.run(["mils", "db", "upgrade"], env=env(), check=True, capture_output=True)
     subprocess.run(["redis-cli", "-n", "14", "flushdb"], check=True, capture_output=True)

@@ -20,8 +20,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import _common  # noqa: E402
@@ -30,6 +28,7 @@ import _common  # noqa: E402
 def variants():
     """name -> a RecogniserScorer subclass. The eyes' findings are memoised by photo, since no
     variant changes what the eyes see, only the words it is put into."""
+    import numpy as np
     from worker.models import recogniser_scorer as rs
 
     memo: dict[str, tuple] = {}
@@ -106,6 +105,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="variants to run (default: all)")
     parser.add_argument("--out", default="rerank_photos", help="results file name (no extension)")
     args = parser.parse_args()
+    import numpy as np
+
     home = _common.use_home(args.home)
 
     from scorer_mrr import mean_reciprocal_rank, references as reference_captions

@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from _common import machine_info, write_results  # noqa: E402
@@ -59,6 +57,7 @@ def photo_bytes(name: str) -> bytes:
 
 def mean_reciprocal_rank(scorer, names: list[str], captions: list[str], owners: list[int]) -> tuple[float, list[float]]:
     """MRR over all captions, and per photo (mean of 1/rank over its own captions)."""
+    import numpy as np
     from worker.media import decode_image
 
     per_photo = []

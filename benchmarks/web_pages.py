@@ -3,11 +3,12 @@
     python benchmarks/web_pages.py [--home /tmp/mils-bench] [--repeats 30] [--profile] [--no-pg]
 
 Two databases, filled with the same data: a throw-away PostgreSQL database on the local server
-(postgresql://postgres@127.0.0.1:5432, created here and dropped at the end) and a SQLite file in
+(postgresql://postgres@127.0.0.1:5432 or MILS_TEST_PG; `_common.throwaway_database`, dropped at the
+end) and a SQLite file in
 HOME/web-pages. Schema by `worker.store.db.upgrade`; rows written directly through the ORM (bulk
 inserts), as the worker would have left them after finished jobs:
 
-  A     the issue's job: 10 steps of 50 candidates, K=50, after a step 0 that holds the whole
+  A     a job of the paper's shape: 10 steps of 50 candidates, K=50, after a step 0 that holds the whole
         5,000-caption image pool (what a default job stores at its bootstrap): 5,500 candidates
   A200  the same with a 200-candidate step 0 (2 + 10 x 50 = 700 candidates)
   B     100,000 candidates: step 0 = the pool, then 95 steps of 1,000, K=50
@@ -43,6 +44,7 @@ Writes benchmarks/results/web_pages.{json,md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import ctypes
 import gc
@@ -63,7 +65,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import _common  # noqa: E402
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PG_DB = "mils_bench_web_pages"
 TARGET_MS = 300.0
 CONNECTORS = ["next to", "with", "near", "beside", "behind", "in front of", "under", "and", "while", "across from"]
@@ -376,14 +377,14 @@ def main() -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(sqlite_path) + suffix).unlink(missing_ok=True)
     dbs = {"sqlite": f"sqlite:///{sqlite_path}"}
+    databases = contextlib.ExitStack()  # the throw-away PostgreSQL database, dropped in the finally below
     if not args.no_pg:
         import psycopg
 
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {PG_DB}")
-            info["postgresql"] = admin.execute("SHOW server_version").fetchone()[0]
-        dbs = {"postgresql": f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}", **dbs}
+        pg_url = databases.enter_context(_common.throwaway_database(PG_DB))
+        with psycopg.connect(_common.libpq_url(pg_url)) as conn:
+            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+        dbs = {"postgresql": pg_url, **dbs}
 
     out_lines: list[str] = []
 
@@ -577,11 +578,7 @@ def main() -> None:
                 profiles[db] = buf.getvalue()
     finally:
         forget_engines()
-        if not args.no_pg:
-            import psycopg
-
-            with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+        databases.close()
         for suffix in ("", "-wal", "-shm"):
             Path(str(sqlite_path) + suffix).unlink(missing_ok=True)
 

@@ -1,0 +1,117 @@
+"""The benchmark scripts (benchmarks/*.py) cannot rot unseen: each one imports without running,
+imports no heavy library at import time (torch, transformers, numpy, psycopg, ... are imported
+inside the functions that use them), and answers `--help` with its usage, exit status 0. Nothing
+here runs a benchmark. `_common.throwaway_database`, which the scripts share to make their
+PostgreSQL databases, is checked against the real local server like the rest of the suite."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+HEAVY = ("torch", "transformers", "numpy", "scipy", "PIL", "psycopg", "psutil", "sqlalchemy", "flask",
+         "sentence_transformers", "xllamacpp", "pycocoevalcap", "worker", "web")
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+
+
+@pytest.fixture(scope="module")
+def help_runs() -> dict[str, subprocess.CompletedProcess]:
+    """`python benchmarks/X.py --help` for every script, a few at a time (each is a fresh interpreter)."""
+    def run(script: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, env=_env(), capture_output=True,
+                              text=True, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip((s.name for s in SCRIPTS), pool.map(run, SCRIPTS)))
+
+
+def test_the_scripts_are_found():
+    assert len(SCRIPTS) >= 10, SCRIPTS
+    assert (BENCHMARKS / "_common.py").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_help(script, help_runs):
+    out = help_runs[script.name]
+    assert out.returncode == 0, f"{script.name} --help: exit {out.returncode}\n{out.stderr[-3000:]}"
+    assert out.stdout.startswith(f"usage: {script.name}"), out.stdout[:500]
+    assert "--help" in out.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_imports_without_running(script, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the scripts put benchmarks/ on sys.path
+    monkeypatch.delitem(sys.modules, "_common", raising=False)
+    spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
+
+
+def test_no_heavy_library_at_import_time():
+    """Importing a script loads only the standard library and _common, so `--help` stays fast."""
+    code = (
+        "import importlib.util, json, sys\n"
+        f"heavy = {HEAVY!r}\n"
+        "found = {}\n"
+        "for path in sys.argv[1:]:\n"
+        "    before = set(sys.modules)\n"
+        "    spec = importlib.util.spec_from_file_location('b_' + path.rsplit('/', 1)[-1][:-3], path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "    new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "    found[path] = sorted(new & set(heavy))\n"
+        "print(json.dumps(found))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *map(str, SCRIPTS)], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = {Path(path).name: mods for path, mods in json.loads(out.stdout).items() if mods}
+    assert loaded == {}, f"heavy libraries imported at import time: {loaded}"
+
+
+def test_throwaway_database_is_made_and_dropped():
+    psycopg = pytest.importorskip("psycopg")
+    monkey_path = list(sys.path)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        sys.modules.pop("_common", None)
+        import _common
+    finally:
+        sys.path[:] = monkey_path
+        sys.modules.pop("_common", None)
+
+    name = f"mils_bench_test_{uuid.uuid4().hex[:12]}"
+
+    def exists() -> bool:
+        with psycopg.connect(f"{_common.PG_SERVER}/postgres", autocommit=True) as admin:
+            return admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with _common.throwaway_database(name) as url:
+            assert url.startswith("postgresql+psycopg://") and url.endswith(f"/{name}")
+            assert exists()
+            left_open = psycopg.connect(_common.libpq_url(url))  # an open connection does not stop the drop
+            left_open.execute("CREATE TABLE t (x int)")
+            left_open.commit()
+            raise RuntimeError("a failure inside the block")
+    assert not exists()
+    left_open.close()
+
+    with _common.throwaway_database(name, upgrade=True) as url:  # the schema, by the migrations
+        with psycopg.connect(_common.libpq_url(url)) as conn:
+            assert conn.execute("SELECT to_regclass('jobs')").fetchone()[0] == "jobs"
+    assert not exists()
