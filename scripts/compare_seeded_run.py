@@ -9,7 +9,8 @@ share one MILS_HOME (the model caches) and each has its own SQLite database. The
 where the two differ and exits 1 if they do, 0 if the JSON (without the job id, which is the
 same anyway on a fresh database) and the CSV history (texts, scores, ranks, steps) are identical.
 
-Written for the move of issue 9 ("the house"): behaviour must not change.
+Written for the move of the code into layers ("the house"), which had to change no behaviour
+(BENCHMARKS.md, history: "The move into layers").
 """
 
 from __future__ import annotations
