@@ -1,7 +1,8 @@
-"""The submit form (Flask-WTF: CSRF token, field checks, messages next to the fields).
+"""The submit forms (Flask-WTF: CSRF token, field checks, messages next to the fields).
 
-The task options' fields are made from the kinds' declarations (worker.kinds): a field per option
-name, shown (by static/submit.js) only for the kinds that have it.
+The settings' fields are made from their declarations (worker.core.settings), the task options'
+from the kinds' (worker.kinds): a field per option name, shown (by static/submit.js) only for the
+kinds that have it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from flask_wtf.file import FileField, MultipleFileField
 from wtforms import FloatField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
-from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
+from worker.core.settings import Setting, shown_on
 from worker.kinds import TASK_KINDS, Option, all_options
 from worker.media.samples import SAMPLES
 
@@ -40,6 +41,25 @@ def option_field(name: str, option: Option):
     return field_type(_label(name), validators=[Optional(), *bounds], default=option.default, description=description)
 
 
+def setting_field(setting: Setting, *, batch: bool):
+    """The form field of a setting: its label, bounds and wording from the declaration, the paper's
+    and embedded defaults of image captioning named in the wording. The job form starts it as the
+    declaration says; the batch form empty (the task's defaults, or an existing batch's own)."""
+    where = "batch_form" if batch else "form"
+    description = setting.wording(where).format(paper=getattr(PAPER, setting.name),
+                                                embedded=getattr(EMBEDDED, setting.name))
+    default = None
+    if not batch and setting.form_default == "embedded":
+        default = getattr(EMBEDDED, setting.name)
+    elif not batch and (setting.form_default == "declared" or setting.show_default):
+        default = setting.default
+    low, high = setting.inclusive_low, setting.number_high
+    bounds = [NumberRange(low, high)] if low is not None or high is not None else []
+    field_type, render_kw = (IntegerField, None) if setting.type is int else (FloatField, {"step": "0.05"})
+    return field_type(setting.label or _label(setting.name), validators=[Optional(), *bounds], default=default,
+                      description=description, render_kw=render_kw)
+
+
 class SubmitForm(FlaskForm):
     task = SelectField("Task", choices=[SelectChoice(name) for name in TASK_KINDS], default="image-caption")
     image = FileField("Input file", description="An image (PNG, JPEG, WebP, GIF, BMP, TIFF; 40 megapixels at most) "
@@ -48,25 +68,6 @@ class SubmitForm(FlaskForm):
                                                 "50 MB at most.")
     sample = SelectField("…or a bundled sample photo (a video task pans across it)", choices=_sample_choices(),
                          default="")
-    steps = IntegerField("Steps", validators=[Optional(), NumberRange(1, MAX_STEPS)], default=EMBEDDED.steps,
-                         description=f"Optimization steps after the bootstrap (paper: {PAPER.steps}).")
-    candidates = IntegerField("Candidates per step (N)", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)],
-                              default=EMBEDDED.candidates,
-                              description=f"New texts the LLM proposes each step (paper: {PAPER.candidates}).")
-    top_k = IntegerField("Top K", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)], default=EMBEDDED.top_k,
-                         description=f"Best texts kept and shown back to the LLM with their scores (paper: {PAPER.top_k}).")
-    seed = IntegerField("Seed", validators=[Optional()], default=0,
-                        description="Same seed, same input, same models: the same job, step for step.")
-    patience = IntegerField("Patience", validators=[Optional(), NumberRange(min=1)],
-                            description="Stop after this many steps without improvement (empty: run every step).")
-    fluency_weight = FloatField("Fluency guard", validators=[Optional(), NumberRange(0, 10)],
-                                description="Score taken off per defect of a caption (a repeated word, a second sentence, "
-                                            "a stray score or bracket). Empty: 0.15 with the embedded scorer, else 0 (the paper).")
-    top_k_overlap = FloatField("Top-K word overlap", validators=[Optional(), NumberRange(0, 1)],
-                               description="Texts sharing more than this share of their words with a better one give way "
-                                           "to others in the top K. Empty: 0.5 with the embedded LLM, else 1 (off, the paper).")
-    epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)], default=0.0,
-                         description="Chance that a top-K slot shows a random scored text instead (0: greedy).")
     llm = StringField("Generator (LLM)", default="embedded",
                       description="'embedded' (Qwen2.5-Coder-0.5B on llama.cpp, CPU), openai:MODEL@BASE_URL (an OpenAI-compatible "
                                   "server such as vLLM), gguf:PATH, a Hugging Face id or path, or py:MODULE:FACTORY. "
@@ -85,6 +86,10 @@ class SubmitForm(FlaskForm):
     audio_scorer = StringField("Audio scorer (arithmetic)", validators=[Optional()],
                                description="For sound parts: clap:ID_OR_PATH.")
 
+    def settings_fields(self) -> list:
+        """The settings' fields, in the order the surfaces list them."""
+        return [self[setting.name] for setting in shown_on("form")]
+
     def option_fields(self) -> list[tuple[object, list[str]]]:
         """(field, kinds that have it) of every task option, in declaration order."""
         return [(self[name], kinds) for name, (_, kinds) in all_options().items()]
@@ -95,6 +100,8 @@ class SubmitForm(FlaskForm):
                 for kind in TASK_KINDS.values() for name in kind.attachments]
 
 
+for _setting in shown_on("form"):
+    setattr(SubmitForm, _setting.name, setting_field(_setting, batch=False))
 for _name, (_option, _kinds) in all_options().items():
     setattr(SubmitForm, _name, option_field(_name, _option))
 for _kind in TASK_KINDS.values():
@@ -122,24 +129,19 @@ class BatchForm(FlaskForm):
     manifest = FileField("…or a manifest alone", description="A .csv (columns path, id, reference...), .jsonl or COCO "
                                                              "captions .json naming files in the server's dataset "
                                                              "folder (MILS_DATASET_ROOT).")
-    steps = IntegerField("Steps", validators=[Optional(), NumberRange(1, MAX_STEPS)],
-                         description=f"Optimization steps after the bootstrap (embedded default {EMBEDDED.steps}, "
-                                     f"paper {PAPER.steps}).")
-    candidates = IntegerField("Candidates per step (N)", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)])
-    top_k = IntegerField("Top K", validators=[Optional(), NumberRange(1, MAX_CANDIDATES)])
-    seed = IntegerField("Seed", validators=[Optional()], description="The seed of every job (default 0).")
-    patience = IntegerField("Patience", validators=[Optional(), NumberRange(min=1)])
-    epsilon = FloatField("Exploration (epsilon)", validators=[Optional(), NumberRange(0, 1)])
-    fluency_weight = FloatField("Fluency guard", validators=[Optional(), NumberRange(0, 10)])
-    top_k_overlap = FloatField("Top-K word overlap", validators=[Optional(), NumberRange(0, 1)])
     llm = StringField("Generator (LLM)", description="Default 'embedded'; e.g. openai:MODEL@BASE_URL for a vLLM server.")
     scorer = StringField("Scorer", description="Default 'embedded'; e.g. open_clip:ViT-B-32@openai.")
+
+    def settings_fields(self) -> list:
+        return [self[setting.name] for setting in shown_on("form")]
 
     def option_fields(self) -> list[tuple[object, list[str]]]:
         return [(self[name], [k for k in kinds if k in BATCH_TASKS])
                 for name, (_, kinds) in all_options().items() if any(k in BATCH_TASKS for k in kinds)]
 
 
+for _setting in shown_on("form"):
+    setattr(BatchForm, _setting.name, setting_field(_setting, batch=True))
 for _name, (_option, _kinds) in all_options().items():
     if any(k in BATCH_TASKS for k in _kinds):
         setattr(BatchForm, _name, option_field(_name, _option))

@@ -1,6 +1,7 @@
-"""The OpenAPI description served at /api/openapi.json: web/openapi.yaml, with the task enum and
-every kind's options and attachments added from their declarations (worker.kinds), so an option
-declared on its kind is described here without another edit."""
+"""The OpenAPI description served at /api/openapi.json: web/openapi.yaml, with the settings added
+to both request bodies from their declarations (worker.core.settings), and the task enum and every
+kind's options and attachments from theirs (worker.kinds), so a setting or an option declared once
+is described here without another edit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from importlib.resources import files
 
 import yaml
 
+from worker.core.settings import Setting, shown_on
 from worker.kinds import TASK_KINDS, Option, all_options
 
 _JSON_TYPES = {int: "integer", float: "number", str: "string"}
@@ -30,10 +32,32 @@ def option_schema(option: Option, kinds: list[str]) -> dict:
     return schema
 
 
+def setting_schema(setting: Setting, *, batch: bool) -> dict:
+    """The JSON schema of one setting (form field) of a new job's or, `batch`, a batch's request body."""
+    schema: dict = {"type": _JSON_TYPES[setting.type]}
+    if setting.low is not None:
+        schema["exclusiveMinimum" if setting.low_open else "minimum"] = setting.low
+    if setting.number_high is not None:
+        schema["maximum"] = setting.number_high
+    if setting.show_default and not batch:
+        schema["default"] = setting.default
+    description = setting.wording("batch_api" if batch else "api")
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _request_form(spec: dict, path: str) -> dict:
+    return spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+
+
 @functools.cache
 def openapi_description() -> dict:
     spec = yaml.safe_load((files("web") / "openapi.yaml").read_text("utf-8"))
-    form = spec["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    for path, batch in (("/api/jobs", False), ("/api/batches", True)):
+        for setting in shown_on("api"):
+            _request_form(spec, path)["properties"][setting.name] = setting_schema(setting, batch=batch)
+    form = _request_form(spec, "/api/jobs")
     form["properties"]["task"]["enum"] = list(TASK_KINDS)
     for name, (option, kinds) in all_options().items():
         form["properties"][name] = option_schema(option, kinds)

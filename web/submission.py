@@ -13,25 +13,30 @@ from web.params import float_arg, int_arg
 from worker import config, submission
 from worker.batches import SubmitReport, submit_batch
 from worker.datasets import ManifestError, open_archive, open_manifest
-from worker.core.settings import MAX_CANDIDATES, MAX_STEPS
+from worker.core.settings import shown_on
 from worker.kinds import TaskKind, all_options, get_kind
 from worker.kinds.arithmetic import part_from_file, part_from_text
 from worker.media import MAX_FILE_BYTES, Media, MediaError
 from worker.store.queries import QueryError
 
 
-def settings_from(fields: Mapping[str, str], seed: int | None = 0) -> dict:
-    """The optional settings of a submission, parsed; unset ones are None (the task's default)."""
-    return {
-        "steps": int_arg(fields, "steps", low=1, high=MAX_STEPS),
-        "candidates": int_arg(fields, "candidates", low=1, high=MAX_CANDIDATES),
-        "top_k": int_arg(fields, "top_k", low=1, high=MAX_CANDIDATES),
-        "seed": int_arg(fields, "seed", seed),
-        "patience": int_arg(fields, "patience", low=1),
-        "epsilon": float_arg(fields, "epsilon"),
-        "fluency_weight": float_arg(fields, "fluency_weight"),
-        "top_k_overlap": float_arg(fields, "top_k_overlap"),
-    }
+def settings_from(fields: Mapping[str, str], *, batch: bool = False) -> dict:
+    """The settings declared for the API (worker.core.settings), parsed from a submission's fields;
+    unset ones are None (the task's default), except that a new job's seed (a setting every task
+    defaults alike) is its declared default. Whole numbers are checked against their bounds here
+    (QueryError, "steps must be between 1 and 1000, not 0"); every value is checked again, bounds
+    and all, when the job's Settings are made (SettingsError)."""
+    parsed = {}
+    for setting in shown_on("api"):
+        unset = setting.default if setting.show_default and not batch else None
+        if setting.type is int and setting.inclusive_low is not None:
+            value = int_arg(fields, setting.name, low=setting.inclusive_low, high=setting.number_high)
+        elif setting.type is int:
+            value = int_arg(fields, setting.name)
+        else:
+            value = float_arg(fields, setting.name)
+        parsed[setting.name] = unset if value is None else value
+    return parsed
 
 
 def options_from(kind: TaskKind, fields: Mapping[str, str], *, others: str) -> dict:
@@ -144,7 +149,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
     return submit_batch(session_factory(), name, dataset, task=task,
                         generator=(fields.get("llm") or "").strip() or None,
                         scorer=(fields.get("scorer") or "").strip() or None,
-                        overrides=settings_from(fields, seed=None), options=options_from(kind, fields, others=others),
+                        overrides=settings_from(fields, batch=True), options=options_from(kind, fields, others=others),
                         priority=(fields.get("priority") or "").strip() or None,
                         max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"))
 

@@ -536,23 +536,33 @@ def test_healthz_reports_database_and_broker(app, client, pg):
 def test_the_openapi_description_is_valid_and_lists_every_api_route(app, client):
     from openapi_spec_validator import validate
 
+    from worker.core.settings import shown_on
     from worker.kinds import TASK_KINDS, all_options
 
     spec = client.get("/api/openapi.json").get_json()
     validate(spec)
     written = yaml.safe_load((ROOT / "web" / "openapi.yaml").read_text())
 
-    def form(description: dict) -> dict:
-        return description["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    def form(description: dict, path: str = "/api/jobs") -> dict:
+        return description["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
 
-    # The file's description, plus the task enum and every kind's options and attachments.
+    # The file's description, plus the settings (both request bodies), the task enum and every
+    # kind's options and attachments.
+    settings = {setting.name for setting in shown_on("api")}
     served, own = form(spec)["properties"], form(written)["properties"]
     assert served.pop("task") == {**own.pop("task"), "enum": list(TASK_KINDS)}
-    assert set(served) - set(own) == set(all_options()) | {"style_file", "style_sample"}
+    assert set(served) - set(own) == set(all_options()) | {"style_file", "style_sample"} | settings
     assert {name: served.pop(name) for name in list(own)} == own
     assert served["frames"] == {"type": "integer", "minimum": 1, "maximum": 64, "default": 8,
                                 "description": "video-caption: frames sampled evenly over the video."}
-    form(spec)["properties"] = form(written)["properties"] = {}
+    assert served["steps"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert served["seed"] == {"type": "integer", "default": 0}
+    batch_served, batch_own = form(spec, "/api/batches")["properties"], form(written, "/api/batches")["properties"]
+    assert set(batch_served) - set(batch_own) == settings
+    assert {name: batch_served.pop(name) for name in list(batch_own)} == batch_own
+    assert batch_served["seed"] == {"type": "integer", "description": "A new batch: default 0."}
+    for path in ("/api/jobs", "/api/batches"):
+        form(spec, path)["properties"] = form(written, path)["properties"] = {}
     assert spec == written  # everything else is the file as written
     routes = {(re.sub(r"<(?:int:)?(\w+)>", r"{\1}", rule.rule), method.lower())
               for rule in app.url_map.iter_rules()

@@ -91,7 +91,7 @@ batch.command("submit")(apply(user_errors(_submit), [
     click.option("--max-in-flight", type=click.IntRange(1), metavar="N",
                  help="Its jobs on the queue or running at once at most (a new batch: MILS_BATCH_IN_FLIGHT, "
                       "64); the rest start as these finish."),
-    *settings_options(seed_help="The seed of every job (a new batch: default 0)."),
+    *settings_options(batch=True),
     *kind_options(None),
     click.option("--json", "as_json", is_flag=True, help="Print the submission's report as JSON."),
 ]))

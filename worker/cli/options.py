@@ -1,5 +1,5 @@
-"""Click options made from the kinds' declarations, so an option declared on its kind
-(worker.kinds.base.Option) appears here without another edit.
+"""Click options made from the declarations of the settings (worker.core.settings) and of the
+kinds' options (worker.kinds.base.Option), so either appears here without another edit.
 
 A command shows the options of its own kind; it also takes every other kind's (hidden), only to
 say whose they are (`--frames is for --task video-caption`) instead of "no such option".
@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from worker.core.settings import shown_on
 from worker.kinds import TASK_KINDS, Option, TaskKind, all_options
 from worker.media.samples import SAMPLES
 
@@ -26,25 +27,19 @@ def option_help(option: Option) -> str:
     return f"{what} ({'required' if option.required else f'default {option.default}'})."
 
 
-def settings_options(*, seed_help: str | None = None) -> list:
-    """The optimization settings of a new job. `seed_help` given: the seed has no default here
-    (a batch's resubmission keeps the batch's own), and the help says what it defaults to."""
-    seed = (click.option("--seed", type=int, help=seed_help) if seed_help
-            else click.option("--seed", type=int, default=0, show_default=True))
-    return [
-        click.option("--steps", type=int, help="Optimization steps after the bootstrap."),
-        click.option("--candidates", type=int, help="New candidates per step (N)."),
-        click.option("--top-k", type=int, help="Best candidates kept and shown to the LLM (K)."),
-        seed,
-        click.option("--patience", type=int, help="Stop after this many steps without improvement."),
-        click.option("--epsilon", type=float, help="Epsilon-greedy exploration of the top K (0 = greedy)."),
-        click.option("--fluency-weight", type=float,
-                     help="Score taken off per defect of a text (repeated word, second sentence, stray score or "
-                          "bracket); default 0.15 for captions by the embedded scorer, else 0 (the paper)."),
-        click.option("--top-k-overlap", type=float,
-                     help="Keep texts sharing more than this share of their words (0-1) with a better one out of the "
-                          "top K while others are left; default 0.5 with the embedded LLM, else 1 (off, the paper)."),
-    ]
+def settings_options(*, batch: bool = False) -> list:
+    """The optimization settings of a new job, one option per setting declared for the CLI
+    (worker.core.settings), unset by default: the task's default applies. A setting every task
+    defaults alike (the seed) shows its default; `batch`: not even that (a batch's resubmission
+    keeps the batch's own), and each setting's batch wording is used."""
+    decorators = []
+    for setting in shown_on("cli"):
+        fixed = setting.show_default and not batch
+        help_text = setting.wording("batch_cli" if batch else "cli") or None
+        shown_default = {"default": setting.default, "show_default": True} if fixed else {}
+        decorators.append(click.option(flag(setting.name), type=_CLICK_TYPES[setting.type], help=help_text,
+                                       **shown_default))
+    return decorators
 
 
 def kind_options(shown: TaskKind | None) -> list:
