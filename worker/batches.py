@@ -35,16 +35,15 @@ from worker.core import SettingsError
 from worker.datasets import Dataset, Item
 from worker.evaluation import METRICS, caption_metrics, spice_unavailable
 from worker.kinds import get_kind
-from worker import config
-from worker.lifecycle import cancel, resume
+from worker import config, jobs
 from worker.media import MediaError
-from worker.queue import BrokerError, enqueue, job_queue, priority_value
+from worker.queue import BrokerError, priority_value
 from worker.store.batches import (active_job_ids, batch_of, batches_holding, best_texts_by_step, check_name,
                                   get_batch, held_items, in_flight, item_states, next_position, references_of,
                                   results)
-from worker.store.jobs import JobError
+from worker.store.jobs import JobError, get_job
 from worker.store.queries import csv_chunks, json_array
-from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus, utcnow
+from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus
 from worker.submission import checked_settings, job_request, store_job, task_input
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
             request = job_request(template["task"], media, info, generator=template["generator"],
                                   scorer=template["scorer"], overrides=template["overrides"],
                                   options=template["options"])
-            job = store_job(session, request, priority=template["priority"], held=True)
+            job, _ = store_job(session, request, priority=template["priority"], held=True)  # let in by `release`
             row.job_id, row.error = job.id, None
             session.flush()
             stored.append(job.id)
@@ -273,24 +272,23 @@ def release(sessions: sessionmaker[Session], batch_id: int) -> list[int]:
         room = (batch.max_in_flight or config.batch_in_flight()) - in_flight(session, batch_id)
         if room <= 0:
             return []
-        sends = []
+        messages = []
         for item, job in held_items(session, batch_id, room):
-            item.queued, job.queued_at = True, utcnow()
-            sends.append((item.id, job.id, job_queue(job), job.priority))
-    for done, (_, job_id, queue, priority) in enumerate(sends):
-        try:
-            enqueue(job_id, 0, queue, priority=priority)
-        except BrokerError:
-            _hold_again(sessions, [item_id for item_id, *_ in sends[done:]])
-            raise
-    return [job_id for _, job_id, _, _ in sends]
+            item.queued = True
+            messages += jobs.let_in(session, job)
+    try:
+        jobs.send(messages, stop_at_first_refusal=True)
+    except BrokerError as exc:
+        _hold_again(sessions, [item.job_id for item in exc.refused])
+        raise
+    return [item.job_id for item in messages]
 
 
-def _hold_again(sessions: sessionmaker[Session], item_ids: list[int]) -> None:
+def _hold_again(sessions: sessionmaker[Session], job_ids: list[int]) -> None:
     with sessions.begin() as session:
-        for item in session.scalars(select(BatchItem).where(BatchItem.id.in_(item_ids))):
+        for item in session.scalars(select(BatchItem).where(BatchItem.job_id.in_(job_ids))):
             item.queued = False
-            session.get(Job, item.job_id).queued_at = None
+            jobs.hold_again(session.get(Job, item.job_id))
 
 
 def release_after(sessions: sessionmaker[Session], job_id: int) -> None:
@@ -334,7 +332,7 @@ def cancel_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
         with sessions.begin() as session:
             for job_id in ids[start:start + chunk]:
                 try:
-                    cancel(session, job_id)
+                    jobs.cancel(session, get_job(session, job_id, for_update=True))
                     cancelled += 1
                 except JobError:  # it finished since the list was read: nothing to stop
                     pass
@@ -354,7 +352,7 @@ def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
         with sessions.begin() as session:
             for job_id in ids[start:start + chunk]:
                 try:
-                    resume(session, job_id, held=True)
+                    jobs.resume(session, get_job(session, job_id, for_update=True), held=True)
                 except JobError:  # resumed or finished meanwhile
                     continue
                 resumed.add(job_id)

@@ -1,8 +1,9 @@
-"""What people and the reaper do to jobs: cancel, resume, reap (reading them: worker.store.queries).
+"""What people and the reaper do to jobs: cancel, resume, reap (reading them: worker.store.queries;
+the transitions themselves: worker.jobs).
 
-`cancel`, `resume` and `reap` take a Session and return plain values; the caller owns the
-transaction. `resume_job` and `reap_once` are the whole act: their transaction, then the steps
-they made due on the queue (only after the commit).
+`cancel`, `reap` and `find_lost` take a Session and return plain values or the steps to queue;
+the caller owns the transaction. `resume_job` and `reap_once` are the whole act: their
+transaction, then the steps they made due on the queue (only after the commit).
 
 Liveness: a job is `running` only while a worker holds its step, and only then is it judged by
 its heartbeat (MILS_STALE_SECONDS). Between steps it is `queued`, however long the queue: a long
@@ -19,10 +20,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import config
-from worker.queue import BrokerError, enqueue, job_queue, jobs_on_broker
-from worker.store.jobs import JobError, add_event, get_job, mark_queued, next_step_number, set_status
-from worker.store.purge import purge_record
+from worker import config, jobs
+from worker.queue import BrokerError, jobs_on_broker
+from worker.store.jobs import get_job
 from worker.store.queries import JobSummary, summarize
 from worker.store.schema import Job, JobStatus, utcnow
 
@@ -30,54 +30,20 @@ log = logging.getLogger(__name__)
 
 
 def cancel(session: Session, job_id: int) -> JobSummary:
-    """Ask the job to stop after the step in flight. A queued job with no step running stops now."""
+    """Ask the job to stop after the step in flight; a queued job with no step running stops now.
+    JobError when it is already finished."""
     job = get_job(session, job_id, for_update=True)
-    if job.status.finished:
-        raise JobError(f"job {job_id} is already {job.status.value}")
-    job.cancel_requested = True
-    add_event(session, job, "cancel_requested")
-    if job.status in (JobStatus.QUEUED, JobStatus.INTERRUPTED):
-        set_status(session, job, JobStatus.CANCELLED, "before its next step")
+    jobs.cancel(session, job)
     return summarize(session, job)
-
-
-def resume(session: Session, job_id: int, *, automatic: bool = False, held: bool = False) -> int:
-    """Queue a cancelled, failed or interrupted job again; returns the step to enqueue.
-    Committed steps are kept: the job continues after the last one. A queued job may be
-    resumed too: that re-sends a message the broker lost (a duplicate is dropped). `held`: the
-    step is not put on the queue now (a batch's job waiting for room under the batch's limit)."""
-    job = get_job(session, job_id, for_update=True)
-    if job.status == JobStatus.SUCCEEDED:
-        raise JobError(f"job {job_id} already succeeded; nothing to resume")
-    if job.status == JobStatus.RUNNING:
-        raise JobError(f"job {job_id} is running; only queued, cancelled, failed or interrupted jobs resume")
-    archived = purge_record(session, job_id)
-    if archived is not None:  # its state (the candidates) is in the archive, not here
-        raise JobError(f"job {job_id}'s candidates were archived by `mils purge` ({archived['detail']}); "
-                       "it cannot be resumed")
-    step = next_step_number(session, job.id)
-    set_status(session, job, JobStatus.QUEUED,
-               f"{'automatically ' if automatic else ''}from step {step} (was {job.status.value})", event="resumed")
-    job.cancel_requested, job.error = False, None
-    mark_queued(session, job)
-    if held:
-        job.queued_at = None
-    if automatic:
-        job.auto_resumes += 1
-    else:  # a person's resume gives the step its full number of attempts again
-        job.attempts = 0
-    return step
 
 
 def resume_job(sessions: sessionmaker[Session], job_id: int) -> int:
     """A person's resume: queue the job again after its last committed step; returns that step.
     BrokerError when the job is resumed in the store but the broker did not take the step."""
     with sessions.begin() as session:
-        step = resume(session, job_id)
-        job = get_job(session, job_id)
-        queue, priority = job_queue(job), job.priority
-    enqueue(job_id, step, queue, priority=priority)
-    return step
+        messages = jobs.resume(session, get_job(session, job_id, for_update=True))
+    jobs.send(messages)
+    return messages[0].step
 
 
 def reap(
@@ -86,9 +52,9 @@ def reap(
     stale_after: float | None = None,
     auto_resume: bool | None = None,
     max_auto_resumes: int | None = None,
-) -> list[tuple[int, int]]:
+) -> list[jobs.Message]:
     """Mark running jobs with a stale heartbeat interrupted (their worker died); resume them
-    automatically while under the cap. Returns the (job, step) pairs to enqueue.
+    automatically while under the cap. Returns the steps to enqueue after the commit.
     Unset arguments come from worker.config (MILS_STALE_SECONDS, MILS_AUTO_RESUME, ...)."""
     stale_after = config.stale_seconds() if stale_after is None else stale_after
     auto_resume = config.auto_resume() if auto_resume is None else auto_resume
@@ -100,11 +66,7 @@ def reap(
         .with_for_update(skip_locked=True)  # two reapers never take the same job
     ).all()
     for job in stale:
-        set_status(session, job, JobStatus.INTERRUPTED, f"no heartbeat since {job.heartbeat_at.isoformat()}")
-        if job.cancel_requested:
-            # Someone asked it to stop and its worker is gone: it stops, it is not resumed
-            # (resuming would drop the request); `mils resume` can still continue it.
-            set_status(session, job, JobStatus.CANCELLED, "its worker was lost after the cancel request")
+        jobs.interrupt(session, job)
     if not auto_resume:
         return []
     # Interrupted now or earlier (e.g. the broker was down at the last try), under the cap.
@@ -113,16 +75,13 @@ def reap(
         .where(Job.status == JobStatus.INTERRUPTED, Job.auto_resumes < max_auto_resumes)
         .with_for_update(skip_locked=True)
     ).all()
-    return [(job.id, resume(session, job.id, automatic=True)) for job in waiting]
+    return [message for job in waiting for message in jobs.resume(session, job, automatic=True)]
 
 
 def undo_automatic_resume(session: Session, job_id: int, reason: str) -> None:
     """The broker refused the resumed step: the job is interrupted again, the try not counted,
     and the next reaper pass tries again."""
-    job = get_job(session, job_id, for_update=True)
-    if job.status == JobStatus.QUEUED:
-        set_status(session, job, JobStatus.INTERRUPTED, reason, event="resume_failed")
-        job.auto_resumes = max(job.auto_resumes - 1, 0)
+    jobs.undo_automatic_resume(session, get_job(session, job_id, for_update=True), reason)
 
 
 # Jobs that looked lost at the last pass of this process's reaper: {job id: its queued_at}.
@@ -135,7 +94,7 @@ def find_lost(session: Session, on_broker: set[int] | None, *, stale_after: floa
     (MILS_STALE_SECONDS) and not among `on_broker` (worker.queue.jobs_on_broker, read BEFORE
     this), in this pass and in the last one (`suspects`, updated in place: a message between the
     queue and a worker's unacked set can be missed by one read). Each is queued again (an event
-    says why); returns the (job, step) pairs to enqueue. None for `on_broker`: the broker cannot be
+    says why); returns the steps to enqueue after the commit. None for `on_broker`: the broker cannot be
     read, and nothing is judged lost."""
     if on_broker is None:
         return []
@@ -149,17 +108,13 @@ def find_lost(session: Session, on_broker: set[int] | None, *, stale_after: floa
     confirmed = [job_id for job_id, queued_at in now_missing.items() if suspects.get(job_id) == queued_at]
     suspects.clear()
     suspects.update({job_id: at for job_id, at in now_missing.items() if job_id not in confirmed})
-    lost = []
+    lost: list[jobs.Message] = []
     for job_id in confirmed:
         job = session.scalar(select(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
                              .with_for_update(skip_locked=True))
         if job is None or job.queued_at != now_missing[job_id]:
             continue  # taken or queued again meanwhile
-        step = next_step_number(session, job_id)
-        add_event(session, job, "requeued", f"step {step} was queued at {job.queued_at.isoformat()} and its "
-                                            "message is no longer on the broker")
-        mark_queued(session, job)
-        lost.append((job_id, step))
+        lost += jobs.requeue_lost(session, job)
     return lost
 
 
@@ -168,26 +123,21 @@ def reap_once(sessions: sessionmaker[Session]) -> int:
     messages were lost; enqueue them all. Returns how many were queued again."""
     on_broker = _broker_snapshot(sessions)
     with sessions.begin() as session:
-        interrupted = reap(session)
+        resumed = reap(session)
         lost = find_lost(session, on_broker)
-        resumed = interrupted + lost
-        routes = {job_id: (job_queue(job), job.priority)
-                  for job_id, _ in resumed for job in [get_job(session, job_id)]}
-    done = 0
-    for job_id, step in resumed:
-        if (job_id, step) in lost:
-            log.warning("job %s: the message of step %s was lost; queueing it again", job_id, step)
-        else:
-            log.warning("job %s was interrupted; resuming it from step %s", job_id, step)
-        try:
-            queue, priority = routes[job_id]
-            enqueue(job_id, step, queue, priority=priority)
-            done += 1
-        except BrokerError as exc:
-            log.warning("%s", exc)
+    for item in resumed:
+        log.warning("job %s was interrupted; resuming it from step %s", item.job_id, item.step)
+    for item in lost:
+        log.warning("job %s: the message of step %s was lost; queueing it again", item.job_id, item.step)
+    try:
+        jobs.send(resumed + lost)
+    except BrokerError as exc:
+        log.warning("%s", exc)
+        for item in exc.refused:
             with sessions.begin() as session:
-                undo_automatic_resume(session, job_id, str(exc))
-    return done
+                undo_automatic_resume(session, item.job_id, str(exc))
+        return len(resumed + lost) - len(exc.refused)
+    return len(resumed + lost)
 
 
 def _broker_snapshot(sessions: sessionmaker[Session]) -> set[int] | None:

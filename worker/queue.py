@@ -27,11 +27,13 @@ QUEUES = ("default", "gpu")
 
 
 class BrokerError(RuntimeError):
-    """The broker did not take the message (the job itself is safely stored)."""
+    """The broker did not take the message (the job itself is safely stored). `refused`: the
+    messages not sent (worker.jobs.send)."""
 
     def __init__(self, message: str, job_id: int) -> None:
         super().__init__(message)
         self.job_id = job_id
+        self.refused: tuple = ()
 
 
 def queue_for(*specs: str) -> str:
@@ -76,22 +78,6 @@ def enqueue(job_id: int, step: int, queue: str, countdown: float | None = None, 
             f"job {job_id} is stored but the broker did not take step {step} ({exc}); "
             f"run `mils resume {job_id}` when it is back", job_id
         ) from None
-
-
-def enqueue_first_steps(jobs: list[tuple[int, str, int]], label: str) -> None:
-    """Queue step 0 of several jobs ((id, queue, priority), e.g. an arithmetic job's parents and the
-    job itself), after their commit. Every one is tried; if the broker refused any, one
-    BrokerError names them and says what to resume; its job_id is the last job's (`label` names it)."""
-    refused = []
-    for job_id, queue, priority in jobs:
-        try:
-            enqueue(job_id, 0, queue, priority=priority)
-        except BrokerError:
-            refused.append(job_id)
-    if refused:
-        last = jobs[-1][0]
-        raise BrokerError(f"{label} {last} is stored but the broker did not take job(s) "
-                          f"{', '.join(map(str, refused))}; run `mils resume ID` for each when it is back", last)
 
 
 def jobs_on_broker() -> set[int] | None:

@@ -1,11 +1,13 @@
 """Run and commit one step of one job: the unit of durable work.
 
 The in-process runner (`run_in_process`, the embedded default) calls `execute_step` in a loop; the
-Celery task calls it once per task. It is idempotent: a step already committed is skipped.
+Celery task calls `run_queued_step` once per message, which also queues the job's next step after
+the commit. A step is idempotent: one already committed is skipped.
 
-A step has three transactions and a slow part outside any of them: decide (lock the job, load its
-state), mark it running (after the models load), compute (no lock, no connection held; a heartbeat
-thread keeps the job alive), commit (lock again, record the step, decide the status).
+A step runs in phases: plan (a transaction: lock the job, load its state), load the models, claim
+(a transaction: mark it running), compute (no lock, no connection held; a heartbeat thread keeps
+the job alive), commit (a transaction: lock again, record the step, decide the status). The job's
+status changes are worker.jobs' transitions.
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import config, core
-from worker.core import Generator, GeneratorUnavailable, Scorer, Settings, StepResult
+from worker import config, core, jobs
+from worker.core import Generator, GeneratorUnavailable, Scorer, Settings, State, StepResult
 from worker.core.optimizer import should_stop
 from worker.kinds import TASK_KINDS, JobInput
 from worker.models.fluency import with_fluency
 from worker.models.openmp import release_openmp_threads
-from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, mark_claimed, mark_queued,
-                               next_step_number, parents_of_job, record_step, set_status, touch_heartbeat)
+from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, next_step_number,
+                               parents_of_job, record_step)
 from worker.store.schema import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -125,7 +128,7 @@ def _heartbeat(sessions: sessionmaker[Session], job_id: int) -> Iterator[None]:
         while not stop.wait(period):
             try:
                 with sessions.begin() as session:
-                    touch_heartbeat(session, job_id)
+                    jobs.heartbeat(session, job_id)
             except SQLAlchemyError as exc:  # the database may be restarting; the step goes on
                 log.warning("heartbeat of job %s failed: %s", job_id, exc)
 
@@ -148,6 +151,17 @@ class _JobSnapshot:
     input: JobInput
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What the step will do, decided under the job's lock: its number, the state it starts from."""
+
+    job: _JobSnapshot
+    number: int
+    state: State | None
+    settings: Settings
+    specs: tuple[str, str]  # (generator, scorer)
+
+
 def this_worker(node: str | None = None) -> str:
     """Who runs a step, as jobs.worker shows it: the worker's node name (Celery's, e.g.
     celery@host; default this host's name), process and thread."""
@@ -165,127 +179,138 @@ def execute_step(
     finished or cancelled, `expected_step` is not its next step (a stale or duplicate
     message), or another worker committed the step first. UnknownJob for an unknown id;
     WaitingForParents while the jobs it is built on run. `worker` names who runs the step (for
-    people and the reaper; default: this host and process).
+    people and the reaper; default: this host and process). The next step is not queued (see
+    `run_queued_step`)."""
+    return _execute(sessions, job_id, models_for, expected_step, worker)[0]
 
-    Every transaction that decides about the job's status locks its row first (cancel,
-    resume and the reaper lock it too), so none of them decides on a stale copy of it."""
+
+def run_queued_step(sessions: sessionmaker[Session], job_id: int, step: int, *, worker: str) -> bool:
+    """A queue's step message: run step `step` of the job and, after its commit, put the job's next
+    step on the queue (a self-continuing chain). A job still waiting for its parents is looked at
+    again in MILS_PARENT_POLL_SECONDS. True when this delivery leaves the job with no step on the
+    queue (finished, or a duplicate or stale message that committed nothing: the delivery that
+    committed the step continues the chain, not this one, or every duplicate would start one)."""
+    try:
+        result, messages = _execute(sessions, job_id, default_models, step, worker)
+    except WaitingForParents as exc:
+        log.info("%s; trying again in %s s", exc, config.parent_poll_seconds())
+        with sessions() as session:
+            messages = [jobs.message(get_job(session, job_id), step, countdown=config.parent_poll_seconds())]
+        jobs.send(messages)
+        return False
+    jobs.send(messages)
+    return result is None or not messages
+
+
+def _execute(sessions: sessionmaker[Session], job_id: int, models_for: ModelResolver, expected_step: int | None,
+             worker: str | None) -> tuple[StepResult | None, list[jobs.Message]]:
+    """The step in its phases: plan, load the models, claim, compute, commit. Every transaction
+    that decides about the job's status locks its row first (cancel, resume and the reaper lock
+    it too), so none of them decides on a stale copy of it."""
+    plan = _plan(sessions, job_id, expected_step)
+    if plan is None:
+        return None, []
+    try:
+        models = models_for(*plan.specs)  # cached per process; the first load can take a while
+    except Exception as exc:
+        fail_job(sessions, job_id, exc)
+        raise
+    if not _claim(sessions, plan, models, worker or this_worker()):
+        return None, []
+    result, features, started_at = _compute(sessions, plan, models)
+    return _commit(sessions, plan, models, result, features, started_at)
+
+
+def _plan(sessions: sessionmaker[Session], job_id: int, expected_step: int | None) -> _Plan | None:
+    """Decide under the job's lock whether a step runs now, and from what state; None if not."""
     with sessions.begin() as session:
         job = get_job(session, job_id, for_update=True)
-        if _no_step_now(session, job):
+        if jobs.honour_cancel(session, job):
             return None
         number = next_step_number(session, job_id)
         if expected_step is not None and expected_step != number:
             log.info("job %s: step %s is not next (%s); dropping the message", job_id, expected_step, number)
             return None
-        if number == 0 and not _parents_ready(session, job):
-            return None  # a parent failed: so did this job
+        if number == 0:
+            failed_parent = _failed_parent(session, job)
+            if failed_parent:
+                jobs.fail(session, job, failed_parent)
+                return None
         state = load_state(session, job_id)
         settings = Settings.from_dict(job.settings)
         if state is not None and should_stop(state, settings):
-            set_status(session, job, JobStatus.SUCCEEDED)
+            jobs.succeed(session, job)
             return None
-        kind = TASK_KINDS[job.task]
         snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, _job_input(session, job, settings))
-        specs = (job.generator, job.scorer)
+        return _Plan(snapshot, number, state, settings, (job.generator, job.scorer))
 
-    try:
-        models = models_for(*specs)  # cached per process; the first load can take a while
-    except Exception as exc:
-        fail_job(sessions, job_id, exc)
-        raise
+
+def _claim(sessions: sessionmaker[Session], plan: _Plan, models: JobModels, worker: str) -> bool:
+    """Take the step, looking again first: the job may have been cancelled, resumed or reaped, or
+    this step committed by another delivery, while the models loaded. False if the step is off."""
     with sessions.begin() as session:
-        # Look again: the job may have been cancelled, resumed or reaped, or this step
-        # committed by another delivery, while the models loaded.
-        job = get_job(session, job_id, for_update=True)
-        if _no_step_now(session, job):
-            return None
-        if next_step_number(session, job_id) != number:
-            log.info("job %s: step %s was committed meanwhile; dropping the message", job_id, number)
-            return None
+        job = get_job(session, plan.job.id, for_update=True)
+        if jobs.honour_cancel(session, job):
+            return False
+        if next_step_number(session, job.id) != plan.number:
+            log.info("job %s: step %s was committed meanwhile; dropping the message", job.id, plan.number)
+            return False
         if not job.model_versions:
             job.model_versions = {
                 role: {"name": model.name, "version": getattr(model, "version", "")}
                 for role, model in (("generator", models.generator), ("scorer", models.scorer))
             }
-        if job.attempt_step == number:
-            job.attempts += 1
-        else:
-            job.attempt_step, job.attempts = number, 1
-        if job.attempts > config.max_step_attempts():
-            job.error = f"step {number} was started {config.max_step_attempts()} times and never finished"
-            set_status(session, job, JobStatus.FAILED, job.error)
-            return None
-        mark_claimed(session, job, worker or this_worker(), number)
+        return jobs.claim(session, job, plan.number, worker)
 
-    # The slow part runs outside any transaction: no lock or connection is held meanwhile.
+
+def _compute(sessions: sessionmaker[Session], plan: _Plan, models: JobModels) -> tuple[StepResult, Any, datetime]:
+    """The slow part, outside any transaction: no lock or connection is held meanwhile, and a
+    heartbeat thread keeps the job alive. Returns (the result, the sample's features, the start)."""
+    job = plan.job
+    kind = TASK_KINDS[job.task]
     started_at = utcnow()
     try:
-        with _heartbeat(sessions, job_id):
+        with _heartbeat(sessions, job.id):
             # e.g. applied frame by frame to a video, or to renders of text-to-image prompts
-            template = kind.template_for(snapshot.input)
-            scorer = with_fluency(kind.adapt_scorer(models.scorer, snapshot.input), settings.fluency_weight)
-            features = _sample_features(snapshot, scorer)
-            if state is None:
-                pool = kind.initial_pool(snapshot.input)
-                result = core.bootstrap(pool, scorer, features, settings)
+            template = kind.template_for(job.input)
+            scorer = with_fluency(kind.adapt_scorer(models.scorer, job.input), plan.settings.fluency_weight)
+            features = _sample_features(job, scorer)
+            if plan.state is None:
+                result = core.bootstrap(kind.initial_pool(job.input), scorer, features, plan.settings)
             else:
-                result = core.step(state, models.generator, scorer, features, template, settings)
+                result = core.step(plan.state, models.generator, scorer, features, template, plan.settings)
     except GeneratorUnavailable as exc:
-        _waiting_for_generator(sessions, job_id, number, exc)
+        with sessions.begin() as session:
+            jobs.wait_for_llm(session, get_job(session, job.id, for_update=True), plan.number, str(exc))
         raise
     except Exception as exc:
-        fail_job(sessions, job_id, exc)
+        fail_job(sessions, job.id, exc)
         raise
     finally:  # this thread's idle OpenMP threads would slow an in-process LLM decoding for other jobs
         release_openmp_threads()
+    return result, features, started_at
 
+
+def _commit(sessions: sessionmaker[Session], plan: _Plan, models: JobModels, result: StepResult, features: Any,
+            started_at: datetime) -> tuple[StepResult | None, list[jobs.Message]]:
+    """Record the step and decide the job's status under its lock (a cancel request now waits for
+    this commit); returns the result and the job's next step to queue. (None, []) when another
+    delivery of the same step committed it first: theirs is kept."""
     try:
         with sessions.begin() as session:
-            job = get_job(session, job_id, for_update=True)  # a cancel request now waits for this commit
-            if next_step_number(session, job_id) != result.step:
+            job = get_job(session, plan.job.id, for_update=True)
+            if next_step_number(session, job.id) != result.step:
                 raise _AlreadyCommitted
             record_step(session, job, result, started_at)
             if result.step == 0 and getattr(features, "seen", None) is not None:
                 job.scorer_sees = features.seen
             _note_served(session, job, getattr(models.generator, "served", None))
-            if job.status.finished:
-                pass  # cancelled (or failed) while the step ran: the step is kept, the status too
-            elif should_stop(result.state, settings):
-                set_status(session, job, JobStatus.SUCCEEDED)
-            elif job.cancel_requested:
-                set_status(session, job, JobStatus.CANCELLED, f"after step {result.step}")
-            else:  # its next step waits in the queue: no worker holds it, no heartbeat judges it
-                mark_queued(session, job)
+            messages = jobs.commit_step(session, job, result.step, last=should_stop(result.state, plan.settings))
     except (IntegrityError, _AlreadyCommitted):
-        # (job, step) already committed by another delivery of the same task: keep theirs.
-        log.info("job %s step %s was already committed; skipping", job_id, result.step)
-        return None
-    log.info("job %s step %s committed", job_id, result.step)
-    return result
-
-
-def _no_step_now(session: Session, job: Job) -> bool:
-    """True when the (locked) job must not run a step: it is finished, or a cancel was asked for,
-    which this records."""
-    if job.status.finished:
-        return True
-    if job.cancel_requested:
-        set_status(session, job, JobStatus.CANCELLED, "before a step")
-        return True
-    return False
-
-
-def _waiting_for_generator(sessions: sessionmaker[Session], job_id: int, number: int,
-                           exc: GeneratorUnavailable) -> None:
-    """The LLM server is down: nothing of the step is kept, and this start of it does not count
-    against MILS_MAX_STEP_ATTEMPTS (no worker died); the caller tries again later or gives up."""
-    with sessions.begin() as session:
-        job = get_job(session, job_id, for_update=True)
-        if job.attempt_step == number and job.attempts > 0:
-            job.attempts -= 1
-        add_event(session, job, "waiting_for_llm", f"step {number}: {exc}")
-        if not job.status.finished:  # the step is tried again from the queue
-            mark_queued(session, job)
+        log.info("job %s step %s was already committed; skipping", plan.job.id, result.step)
+        return None, []
+    log.info("job %s step %s committed", plan.job.id, result.step)
+    return result, messages
 
 
 def _note_served(session: Session, job: Job, served: dict[str, str] | None) -> None:
@@ -306,21 +331,19 @@ class _AlreadyCommitted(Exception):
     """Another delivery of the same step committed it first."""
 
 
-def _parents_ready(session: Session, job: Job) -> bool:
-    """True when every job this one is built on succeeded (or it has none). A failed or
-    cancelled parent fails this job; one still on its way raises WaitingForParents."""
+def _failed_parent(session: Session, job: Job) -> str | None:
+    """Why the job cannot start (a parent failed or was cancelled), or None when every job it is
+    built on succeeded (or it has none). WaitingForParents while one is still on its way."""
     parents = parents_of_job(session, job.id)
     for parent_id, status, auto_resumes, _ in parents:
         # Interrupted with no automatic resume left: it only goes on if a person resumes it.
         given_up = status == JobStatus.INTERRUPTED and auto_resumes >= config.max_auto_resumes()
         if status in (JobStatus.FAILED, JobStatus.CANCELLED) or given_up:
-            job.error = f"parent job {parent_id} {status.value}"
-            set_status(session, job, JobStatus.FAILED, job.error)
-            return False
+            return f"parent job {parent_id} {status.value}"
     waiting = [parent_id for parent_id, status, _, _ in parents if status != JobStatus.SUCCEEDED]
     if waiting:
         raise WaitingForParents(f"job {job.id} waits for job(s) {', '.join(map(str, waiting))}")
-    return True
+    return None
 
 
 def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
@@ -331,11 +354,10 @@ def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
 
 
 def fail_job(sessions: sessionmaker[Session], job_id: int, exc: Exception) -> None:
-    """Record why the job failed; its committed steps stay, so it can be resumed."""
+    """Record why the job failed, in a transaction of its own; its committed steps stay, so it can
+    be resumed."""
     with sessions.begin() as session:
-        job = get_job(session, job_id, for_update=True)
-        job.error = f"{type(exc).__name__}: {exc}"
-        set_status(session, job, JobStatus.FAILED, job.error)
+        jobs.fail(session, get_job(session, job_id, for_update=True), f"{type(exc).__name__}: {exc}")
 
 
 def run_in_process(

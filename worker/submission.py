@@ -22,7 +22,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import jobs
 from worker.core import Settings, SettingsError
+from worker.jobs import Message
 from worker.kinds import TASK_KINDS, TaskKind, get_kind, job_settings
 from worker.kinds.arithmetic import KIND as ARITHMETIC
 from worker.kinds.arithmetic import Part
@@ -31,7 +33,7 @@ from worker.kinds.image import check_image
 from worker.media import Media, MediaError
 from worker.media.samples import SAMPLES, sample_input
 from worker.models import check_specs
-from worker.queue import enqueue, enqueue_first_steps, job_queue, priority_value
+from worker.queue import priority_value
 from worker.store.jobs import create_job
 from worker.store.schema import Job
 
@@ -102,13 +104,15 @@ def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[
 
 
 def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int, int]] = (), *,
-              priority: int = 0, held: bool = False) -> Job:
+              priority: int = 0, held: bool = False) -> tuple[Job, list[Message]]:
     """Store the request as a queued job in the caller's transaction, at `priority` (-1, 0, 1;
-    worker.queue.PRIORITIES); `held`: not put on the queue now (see worker.batches)."""
-    return create_job(session, task=request.task, settings=request.settings, generator=request.generator,
-                      scorer=request.scorer, media=request.media, options=request.options,
-                      input_info=request.input_info, attachments=request.attachments, parents=parents,
-                      priority=priority, held=held)
+    worker.queue.PRIORITIES); returns it with its first step, to send after the commit (the
+    in-process runner runs it instead). `held`: no step to send now (see worker.batches)."""
+    job = create_job(session, task=request.task, settings=request.settings, generator=request.generator,
+                     scorer=request.scorer, media=request.media, options=request.options,
+                     input_info=request.input_info, attachments=request.attachments, parents=parents,
+                     priority=priority)
+    return job, jobs.submitted(session, job, held=held)
 
 
 def submit(sessions: sessionmaker[Session], request: JobRequest, *, priority: str | int | None = None) -> int:
@@ -120,10 +124,9 @@ def submit(sessions: sessionmaker[Session], request: JobRequest, *, priority: st
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     with sessions.begin() as session:
-        job = store_job(session, request, priority=value)
-        job_id, queue = job.id, job_queue(job)
-    enqueue(job_id, 0, queue, priority=value)  # after the commit: the step must find its job
-    return job_id
+        job, messages = store_job(session, request, priority=value)
+    jobs.send(messages)  # after the commit: the step must find its job
+    return job.id
 
 
 # --------------------------------------------------------------------------- cross-modal arithmetic
@@ -170,27 +173,27 @@ def arithmetic_request(parts: Sequence[Part], *, generator: str = "embedded", sc
     return ArithmeticRequest(tuple(parents), tuple(manifest), request)
 
 
-def store_arithmetic(session: Session, request: ArithmeticRequest) -> tuple[Job, list[Job]]:
+def store_arithmetic(session: Session, request: ArithmeticRequest) -> tuple[Job, list[Job], list[Message]]:
     """Store the parts' captioning jobs and the arithmetic job built on them (linked in order);
-    returns (the arithmetic job, its parents) for the caller to queue after the commit."""
+    returns (the arithmetic job, its parents, their first steps to send after the commit)."""
     manifest = [dict(part) for part in request.manifest]
-    parents = []
+    parents, messages = [], []
     for position, parent_request in request.parent_requests:
-        parent = store_job(session, parent_request)
+        parent, first = store_job(session, parent_request)
         parents.append((position, parent))
+        messages += first
         manifest[position] = {"job": parent.id, **manifest[position]}
     data = json.dumps({"parts": manifest}, sort_keys=True).encode()
     media = dataclasses.replace(request.request.media, data=data)
-    job = store_job(session, dataclasses.replace(request.request, media=media, input_info={"parts": manifest}),
-                    parents=[(position, parent.id) for position, parent in parents])
-    return job, [parent for _, parent in parents]
+    job, first = store_job(session, dataclasses.replace(request.request, media=media, input_info={"parts": manifest}),
+                           parents=[(position, parent.id) for position, parent in parents])
+    return job, [parent for _, parent in parents], messages + first
 
 
 def submit_arithmetic(sessions: sessionmaker[Session], request: ArithmeticRequest) -> tuple[int, list[int]]:
     """Store the arithmetic job with its parents and queue them all (the arithmetic job waits for
     its parents by itself); returns (its id, the parents' ids)."""
     with sessions.begin() as session:
-        job, parents = store_arithmetic(session, request)
-        queued = [(p.id, job_queue(p), p.priority) for p in parents] + [(job.id, job_queue(job), job.priority)]
-    enqueue_first_steps(queued, "arithmetic job")
-    return queued[-1][0], [job_id for job_id, _, _ in queued[:-1]]
+        job, parents, messages = store_arithmetic(session, request)
+    jobs.send(messages, label="arithmetic job")
+    return job.id, [parent.id for parent in parents]

@@ -65,7 +65,7 @@ def test_a_part_given_up_by_the_reaper_fails_the_arithmetic_job(pipeline, sqlite
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (10, 10, 200)).save(buffer, "PNG")
     with Session.begin() as s:
-        job, parents = store_arithmetic(s, arithmetic_request(
+        job, parents, _ = store_arithmetic(s, arithmetic_request(
             [part_from_file(buffer.getvalue(), "b.png"), part_from_text("a kite")], generator=FAKE_LLM, scorer=COLOUR,
             overrides=dict(steps=1), options={"renderer": pipeline, "size": 32}))
         job_id, parent_id = job.id, parents[0].id
@@ -90,7 +90,7 @@ def test_a_failed_part_fails_the_arithmetic_job_and_an_early_step_waits(pipeline
     Image.new("RGB", (32, 32), (10, 200, 10)).save(buffer, "PNG")
     parts = [part_from_file(buffer.getvalue(), "green.png"), part_from_text("a yellow sun")]
     with Session.begin() as s:
-        job, parents = store_arithmetic(s, arithmetic_request(
+        job, parents, _ = store_arithmetic(s, arithmetic_request(
             parts, generator=FAKE_LLM, scorer=COLOUR,
             overrides=dict(steps=1), options={"renderer": pipeline, "size": 32, "render_steps": 2}))
         job_id, parent_id = job.id, parents[0].id
@@ -170,7 +170,7 @@ def test_an_interrupted_arithmetic_job_resumes_to_the_same_result(pipeline, sqli
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (30, 30, 220)).save(buffer, "PNG")
     with Session.begin() as s:
-        job, parents = store_arithmetic(s, arithmetic_request(
+        job, parents, _ = store_arithmetic(s, arithmetic_request(
             [part_from_file(buffer.getvalue(), "blue.png"), part_from_text("a red kite")], generator=FAKE_LLM, scorer=COLOUR,
             overrides=dict(steps=4, candidates=3, top_k=3, seed=8), options={"renderer": pipeline, "size": 32, "render_steps": 2}))
         reference, parent = job.id, parents[0].id
@@ -189,7 +189,7 @@ def test_an_interrupted_arithmetic_job_resumes_to_the_same_result(pipeline, sqli
         # A worker took step 2 and died: running, its heartbeat an hour old.
         s.execute(update(Job).where(Job.id == interrupted).values(status=JobStatus.RUNNING,
                                                           heartbeat_at=utcnow() - timedelta(hours=1)))
-        assert reap(s, stale_after=60) == [(interrupted, 2)]
+        assert [(m.job_id, m.step) for m in reap(s, stale_after=60)] == [(interrupted, 2)]
     list(run_in_process(Session, interrupted, models))
     with Session() as s:
         want, got = job_detail(s, reference), job_detail(s, interrupted)

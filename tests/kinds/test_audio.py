@@ -192,7 +192,7 @@ def test_an_interrupted_audio_job_resumes_to_the_same_result(tiny_clap, sqlite_u
             return store_job(s, job_request("audio-caption", media, info, generator=FAKE_LLM,
                                             scorer=f"clap:{tiny_clap}", overrides=dict(steps=4, candidates=5, top_k=3,
                                                                                        seed=9),
-                                            options={"clip_seconds": 3})).id
+                                            options={"clip_seconds": 3}))[0].id
 
     reference = new_job()
     list(run_in_process(Session, reference, models))
@@ -203,7 +203,7 @@ def test_an_interrupted_audio_job_resumes_to_the_same_result(tiny_clap, sqlite_u
         # A worker took step 2 and died: running, its heartbeat an hour old.
         s.execute(update(Job).where(Job.id == interrupted).values(status=JobStatus.RUNNING,
                                                           heartbeat_at=utcnow() - timedelta(hours=1)))
-        assert reap(s, stale_after=60) == [(interrupted, 2)]
+        assert [(m.job_id, m.step) for m in reap(s, stale_after=60)] == [(interrupted, 2)]
     list(run_in_process(Session, interrupted, models))
     with Session() as s:
         want, got = job_detail(s, reference), job_detail(s, interrupted)

@@ -77,7 +77,7 @@ def test_both_distances_reach_the_llm_and_the_store(cnn, editor, sqlite_url):
         job_id = store_job(s, job_request("style-transfer", load_image_file(sample_path("chelsea")), {},
                                           generator="fake", overrides=dict(steps=2, candidates=3, top_k=3, seed=2),
                                           options={"editor": editor, "size": 32, "render_steps": 1},
-                                          attachments={"style": load_image_file(sample_path("coffee"))})).id
+                                          attachments={"style": load_image_file(sample_path("coffee"))}))[0].id
     results = list(run_in_process(Session, job_id, lambda g, s: JobModels(generator, cnn)))
     assert len(results) == 3 and results[0].best.details
     prompt = generator.calls[0].conversations[0][-1]["content"]
@@ -132,7 +132,7 @@ def test_mils_style_runs_and_resumes_after_an_interruption(editor, tmp_path):
             # A worker took step 2 and died: running, its heartbeat an hour old.
             s.execute(update(Job).where(Job.id == again_id).values(status=JobStatus.RUNNING,
                                                               heartbeat_at=utcnow() - timedelta(hours=1)))
-            assert reap(s, stale_after=60) == [(again_id, 2)]
+            assert [(m.job_id, m.step) for m in reap(s, stale_after=60)] == [(again_id, 2)]
         list(run_in_process(Session, again_id, models))
         with Session() as s:
             want, got = job_detail(s, result["job_id"]), job_detail(s, again_id)

@@ -168,7 +168,7 @@ class Stack:
                                   overrides=dict(steps=STEPS, candidates=6, top_k=5, seed=seed))
             Session = open_store()
             with Session.begin() as session:
-                job_id = store_job(session, request).id
+                job_id = store_job(session, request)[0].id
             for _ in run_in_process(Session, job_id, lambda g, s: JobModels(_from_factory(g), _from_factory(s))):
                 pass
             assert job_status(self.url, job_id) == "succeeded"
@@ -334,7 +334,7 @@ def test_a_text_to_image_job_survives_a_worker_sigkill_mid_step(stack, tmp_path,
                           options=dict(renderer=pipeline, size=32, render_steps=2))
     Session = open_store()
     with Session.begin() as session:
-        reference = store_job(session, request).id
+        reference = store_job(session, request)[0].id
     for _ in run_in_process(Session, reference, lambda g, s: JobModels(_from_factory(g), _from_factory(s))):
         pass
 

@@ -94,7 +94,7 @@ def _run_here(request, as_json: bool) -> None:
 
     sessions = open_store()
     with sessions.begin() as session:
-        job_id = store_job(session, request).id
+        job_id = store_job(session, request)[0].id  # its steps run here, not from a queue
     quiet_libraries()
     steps_out = []
     # No bar when stderr is not a terminal (disable=None).
@@ -175,7 +175,7 @@ def arithmetic(files, texts, samples, steps, candidates, top_k, seed, llm, score
         click.echo(json.dumps({"job_id": job_id, "parents": parent_ids}) if as_json else job_id)
         return
     with sessions.begin() as session:
-        job, parents = store_arithmetic(session, request)
+        job, parents, _ = store_arithmetic(session, request)  # their steps run here, not from a queue
         job_id, parent_ids = job.id, [p.id for p in parents]
     quiet_libraries()
     try:

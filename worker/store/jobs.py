@@ -1,5 +1,6 @@
-"""The write side of the store: create, fetch and lock a job, set its status, log its events,
-store media by content hash, record a step and load the optimizer state back.
+"""The write side of the store: create, fetch and lock a job, log its events, store media by
+content hash, record a step and load the optimizer state back. A job's status and lease fields are
+written by worker.jobs alone.
 
 Functions take a Session and never commit: the caller owns the transaction (`with
 sessions.begin() as session:`). Nothing here knows task kinds, models, Celery or the web; what a
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,15 +51,6 @@ def add_event(session: Session, job: Job, kind: str, detail: str | None = None) 
     session.add(JobEvent(job_id=job.id, kind=kind, detail=detail))
 
 
-def set_status(session: Session, job: Job, status: JobStatus, detail: str | None = None, *,
-               event: str | None = None) -> None:
-    """The one way a job's status changes: the status, its finish time, and an event (named
-    after the status unless `event` says otherwise, e.g. "resumed" for a job queued again)."""
-    job.status = status
-    job.finished_at = utcnow() if status.finished else None
-    add_event(session, job, event or status.value, detail)
-
-
 def store_artifact(session: Session, media: Media) -> Artifact:
     """The stored row of `media`, inserted once per content hash."""
     artifact = session.get(Artifact, media.sha256)
@@ -81,12 +73,12 @@ def create_job(
     session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
     attachments: dict[str, Media] | None = None, parents: Sequence[tuple[int, int]] = (),
-    priority: int = 0, held: bool = False,
+    priority: int = 0,
 ) -> Job:
-    """Store a new queued job with already checked options. `attachments` are more input media
-    (e.g. a style image), stored and named in the options by hash; `parents` are (position,
-    job id) of the jobs this one is built on. `held`: its first step is not put on the queue
-    now (a batch's job beyond the batch's limit on jobs in flight; see worker.batches)."""
+    """Store a new job (status queued, not yet on the queue: worker.jobs.submitted puts it there)
+    with already checked options. `attachments` are more input media (e.g. a style image), stored
+    and named in the options by hash; `parents` are (position, job id) of the jobs this one is
+    built on."""
     options = dict(options or {})
     for name, attachment in (attachments or {}).items():
         options[name + ATTACHMENT_SUFFIX] = store_artifact(session, attachment).sha256
@@ -101,9 +93,7 @@ def create_job(
         input_sha256=artifact.sha256,
         input_name=media.name,
         input_media_type=media.media_type,
-        status=JobStatus.QUEUED,
         priority=priority,
-        queued_at=None if held else utcnow(),
     )
     session.add(job)
     session.flush()
@@ -135,33 +125,6 @@ def parents_of_job(session: Session, job_id: int) -> list[tuple[int, JobStatus, 
 def next_step_number(session: Session, job_id: int) -> int:
     last = session.scalar(select(func.max(Step.step)).where(Step.job_id == job_id))
     return 0 if last is None else last + 1
-
-
-def mark_queued(session: Session, job: Job, detail: str | None = None) -> None:
-    """The job's next step is (about to be) on the queue: status queued since now, no worker, no
-    heartbeat to judge. Between two steps this is quiet (the steps table records each step);
-    from another status it logs a "queued" event with `detail`."""
-    if job.status != JobStatus.QUEUED and job.status != JobStatus.RUNNING:
-        set_status(session, job, JobStatus.QUEUED, detail)
-    job.status = JobStatus.QUEUED
-    job.queued_at, job.worker, job.heartbeat_at = utcnow(), None, None
-
-
-def mark_claimed(session: Session, job: Job, worker: str, step: int) -> None:
-    """A worker took the job's step `step`: running, judged by its heartbeat from now. Logs a
-    "running" event when the job starts or starts again (not between two steps of one run)."""
-    if job.status != JobStatus.RUNNING:
-        last_event = session.scalar(select(JobEvent.kind).where(JobEvent.job_id == job.id)
-                                    .order_by(JobEvent.id.desc()).limit(1))
-        if job.status != JobStatus.QUEUED or step == 0 or last_event in ("resumed", "queued"):
-            set_status(session, job, JobStatus.RUNNING, f"step {step}")
-    job.status = JobStatus.RUNNING
-    job.worker, job.heartbeat_at = worker[:255], utcnow()
-    job.started_at = job.started_at or utcnow()
-
-
-def touch_heartbeat(session: Session, job_id: int) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
 
 
 def load_state(session: Session, job_id: int) -> State | None:
@@ -269,7 +232,6 @@ def record_step(session: Session, job: Job, result: StepResult, started_at: date
         )
     )
     job.result_text, job.result_score = result.best.text, result.best.score
-    job.heartbeat_at = utcnow()
     if result.rejected:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(result.rejected.items()))
         add_event(session, job, "rejected", f"step {result.step}: {sum(result.rejected.values())} line(s) of "
