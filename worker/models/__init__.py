@@ -26,14 +26,11 @@ import importlib
 from pathlib import Path
 
 from worker.core import Generator, Scorer
-
-
-class ModelLoadError(RuntimeError):
-    """A model named in the settings cannot be loaded; the message says which and why."""
-
-
-DEFAULT_GENERATOR = "embedded"
-DEFAULT_SCORER = "embedded"
+# The spec checks live in a leaf module the adapters import too; named here for the package's users.
+from worker.models.specs import (CPU_SPECS, DEFAULT_GENERATOR, DEFAULT_SCORER, ModelLoadError,  # noqa: F401
+                                 check_generator_spec, check_renderer_spec, check_scorer_spec, check_specs,
+                                 has_feature_maps, is_embedded_generator, pick_device, runs_on_cpu, scorer_modality,
+                                 served_by_engine)
 
 
 @functools.cache
@@ -61,77 +58,23 @@ def load_generator(spec: str = DEFAULT_GENERATOR, device: str | None = None) -> 
     return llm.TransformersGenerator.from_pretrained(spec, device)
 
 
-def check_specs(generator: str, scorer: str) -> None:
-    """Refuse model specs that cannot work, at once and before any model loads (a job with
-    them is never stored). Specs that look right can still fail to load later."""
-    check_generator_spec(generator)
-    check_scorer_spec(scorer)
 
 
-def check_generator_spec(spec: str) -> None:
-    """Refuse a generator spec that cannot work, before any model loads or server is asked."""
-    if spec.startswith("openai:"):
-        from worker.models.chat import parse_openai_spec
-
-        parse_openai_spec(spec)
-    elif spec.startswith("gguf:"):
-        if not Path(spec.removeprefix("gguf:")).expanduser().is_file():
-            raise ModelLoadError(f"GGUF {spec.removeprefix('gguf:')!r}: no such file")
-    elif spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
-        raise ModelLoadError(f"LLM {spec!r}: no such directory")
 
 
-def served_by_engine(spec: str) -> bool:
-    """Whether the generator is a serving engine that decodes a step's parallel requests together
-    (so a step asks for its N candidates in several shares; see worker.kinds.job_settings)."""
-    return spec.startswith("openai:")
 
 
-def is_embedded_generator(spec: str) -> bool:
-    """The embedded model, whichever engine runs it (CPU-sized task defaults)."""
-    return spec in ("embedded", "embedded-transformers")
 
 
-def check_scorer_spec(spec: str) -> None:
-    """Refuse an unknown scorer spec at once, before any model is loaded."""
-    if spec != "embedded" and not spec.startswith(("open_clip:", "clap:", "py:")):
-        raise ModelLoadError(
-            f"unknown scorer {spec!r}: use 'embedded', 'open_clip:ARCH[@PRETRAINED]', 'clap:ID_OR_PATH' "
-            "or 'py:MODULE:FACTORY'"
-        )
-    if spec.startswith("clap:") and spec.removeprefix("clap:").startswith((".", "/", "~")) \
-            and not Path(spec.removeprefix("clap:")).expanduser().is_dir():
-        raise ModelLoadError(f"CLAP {spec.removeprefix('clap:')!r}: no such directory")
 
 
-# What a scorer spec compares texts with: "image", "audio", or "any" (py: factories are the
-# caller's to know). The embedded scorer is also the only one with CNN feature maps (style).
-def scorer_modality(spec: str) -> str:
-    if spec.startswith("py:"):
-        return "any"
-    return "audio" if spec.startswith("clap:") else "image"
 
 
-def has_feature_maps(spec: str) -> bool:
-    """Whether the scorer exposes CNN activations (style transfer's Gram matrices)."""
-    return spec == "embedded" or spec.startswith("py:")
 
 
-# Specs whose models run on the machine's CPU; any other names a real model (a GPU's work).
-CPU_SPECS = ("embedded", "py:")
 
 
-def runs_on_cpu(spec: str) -> bool:
-    return spec.startswith(CPU_SPECS)
 
-
-def check_renderer_spec(spec: str) -> None:
-    """Refuse a renderer spec that cannot work, before a job with it is stored."""
-    if not spec.startswith("diffusers:") or spec == "diffusers:":
-        raise ModelLoadError(f"unknown renderer {spec!r}: use 'diffusers:ID_OR_PATH'")
-    source = spec.removeprefix("diffusers:")
-    if source.startswith((".", "/", "~")) and not Path(source).expanduser().is_dir():
-        raise ModelLoadError(f"diffusers pipeline {source!r}: no such directory")
 
 
 @functools.cache
@@ -152,12 +95,6 @@ def load_scorer(spec: str = DEFAULT_SCORER, device: str | None = None) -> Scorer
     return OpenClipScorer.from_spec(spec.removeprefix("open_clip:"), device)
 
 
-def pick_device(device: str | None) -> str:
-    import torch
-
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _from_factory(spec: str):

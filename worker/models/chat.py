@@ -26,7 +26,7 @@ from typing import Any
 
 from worker import config
 from worker.core import GeneratorError, GeneratorUnavailable, Message
-from worker.models import ModelLoadError
+from worker.models.specs import ModelLoadError, parse_openai_spec
 from worker.models.openmp import release_openmp_threads
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,6 @@ class ChatGenerator:
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible servers
-
-
-def parse_openai_spec(spec: str) -> tuple[str, str | None]:
-    """"openai:MODEL@BASE_URL" -> (MODEL, BASE_URL); "openai:MODEL" -> (MODEL, None), the base
-    URL then comes from OPENAI_BASE_URL (or is OpenAI's own). ModelLoadError when malformed."""
-    body = spec.removeprefix("openai:")
-    model, at, url = body.rpartition("@")
-    if not at or not url.startswith(("http://", "https://")):
-        model, url = body, None  # no "@URL" (a model id may itself contain "@")
-    if not model:
-        raise ModelLoadError(f"generator {spec!r}: use openai:MODEL@BASE_URL, e.g. "
-                             "openai:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1")
-    return model, url
 
 
 STANDARD_FIELDS = frozenset({"messages", "seed", "temperature", "top_p", "max_tokens"})

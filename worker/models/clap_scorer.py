@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from worker.media.audio import AudioInput
-from worker.models import ModelLoadError, pick_device
+from worker.models.specs import ModelLoadError, pick_device
 from worker.models.embedding import EmbeddingScorer
 
 PRODUCTION_CLAP = "clap:laion/clap-htsat-unfused"

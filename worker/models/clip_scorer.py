@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.models import ModelLoadError, pick_device
+from worker.models.specs import ModelLoadError, pick_device
 from worker.models.embedding import EmbeddingScorer
 
 PRODUCTION_SCORER = "open_clip:ViT-SO400M-14-SigLIP@webli"

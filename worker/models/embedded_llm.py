@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from worker.config import cache_dir
-from worker.models import ModelLoadError
+from worker.models.specs import ModelLoadError
 
 log = logging.getLogger(__name__)
 

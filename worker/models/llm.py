@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from worker.config import cache_dir
 from worker.core import Message
-from worker.models import ModelLoadError, check_generator_spec, pick_device
+from worker.models.specs import ModelLoadError, check_generator_spec, pick_device
 from worker.models.embedded_llm import EMBEDDED_QWEN_NAME, EMBEDDED_QWEN_SHA256, embedded_gguf
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from PIL import Image
 
 from worker.media import decode_image
 from worker.media.samples import SAMPLES, sample_path
-from worker.models import ModelLoadError
+from worker.models.specs import ModelLoadError
 from worker.models.embedding import EmbeddingScorer, cached_matrix
 from worker.models.sight import FaceFinder, Seen, TextReader, dominant_colours, settings as sight_settings
 

@@ -22,7 +22,7 @@ from PIL import Image
 from worker.config import cache_dir, write_atomically
 from worker.core import Score
 from worker.media import Media
-from worker.models import ModelLoadError, check_renderer_spec, pick_device
+from worker.models.specs import ModelLoadError, check_renderer_spec, pick_device
 
 RENDER_BATCH = 4
 # A diffusers pipeline keeps per-call state (its scheduler's timesteps): one call at a time per
