@@ -421,6 +421,19 @@ def test_word_overlap_is_the_jaccard_of_the_word_sets():
     assert word_overlap("猫が寝ている", "猫が寝ている") == 1.0 and word_overlap("猫", "cat") == 0.0
 
 
+def test_an_unspaced_caption_is_words_of_two_characters_for_the_top_k_overlap_too():
+    """The optimizer, the parser and the fluency guard count words alike: in Chinese or Japanese
+    two characters are a word, so two captions that share half their words overlap by a third,
+    not 0 (as one "word" each) or 1."""
+    from worker.core.parsing import word_count, words
+    from worker.models.fluency import repeats
+
+    assert words("一只猫在沙发上") == ["一只", "猫在", "沙发", "上"] and word_count("一只猫在沙发上") == 4
+    assert words("iPhone手机, A cat!") == ["iphone", "手机", "a", "cat"]
+    assert word_overlap("一只猫在沙发上", "一只猫在床上睡") == pytest.approx(2 / 6)
+    assert repeats("沙发上的沙发") == 1 and repeats("a cat by a cat's bed") == 1 and repeats("a 100 by 100") == 0
+
+
 def test_a_top_k_overlap_keeps_near_copies_of_a_better_text_out_while_others_are_left():
     top = select_top(TRIPODS, 3, 0.0, random.Random(0), max_overlap=0.5)
     # The best first; its copies with one word changed (overlap 6/8) give way to other texts.

@@ -8,7 +8,7 @@ import pytest
 from worker.media import decode_image
 from worker.media.samples import sample_path
 from worker.models import load_scorer
-from worker.models.sight import FaceFinder, Seen, TextReader, dominant_colours
+from worker.models.sight import FaceFinder, Sighting, TextReader, dominant_colours
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_the_astronaut_has_one_face_and_the_others_none(faces):
     (face,) = faces(photo("astronaut"))
     x, y, width, height = face.box
     assert 150 < x < 250 and 50 < y < 150 and 60 < width < 140  # her face, left of the centre, near the top
-    assert Seen(512, 512, faces=[face]).people_phrase() == "a photo of a person"
+    assert Sighting(512, 512, faces=[face]).people_phrase() == "a photo of a person"
     for name in ("chelsea", "coffee", "rocket", "horse", "page"):
         assert faces(photo(name)) == [], name
 
@@ -40,10 +40,10 @@ def test_people_phrases_count_faces_and_tell_a_portrait():
     from worker.models.sight import Face
 
     small, big = Face((0, 0, 50, 50), 1.0), Face((0, 0, 300, 300), 1.0)
-    assert Seen(1000, 1000, faces=[big]).people_phrase() == "a close-up portrait of a person"
-    assert Seen(1000, 1000, faces=[small, small]).people_phrase() == "a photo of two people"
-    assert Seen(1000, 1000, faces=[small] * 5).people_phrase() == "a photo of a group of people"
-    assert Seen(1000, 1000).people_phrase() is None
+    assert Sighting(1000, 1000, faces=[big]).people_phrase() == "a close-up portrait of a person"
+    assert Sighting(1000, 1000, faces=[small, small]).people_phrase() == "a photo of two people"
+    assert Sighting(1000, 1000, faces=[small] * 5).people_phrase() == "a photo of a group of people"
+    assert Sighting(1000, 1000).people_phrase() is None
 
 
 def test_the_page_is_read_and_photos_without_text_have_none(reader):
@@ -51,7 +51,7 @@ def test_the_page_is_read_and_photos_without_text_have_none(reader):
     read = " ".join(line.text for line in lines).lower()
     assert "segmentation" in read and "markers" in read, read
     assert all(line.score >= 0.75 for line in lines)
-    assert Seen(384, 191, text=lines).text_phrase() == "a page of printed text"
+    assert Sighting(384, 191, text=lines).text_phrase() == "a page of printed text"
     for name in ("chelsea", "coffee", "astronaut"):
         assert reader(photo(name)) == [], name
 
@@ -59,7 +59,7 @@ def test_the_page_is_read_and_photos_without_text_have_none(reader):
 def test_a_short_text_is_a_sign():
     from worker.models.sight import TextLine
 
-    assert Seen(10, 10, text=[TextLine("STOP", 0.99)]).text_phrase() == 'a sign that says "STOP"'
+    assert Sighting(10, 10, text=[TextLine("STOP", 0.99)]).text_phrase() == 'a sign that says "STOP"'
 
 
 def test_colours_coffee_is_brown_and_red_chelsea_gray():
@@ -68,7 +68,7 @@ def test_colours_coffee_is_brown_and_red_chelsea_gray():
     assert sum(coffee.values()) == pytest.approx(1.0)
     chelsea = dict(dominant_colours(photo("chelsea")))
     assert max(chelsea, key=chelsea.get) == "gray", chelsea
-    assert Seen(1, 1, colours=[("brown", 0.6), ("red", 0.2), ("black", 0.15)]).colour_phrase() == \
+    assert Sighting(1, 1, colours=[("brown", 0.6), ("red", 0.2), ("black", 0.15)]).colour_phrase() == \
         "a brown, red and black photo"
 
 

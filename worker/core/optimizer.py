@@ -7,7 +7,6 @@ job can be stopped after any step and continued later from what was stored.
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any, Protocol
 
-from worker.core.parsing import normalize, parse_answer
+from worker.core.parsing import normalize, parse_answer, words
 from worker.core.protocols import Generator, Message, Score, Scorer
 from worker.core.settings import Settings
 
@@ -121,17 +120,13 @@ def greedy_top(pool: Sequence[Scored], k: int) -> list[Scored]:
     return sorted(pool, key=lambda c: -c.score)[:k]
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
-
-
 def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def word_overlap(a: str, b: str) -> float:
-    """Jaccard overlap of two texts' sets of words (lower-cased, any script): 0..1."""
-    return _jaccard(_words(a), _words(b))
+    """Jaccard overlap of two texts' sets of words (parsing.words: normalized, any script): 0..1."""
+    return _jaccard(set(words(a)), set(words(b)))
 
 
 def distinct_first(ranked: Sequence[Scored], k: int, max_overlap: float) -> list[Scored]:
@@ -139,16 +134,16 @@ def distinct_first(ranked: Sequence[Scored], k: int, max_overlap: float) -> list
     `max_overlap` (word_overlap), as long as enough such texts exist; the rest follow in order.
     Against the top K collapsing into one wording with a word changed ("a tripod on a stand",
     "... on a shelf", "... on a desk"): the generator copies what it is shown (BENCHMARKS.md,
-    issue 14). The best always comes first."""
+    "The embedded scorer's eyes and the fluency guard"). The best always comes first."""
     kept: list[Scored] = []
     kept_words: list[set[str]] = []  # each kept text's words, split once (a pool has thousands of texts)
     left: list[Scored] = []
     for candidate in ranked:
         if len(kept) < k:
-            words = _words(candidate.text)
-            if all(_jaccard(words, other) <= max_overlap for other in kept_words):
+            its_words = set(words(candidate.text))
+            if all(_jaccard(its_words, other) <= max_overlap for other in kept_words):
                 kept.append(candidate)
-                kept_words.append(words)
+                kept_words.append(its_words)
                 continue
         left.append(candidate)
     return kept + left

@@ -66,6 +66,7 @@ _WRAPPERS = "\"'`“”‘’«»„*_ "
 _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">", "（": "）", "【": "】", "「": "」", "『": "』"}
 # Scripts written without spaces between words: a word is about two of their characters.
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_WORD_RUN = re.compile(_UNSPACED.pattern + "+|[^\\s" + _UNSPACED.pattern[1:-1] + "]+")
 _FENCE = re.compile(r"^\s*```[\w-]*\s*$")
 _TABLE_RULE = re.compile(r"^:?-{2,}:?$")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
@@ -98,14 +99,30 @@ def _normalize_unicode(text: str) -> str:
     return " ".join(words)
 
 
+def words(text: str) -> list[str]:
+    """The words of a text, as the optimizer (top-K overlap), the parser (caption length) and the
+    fluency guard (repeated words) all count them: those of its normalized form (`normalize`), a
+    run of a script written without spaces (Chinese, Japanese) cut into words of two characters
+    ("一只猫在沙发上" is 4 words, "iphone手机" 2)."""
+    return key_words(normalize(text))
+
+
+def key_words(key: str) -> list[str]:
+    """`words` of a text already normalized (a candidate's key)."""
+    if key.isascii():
+        return key.split()
+    found = []
+    for run in _WORD_RUN.findall(key):
+        if _UNSPACED.match(run):
+            found += [run[i:i + 2] for i in range(0, len(run), 2)]
+        else:
+            found.append(run)
+    return found
+
+
 def word_count(key: str) -> int:
-    """Words of a normalized text; in scripts without spaces (Chinese, Japanese) two characters
-    count as one word."""
-    count = 0
-    for token in key.split():
-        unspaced = len(_UNSPACED.findall(token))
-        count += -(-unspaced // 2) + (1 if len(token) > unspaced else 0) if unspaced else 1
-    return count
+    """How many words a normalized text has (`key_words`)."""
+    return len(key_words(key))
 
 
 @dataclass

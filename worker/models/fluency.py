@@ -33,8 +33,8 @@ from typing import Any
 
 from worker.core import Score, Scorer
 from worker.core.optimizer import as_scored
+from worker.core.parsing import words
 
-_WORD = re.compile(r"[a-z]+")
 # A sentence ends at . ! or ? followed by a capitalised word ("... water. This is ...").
 # Not after a title or an initial ("St. Bernard", "J. Smith").
 _SENTENCE_END = re.compile(r"(?<!\b[A-Z][a-z])(?<!\b[A-Z])(?<!\bMrs)[.!?](?=\s+[A-Z0-9])")
@@ -45,13 +45,15 @@ _PAIRS = ("()", "[]", "{}")
 
 
 def repeats(text: str) -> int:
-    """How many content words of `text` repeat an earlier one ("a cat by cat" -> 1)."""
+    """How many content words of `text` repeat an earlier one ("a cat by cat" -> 1). Words as
+    worker.core.parsing.words counts them; content words are of letters, not English stop words,
+    and, in a spaced script, three letters or more (an unspaced script's word is two characters)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     seen: set[str] = set()
     count = 0
-    for word in _WORD.findall(text.lower()):
-        if word in ENGLISH_STOP_WORDS or len(word) < 3:
+    for word in words(text):
+        if not word.isalpha() or word in ENGLISH_STOP_WORDS or (len(word) < 3 and word.isascii()):
             continue
         stem = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
         count += stem in seen

@@ -33,7 +33,7 @@ from worker.media import decode_image
 from worker.media.samples import SAMPLES, sample_path
 from worker.models.specs import ModelLoadError
 from worker.models.embedding import EmbeddingScorer, cached_matrix
-from worker.models.sight import FaceFinder, Seen, TextReader, dominant_colours, settings as sight_settings
+from worker.models.sight import FaceFinder, Sighting, TextReader, dominant_colours, settings as sight_settings
 
 INPUT_SIZE = 224
 # How much each eye's phrase counts against the recogniser's labels (weight 1) in the image's
@@ -45,7 +45,7 @@ W_PEOPLE, W_TEXT, W_COLOURS = 0.5, 1.0, 0.5
 
 class SampleVector(np.ndarray):
     """The direction a caption is scored along (dim,), float32, carrying `seen`: what the scorer
-    saw in the sample (Seen.to_dict()), which the runner stores with the job."""
+    saw in the sample (Sighting.to_dict()), which the runner stores with the job."""
 
     seen: dict | None = None
 
@@ -137,11 +137,11 @@ class RecogniserScorer(EmbeddingScorer):
                 hook.remove()
         return found
 
-    def see(self, image: Image.Image) -> tuple[Seen, np.ndarray]:
+    def see(self, image: Image.Image) -> tuple[Sighting, np.ndarray]:
         """What every eye finds in the image, and its class probabilities (1000,)."""
         probabilities = self.class_probabilities(image)
         top = np.argsort(-probabilities)[:5]
-        seen = Seen(image.width, image.height, labels=[(self.labels[i], float(probabilities[i])) for i in top])
+        seen = Sighting(image.width, image.height, labels=[(self.labels[i], float(probabilities[i])) for i in top])
         if self.faces is not None:
             seen.faces = self.faces(image)
         if self.reader is not None:
@@ -150,7 +150,7 @@ class RecogniserScorer(EmbeddingScorer):
             seen.colours = dominant_colours(image)
         return seen, probabilities
 
-    def _image_vector(self, image: Image.Image) -> tuple[np.ndarray, Seen]:
+    def _image_vector(self, image: Image.Image) -> tuple[np.ndarray, Sighting]:
         seen, probabilities = self.see(image)
         objects = probabilities @ self.label_embeddings  # (dim,)
         vector = objects / np.linalg.norm(objects)
@@ -159,7 +159,7 @@ class RecogniserScorer(EmbeddingScorer):
             vector = vector + np.array([w for _, w in phrases]) @ self.embed_texts([t for t, _ in phrases])
         return vector / np.linalg.norm(vector), seen
 
-    def phrases(self, seen: Seen) -> list[tuple[str, float]]:
+    def phrases(self, seen: Sighting) -> list[tuple[str, float]]:
         """What the eyes besides the recogniser saw, as (phrase, weight) pairs."""
         phrases = [(seen.people_phrase(), W_PEOPLE), (seen.text_phrase(), W_TEXT), (seen.colour_phrase(), W_COLOURS)]
         return [(text, weight) for text, weight in phrases if text]

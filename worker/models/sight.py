@@ -51,7 +51,7 @@ class TextLine:
 
 
 @dataclass
-class Seen:
+class Sighting:
     """What the scorer's eyes found in one photo (labels: ImageNet class, probability)."""
 
     width: int
