@@ -74,7 +74,7 @@ def test_frames_are_sampled_at_the_middles_of_equal_spans(count):
     assert len(frames) == count
     got = [round(float(np.asarray(f).mean()) / 6) for f in frames]
     # Span k covers [3k/count, 3(k+1)/count) s; at its middle, (k + 0.5) * 36 / count frames in,
-    # the frame on screen is the last one that started at or before it (issue 10: not the next one).
+    # the frame on screen is the last one that started at or before it (not the next one).
     want = [int(np.floor((k + 0.5) * 36 / count)) for k in range(count)]
     assert got == want
 

@@ -314,7 +314,7 @@ def _step0_best(task: str, data: bytes, name: str, **options):
 
 
 @pytest.mark.slow
-# Step 0 of the embedded scorer as it is since issue 14 (its eyes): the case and its control must agree,
+# Step 0 of the embedded scorer as it is since it has its eyes (the recognisers): the case and its control must agree,
 # and both must score what they scored then.
 @pytest.mark.parametrize("task, file, control, caption, score", [
     ("image-caption", "exif_orientation6.jpg", "exif_upright_control.png", "There is a rocket above the Earth.", 0.1747),

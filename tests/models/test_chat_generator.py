@@ -196,7 +196,7 @@ print(before, made, released, threads())
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc; libgomp is Linux's")
 def test_torchs_idle_openmp_threads_go_before_llamacpp_decodes():
     """llama.cpp and torch share one libgomp; its idle threads beyond the cores put llama.cpp's to
-    sleep at every barrier (BENCHMARKS.md, issue 14). The in-process engine lets them go before each
+    sleep at every barrier (BENCHMARKS.md, "The embedded scorer's eyes and the fluency guard", item 7). The in-process engine lets them go before each
     step's requests, and torch makes them again when it next needs them."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS")}
     env["OMP_DYNAMIC"] = "false"  # libgomp must make the 3 threads asked for, on any number of cores

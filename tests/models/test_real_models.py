@@ -53,7 +53,7 @@ def test_embedded_scorer_prefers_true_captions_over_hub_texts(mils_home):
     scorer = load_scorer("embedded")
     plain_ranks, plain_hub_wins = _ranks(scorer, guarded=False)
     ranks, hub_wins = _ranks(scorer, guarded=True)
-    # Plain cosine has the trap MODELS.md describes: generic captions win for some photos.
+    # Plain cosine has the trap docs/models.md describes: generic captions win for some photos.
     assert plain_hub_wins >= 1
     # The background term removes it, and every recognisable photo's own caption ranks first.
     assert hub_wins == 0

@@ -529,7 +529,7 @@ def test_batches_stored_before_top_k_overlap_keep_running_without_it(db_url):
 
 
 def test_a_job_stored_with_keys_of_the_old_normalization_goes_on(Session):
-    """Jobs stored before issue 10 keyed their texts by ASCII letters and digits only ("café" ->
+    """Jobs stored before the Unicode-aware normalization keyed their texts by ASCII letters and digits only ("café" ->
     "caf"): a step after the upgrade loads and extends them without losing the top K."""
     import re
 

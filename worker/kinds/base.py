@@ -173,7 +173,7 @@ PAPER = Settings(steps=10, top_k=50, candidates=50, temperature=0.5, top_p=0.9)
 # "There is a cat by cat." over "There is a tabby cat on a rug.", BENCHMARKS.md section 1).
 EMBEDDED_FLUENCY = 0.15
 # The embedded LLM (0.5B) copies the wording it is shown: with a plain top K, by step 5 six to
-# eight of its 8 texts were one wording with a word changed (BENCHMARKS.md, issue 14). Texts
+# eight of its 8 texts were one wording with a word changed (BENCHMARKS.md, "The embedded scorer's eyes and the fluency guard"). Texts
 # sharing more than half their words with a better one give way to others (Settings.top_k_overlap).
 EMBEDDED = Settings(steps=5, top_k=8, candidates=15, temperature=0.7, top_p=0.9, max_words=15,
                     max_generation_rounds=2, top_k_overlap=0.5)

@@ -1,5 +1,5 @@
 """The embedded default LLM: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF) from six PyPI packages,
-run by llama.cpp in this process (see ../shared/MODELS.md and BENCHMARKS.md for why llama.cpp)."""
+run by llama.cpp in this process (docs/models.md, and BENCHMARKS.md's "The embedded LLM on llama.cpp" for why llama.cpp)."""
 
 from __future__ import annotations
 

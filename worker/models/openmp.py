@@ -4,7 +4,7 @@ torch's wheel and llama.cpp's (xllamacpp) link the same OpenMP runtime (both nee
 and a process loads it once). libgomp counts every thread it keeps, idle ones included; once they
 outnumber the cores it spins only ~100 times at a barrier before sleeping (GCC's GOMP_SPINCOUNT
 rule), and llama.cpp's threads sleep and wake at every one of the hundreds of barriers per token:
-the README's job decoded 1.2-1.3x slower on 2 cores (BENCHMARKS.md, issue 14, item 7).
+the README's job decoded 1.2-1.3x slower on 2 cores (BENCHMARKS.md, "The embedded scorer's eyes and the fluency guard", item 7).
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def load_state(session: Session, job_id: int) -> State | None:
     pool = pool_of_job(session, job_id)
     # In the order they were scored, as in the in-memory State: ties are broken by it. Keyed by
     # the text normalized now, not the stored key: a job stored before the Unicode-aware
-    # normalization (issue 10) goes on with today's identity of its texts.
+    # normalization goes on with today's identity of its texts.
     query = select(Candidate.step, Candidate.text, Candidate.score, Candidate.details).where(Candidate.job_id == job_id)
     rows = session.execute((query.where(Candidate.step > 0) if pool else query).order_by(Candidate.id))
     scored = [(step, as_scored(text, (score, details) if details else score)) for step, text, score, details in rows]
@@ -197,7 +197,7 @@ def record_step(session: Session, job: Job, result: StepResult, started_at: date
         older_ids = {key: candidate_id for key, candidate_id in found}
     missing = {key for key in older if key not in older_ids}
     if missing:
-        # Stored under a key of the old normalization (before issue 10): find them by their text.
+        # Stored under a key of the old normalization (ASCII letters and digits only): find them by their text.
         texts = {c.text: key for c, key in zip(result.top, top_keys) if key in missing}
         found = session.execute(
             select(Candidate.text, Candidate.id).where(Candidate.job_id == job.id, Candidate.text.in_(texts)))

@@ -113,7 +113,7 @@ def pool_texts(session: Session, sha256: str) -> PoolTexts:
             return _pools[sha256]
     data = session.scalar(select(Pool.texts).where(Pool.sha256 == sha256))
     texts = tuple(json.loads(zlib.decompress(data)))
-    # Keyed by today's normalization, like every text a state is rebuilt from (issue 10).
+    # Keyed by today's normalization, like every text a state is rebuilt from (the Unicode-aware one).
     keys = [normalize(t) for t in texts]
     pool = PoolTexts(sha256, texts, frozenset(keys), {k: i for i, k in enumerate(keys)})
     with _pools_lock:
