@@ -288,7 +288,7 @@ def _hold_again(sessions: sessionmaker[Session], job_ids: list[int]) -> None:
     with sessions.begin() as session:
         for item in session.scalars(select(BatchItem).where(BatchItem.job_id.in_(job_ids))):
             item.queued = False
-            jobs.hold_again(session.get(Job, item.job_id))
+            jobs.hold_again(session, session.get(Job, item.job_id))
 
 
 def release_after(sessions: sessionmaker[Session], job_id: int) -> None:

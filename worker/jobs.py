@@ -20,7 +20,8 @@ always finds its job.
 
 Liveness: a job is `running` only while a worker holds its step, and only then is it judged by its
 heartbeat (MILS_STALE_SECONDS). Between steps it is `queued` with the time its step went on the
-queue (`queued_at`); a batch's job held back for room has none until it is let in.
+queue (`queued_at`), however long the queue: a long wait is not a death. A batch's job held back
+for room has no queued time until it is let in.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def let_in(session: Session, job: Job) -> list[Message]:
     return [message(job, next_step_number(session, job.id))]
 
 
-def hold_again(job: Job) -> None:
+def hold_again(session: Session, job: Job) -> None:
     """The broker did not take a let-in job's step: it waits for room again."""
     job.queued_at = None
 

@@ -5,9 +5,7 @@ the transitions themselves: worker.jobs).
 the caller owns the transaction. `resume_job` and `reap_once` are the whole act: their
 transaction, then the steps they made due on the queue (only after the commit).
 
-Liveness: a job is `running` only while a worker holds its step, and only then is it judged by
-its heartbeat (MILS_STALE_SECONDS). Between steps it is `queued`, however long the queue: a long
-wait is not a death. A step message the broker lost is found by looking for it: a job queued for
+A step message the broker lost is found by looking for it (liveness: see worker.jobs): a job queued for
 longer than MILS_STALE_SECONDS whose message is neither waiting on the broker nor delivered to a
 worker, in two passes in a row, is queued again (`find_lost`, `requeue_lost`).
 """
@@ -125,19 +123,20 @@ def reap_once(sessions: sessionmaker[Session]) -> int:
     with sessions.begin() as session:
         resumed = reap(session)
         lost = find_lost(session, on_broker)
-    for item in resumed:
-        log.warning("job %s was interrupted; resuming it from step %s", item.job_id, item.step)
-    for item in lost:
-        log.warning("job %s: the message of step %s was lost; queueing it again", item.job_id, item.step)
-    try:
-        jobs.send(resumed + lost)
-    except BrokerError as exc:
-        log.warning("%s", exc)
-        for item in exc.refused:
+    done = 0
+    for item in resumed + lost:
+        if item in lost:
+            log.warning("job %s: the message of step %s was lost; queueing it again", item.job_id, item.step)
+        else:
+            log.warning("job %s was interrupted; resuming it from step %s", item.job_id, item.step)
+        try:
+            jobs.send([item])
+            done += 1
+        except BrokerError as exc:
+            log.warning("%s", exc)
             with sessions.begin() as session:
                 undo_automatic_resume(session, item.job_id, str(exc))
-        return len(resumed + lost) - len(exc.refused)
-    return len(resumed + lost)
+    return done
 
 
 def _broker_snapshot(sessions: sessionmaker[Session]) -> set[int] | None:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import config, core, jobs
 from worker.core import Generator, GeneratorUnavailable, Scorer, Settings, State, StepResult
 from worker.core.optimizer import should_stop
-from worker.kinds import TASK_KINDS, JobInput
+from worker.kinds import TASK_KINDS, JobInput, TaskKind
 from worker.models.fluency import with_fluency
 from worker.models.openmp import release_openmp_threads
 from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, next_step_number,
@@ -156,6 +156,7 @@ class _Plan:
     """What the step will do, decided under the job's lock: its number, the state it starts from."""
 
     job: _JobSnapshot
+    kind: TaskKind
     number: int
     state: State | None
     settings: Settings
@@ -242,7 +243,7 @@ def _plan(sessions: sessionmaker[Session], job_id: int, expected_step: int | Non
             jobs.succeed(session, job)
             return None
         snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, _job_input(session, job, settings))
-        return _Plan(snapshot, number, state, settings, (job.generator, job.scorer))
+        return _Plan(snapshot, TASK_KINDS[job.task], number, state, settings, (job.generator, job.scorer))
 
 
 def _claim(sessions: sessionmaker[Session], plan: _Plan, models: JobModels, worker: str) -> bool:
@@ -266,8 +267,7 @@ def _claim(sessions: sessionmaker[Session], plan: _Plan, models: JobModels, work
 def _compute(sessions: sessionmaker[Session], plan: _Plan, models: JobModels) -> tuple[StepResult, Any, datetime]:
     """The slow part, outside any transaction: no lock or connection is held meanwhile, and a
     heartbeat thread keeps the job alive. Returns (the result, the sample's features, the start)."""
-    job = plan.job
-    kind = TASK_KINDS[job.task]
+    job, kind = plan.job, plan.kind
     started_at = utcnow()
     try:
         with _heartbeat(sessions, job.id):

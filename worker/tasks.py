@@ -17,6 +17,7 @@ from worker import config
 from worker.celery_app import app
 from worker.batches import release_after, release_all
 from worker.lifecycle import reap_once
+from worker.queue import BrokerError
 from worker.core import GeneratorUnavailable
 from worker.runner import fail_job, run_queued_step, this_worker
 from worker.store.db import open_store
@@ -47,6 +48,8 @@ def run_step(self, job_id: int, step: int, llm_waiting_since: float | None = Non
             raise self.retry(kwargs={"llm_waiting_since": since}, countdown=countdown, max_retries=None) from None
         fail_job(sessions, job_id, GeneratorUnavailable(f"{exc} (waited {waited:.0f} s)"))
         finished = True
+    except BrokerError:
+        raise  # the step is stored, its next one not queued: the reaper finds it; no room was made
     except Exception:
         release_after(sessions, job_id)  # it failed: its batch may start another job
         raise

@@ -27,10 +27,14 @@ from pathlib import Path
 
 from worker.core import Generator, Scorer
 # The spec checks live in a leaf module the adapters import too; named here for the package's users.
-from worker.models.specs import (CPU_SPECS, DEFAULT_GENERATOR, DEFAULT_SCORER, ModelLoadError,  # noqa: F401
+from worker.models.specs import (CPU_SPECS, DEFAULT_GENERATOR, DEFAULT_SCORER, ModelLoadError,
                                  check_generator_spec, check_renderer_spec, check_scorer_spec, check_specs,
                                  has_feature_maps, is_embedded_generator, pick_device, runs_on_cpu, scorer_modality,
                                  served_by_engine)
+
+__all__ = ["CPU_SPECS", "DEFAULT_GENERATOR", "DEFAULT_SCORER", "ModelLoadError", "check_generator_spec",
+           "check_renderer_spec", "check_scorer_spec", "check_specs", "has_feature_maps", "is_embedded_generator",
+           "load_generator", "load_scorer", "pick_device", "runs_on_cpu", "scorer_modality", "served_by_engine"]
 
 
 @functools.cache
@@ -58,25 +62,6 @@ def load_generator(spec: str = DEFAULT_GENERATOR, device: str | None = None) -> 
     return llm.TransformersGenerator.from_pretrained(spec, device)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @functools.cache
 def load_scorer(spec: str = DEFAULT_SCORER, device: str | None = None) -> Scorer:
     check_scorer_spec(spec)
@@ -93,8 +78,6 @@ def load_scorer(spec: str = DEFAULT_SCORER, device: str | None = None) -> Scorer
     from worker.models.clip_scorer import OpenClipScorer
 
     return OpenClipScorer.from_spec(spec.removeprefix("open_clip:"), device)
-
-
 
 
 def _from_factory(spec: str):
