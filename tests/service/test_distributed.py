@@ -28,6 +28,8 @@ from tests.support.services import (
     PgCluster,
     RedisServer,
     Worker,
+    assert_committed_once,
+    assert_logged_commits_true,
     committed_steps,
     events,
     job_record,
@@ -246,6 +248,18 @@ def assert_complete_and_equal_to_reference(stack: Stack, job_id: int, seed: int)
     assert got["result"] == want["result"]
 
 
+def assert_each_step_once_split(stack: Stack, job_id: int, dead: Worker, survivor: Worker, at: int) -> None:
+    """After `dead` was SIGKILLed with steps 0..at-1 committed (read from the database once it
+    was dead) and `survivor` was the only worker left: every step is committed once, so steps
+    0..at-1 were the dead worker's and the rest the survivor's. Their logs agree as far as a log
+    can: a line only follows a commit, so the kill may cut one off but never add one."""
+    assert_committed_once(stack.url, [job_id], [(job_id, s) for s in ALL_STEPS])
+    assert [w for w in stack.workers if w.alive()] == [survivor], stack.logs()
+    assert_logged_commits_true(stack.url, [dead, survivor], [job_id])
+    assert set(dead.committed()) <= {(job_id, s) for s in range(at)}, stack.logs()
+    assert set(survivor.committed()) <= {(job_id, s) for s in range(at, STEPS + 1)}, stack.logs()
+
+
 def assert_only_one_error_line(out: subprocess.CompletedProcess, pattern: str) -> None:
     """services.assert_one_error_line, and nothing else: no traceback on stdout either, and on
     exit code 1 the error line is all of stderr."""
@@ -279,16 +293,17 @@ def test_worker_sigkilled_mid_step_then_a_new_worker_finishes_the_job(stack, tas
     job_id = stack.submit(seed)
     stack.wait_mid_step(job_id, 3)
     first.sigkill()
-    assert (job_id, 3) not in first.committed()
+    # Read once it is dead (not from its log, which a kill can cut short): it died in step 3.
+    assert committed_steps(stack.url, job_id) == [0, 1, 2], stack.describe(job_id)
 
     second = stack.start_worker("second")
     stack.reference(seed)  # computed while the job recovers
     stack.wait_status(job_id, "succeeded", timeout=60)
     assert_complete_and_equal_to_reference(stack, job_id, seed)
 
-    # Steps 0-2 were the first worker's, step 3 onwards the second's, each committed once.
-    assert first.committed() == [(job_id, s) for s in range(3)]
-    assert second.committed() == [(job_id, s) for s in range(3, STEPS + 1)]
+    # Steps 0-2 were the first worker's (all there was when it died), step 3 onwards the
+    # second's (the only worker alive after), each committed once; no log claims otherwise.
+    assert_each_step_once_split(stack, job_id, first, second, at=3)
     report = recovery_report(stack, job_id, 3, [first], [second])
     print(f"\nworker SIGKILL: recovered by {report}")
     # Both are plausible: the heartbeat goes stale after 4 s and the reaper runs every second
@@ -315,6 +330,7 @@ def test_a_text_to_image_job_survives_a_worker_sigkill_mid_step(stack, tmp_path,
     job_id = int(out.stdout)
     stack.wait_mid_step(job_id, 3)
     first.sigkill()
+    assert committed_steps(stack.url, job_id) == [0, 1, 2], stack.describe(job_id)  # it died in step 3
     second = stack.start_worker("second")
 
     # The reference: the same job uninterrupted, in this process.
@@ -339,8 +355,7 @@ def test_a_text_to_image_job_survives_a_worker_sigkill_mid_step(stack, tmp_path,
         pass
 
     stack.wait_status(job_id, "succeeded", timeout=90)
-    assert first.committed() == [(job_id, s) for s in range(3)]
-    assert second.committed() == [(job_id, s) for s in range(3, STEPS + 1)]
+    assert_each_step_once_split(stack, job_id, first, second, at=3)
     got, want = job_record(stack.url, job_id), job_record(stack.url, reference)
     assert got == want, stack.describe(job_id)
     renders = query(stack.url, "SELECT count(*), count(artifact_sha256), count(DISTINCT artifact_sha256) "
@@ -387,7 +402,9 @@ def test_redis_killed_and_restarted_mid_job(stack):
     stack.wait_status(job_id, "succeeded", timeout=60)
     assert worker.alive(), stack.logs()
     assert_complete_and_equal_to_reference(stack, job_id, seed)
-    assert worker.committed() == [(job_id, s) for s in ALL_STEPS]
+    # The one worker committed every step once (the database; its log names no other).
+    assert_committed_once(stack.url, [job_id], [(job_id, s) for s in ALL_STEPS])
+    assert_logged_commits_true(stack.url, [worker], [job_id])
     log = worker.text()
     assert log.count("Connected to redis://") >= 2, "the worker did not reconnect to the broker\n" + log
     # What carried the job over the outage: the publish of step 4 (retried by kombu until Redis
@@ -416,7 +433,8 @@ def test_postgresql_stopped_and_started_mid_job(pg_stack, private_pg):
     stack.wait_status(job_id, "succeeded", timeout=90)
     assert worker.alive(), stack.logs()
     assert_complete_and_equal_to_reference(stack, job_id, seed)
-    assert worker.committed() == [(job_id, s) for s in ALL_STEPS], stack.logs()
+    assert_committed_once(stack.url, [job_id], [(job_id, s) for s in ALL_STEPS])
+    assert_logged_commits_true(stack.url, [worker], [job_id])
     log = worker.text()
     assert re.search(r"run_step\[[0-9a-f-]+\] retry: Retry in .*OperationalError", log), \
         "the step was not retried after the database error\n" + log
@@ -545,8 +563,9 @@ def test_a_cancelled_job_whose_worker_dies_is_not_resumed_by_the_reaper(stack):
     stack.wait_mid_step(job_id, 2, into=0.2)
     out = stack.cli("cancel", str(job_id))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert committed_steps(stack.url, job_id) == [0, 1], "step 2 ended before the worker could be killed"
     slow.sigkill()
+    # Read once it is dead (a kill can come between a commit and its log line): it died in step 2.
+    assert committed_steps(stack.url, job_id) == [0, 1], "step 2 ended before the worker could be killed"
 
     reaper = stack.start_worker("reaper", MILS_FAKE_STEP_SECONDS="0.5")
     stack.reference(seed)
@@ -562,7 +581,7 @@ def test_a_cancelled_job_whose_worker_dies_is_not_resumed_by_the_reaper(stack):
     assert out.stdout.strip() == f"job {job_id}: resumed at step 2"
     stack.wait_status(job_id, "succeeded", timeout=30)
     assert_complete_and_equal_to_reference(stack, job_id, seed)
-    assert reaper.committed() == [(job_id, s) for s in range(2, STEPS + 1)]
+    assert_each_step_once_split(stack, job_id, slow, reaper, at=2)
 
 
 def test_a_failed_job_resumes_on_a_healthy_worker(stack):

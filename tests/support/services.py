@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,43 @@ def committed_steps(url: str, job_id: int) -> list[int]:
     return [r[0] for r in query(url, "SELECT step FROM steps WHERE job_id = %s ORDER BY step", (job_id,))]
 
 
+def assert_committed_once(url: str, job_ids: Iterable[int], pairs: Iterable[tuple[int, int]]) -> None:
+    """The jobs' committed steps are exactly `pairs` (job, step), each once, read from the
+    database: a commit of a step is its row in `steps`, and UNIQUE (job_id, step) makes a second
+    commit of the same step fail instead of adding a row. (The workers' logs cannot show this: a
+    worker killed between a commit and its log line leaves a commit that no log has.)"""
+    unique = query(url, "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                        "WHERE conrelid = 'steps'::regclass AND contype = 'u'")
+    assert ("UNIQUE (job_id, step)",) in unique, unique
+    rows = query(url, "SELECT job_id, step, count(*) FROM steps WHERE job_id = ANY(%s) GROUP BY job_id, step",
+                 (sorted(set(job_ids)),))
+    committed = Counter({(job_id, step): n for job_id, step, n in rows})
+    want = Counter({pair: 1 for pair in pairs})
+    missing, extra = sorted(want - committed), sorted(committed - want)
+    assert committed == want, f"not committed: {missing[:20]}; committed but not wanted or twice: {extra[:20]}"
+
+
+def logged_commits(workers: Iterable[Worker]) -> Counter:
+    """(job, step) -> the "job J step S committed" lines of the workers' logs. Evidence in one
+    direction only: a worker writes the line just after its commit, so a SIGKILL between the
+    two leaves a commit with no line (ask the database what was committed), but a line never
+    stands for a commit that did not happen: every line must be a committed step, and a step
+    logged twice means two deliveries that each believed they committed it."""
+    return Counter(pair for worker in workers for pair in worker.committed())
+
+
+def assert_logged_commits_true(url: str, workers: Iterable[Worker], job_ids: Iterable[int]) -> Counter:
+    """Every "committed" line of the workers' logs names a committed step of those jobs, once."""
+    logged = logged_commits(workers)
+    jobs = sorted(set(job_ids))
+    committed = set(query(url, "SELECT job_id, step FROM steps WHERE job_id = ANY(%s)", (jobs,)))
+    mine = {pair: n for pair, n in logged.items() if pair[0] in jobs}
+    assert not set(mine) - committed, f"logged as committed, not in the database: {sorted(set(mine) - committed)}"
+    twice = {pair: n for pair, n in mine.items() if n > 1}
+    assert not twice, f"logged as committed more than once: {twice}"
+    return logged
+
+
 def events(url: str, job_id: int) -> list[tuple[str, str | None]]:
     return [(k, d) for k, d in query(url, "SELECT kind, detail FROM job_events WHERE job_id = %s ORDER BY id",
                                       (job_id,))]
@@ -347,6 +385,8 @@ class Worker:
 
     # what the log says
     def committed(self) -> list[tuple[int, int]]:
+        """The steps this worker logged as committed: each one was, but after a SIGKILL a commit
+        may have no line (see `logged_commits`); the database says what was committed."""
         return [(int(j), int(s)) for j, s in re.findall(r"job (\d+) step (\d+) committed", self.text())]
 
     def received_task_ids(self) -> list[str]:
