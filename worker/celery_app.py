@@ -13,6 +13,9 @@ from celery.signals import worker_process_init
 
 from worker import config
 
+# The queues steps are routed to (worker.queue.queue_for): CPU-only models, and the GPU's.
+QUEUES = ("default", "gpu")
+
 app = Celery("mils", include=["worker.tasks"])
 app.conf.update(
     task_ignore_result=True,
@@ -51,7 +54,27 @@ def _broker_settings() -> dict:
     """Read from the environment when the app first needs its configuration, not at import: a
     process that sets MILS_BROKER_URL before its first message uses it."""
     url = config.broker_url()
+    if url.startswith("sqla+sqlite:///"):
+        prepare_sqlite_queue(url)
     return {"broker_url": url, "broker_transport_options": transport_options(url)}
+
+
+def prepare_sqlite_queue(url: str) -> None:
+    """Make the embedded broker's SQLite file with its tables and QUEUES, under a lock across
+    processes (a file beside it). kombu's SQLAlchemy transport makes them on first use under a
+    lock of its own process only: a `mils worker` and a `mils submit` started at once on a new home
+    both inserted a queue ("UNIQUE constraint failed: kombu_queue.name"). Once made, the transport
+    finds them and inserts nothing."""
+    import warnings
+
+    from filelock import FileLock
+    from kombu import Connection, Queue
+
+    path = url.removeprefix("sqla+sqlite:///")
+    with FileLock(path + ".lock"), Connection(url) as connection, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # kombu's mappings, on SQLAlchemy 2.1
+        for name in QUEUES:
+            Queue(name, channel=connection.default_channel).declare()
 
 
 app.add_defaults(_broker_settings)

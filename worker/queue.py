@@ -17,13 +17,12 @@ job's time to finish does not grow with the backlog behind it:
 
 from __future__ import annotations
 
-from worker.celery_app import app
+from worker.celery_app import QUEUES, app
 from worker.kinds import TASK_KINDS
 from worker.models import runs_on_cpu
 from worker.store.schema import PRIORITIES, PRIORITY_NAMES, Job
 
 RUN_STEP = "worker.tasks.run_step"
-QUEUES = ("default", "gpu")
 
 
 class BrokerError(RuntimeError):

@@ -14,11 +14,9 @@ race a person hits now and then (`mils worker &` then `mils submit` at once) hap
 every run. The launcher also writes down every migration Alembic runs (from its "Running upgrade"
 log lines), so the test can check that each migration ran exactly once across all the processes.
 
-The broker's queue file beside the database is made first, its queues declared: kombu's SQLite
-transport has a race of its own when processes first send to or consume from a queue together (it
-inserts the queue's row under a lock of its process only: "UNIQUE constraint failed:
-kombu_queue.name"), which is not the schema's; once the broker makes its queues safely, the
-`make_broker_queues` call can go and the home start empty.
+The home starts empty: the embedded broker's queue file beside the database is made by the
+processes too, under its own lock (worker.celery_app.prepare_sqlite_queue; kombu's SQLite transport
+alone inserted a queue's row twice: "UNIQUE constraint failed: kombu_queue.name").
 
 Checked: every command exits 0 and the worker and the web app go on (the web app answers, the
 workers run every submitted job to the end and stop cleanly), no output holds a traceback,
@@ -36,7 +34,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import warnings
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
@@ -184,21 +181,9 @@ def write_images(folder: Path, n: int = 2) -> Path:
     return folder
 
 
-def make_broker_queues(home: Path) -> None:
-    """The embedded broker's queue file in `home`, with the queues the workers and senders use."""
-    from kombu import Connection, Queue
-
-    home.mkdir(parents=True)
-    with warnings.catch_warnings(), Connection(f"sqla+sqlite:///{home / 'queue.db'}") as connection:
-        warnings.simplefilter("ignore", DeprecationWarning)  # kombu's mappings, on SQLAlchemy 2.1
-        for name in ("default", "gpu"):
-            Queue(name, channel=connection.default_channel).declare()
-
-
 def test_ten_processes_make_the_sqlite_schema_once(tmp_path):
     home = tmp_path / "home"
-    make_broker_queues(home)
-    assert not (home / "mils.db").exists()
+    assert not home.exists()
     images = write_images(tmp_path / "images")
     port = free_port()
     env = base_env(home)
