@@ -23,7 +23,8 @@ import json
 import logging
 import posixpath
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,8 +405,51 @@ def export_results(session: Session, name: str, fmt: str) -> Iterator[str]:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _references_from(dataset: Dataset) -> dict[str, list[str]]:
-    return {item.key: list(item.references) for item in dataset.items if item.references}
+def _stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
+def match_references(references: Dataset, keys: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The reference captions of each of a batch's item keys, and how many keys matched each way.
+    A key takes the reference entry of the same key; failing that (a batch of a folder, whose keys
+    are paths, against an annotation file keyed by image id), the one whose path is the key, else
+    whose file name is the key's file name, else whose file name without its suffix (or key) is
+    the key's file name without its suffix; each only where one entry, and one of the keys, has it."""
+    entries = [item for item in references.items if item.references]
+    by_key = {item.key: list(item.references) for item in entries}
+    ways: list[tuple[str, Callable[[str], str], dict[str, list]]] = [
+        ("path", posixpath.normpath, {}),
+        ("file name", posixpath.basename, {}),
+        ("file name without suffix", _stem, {}),
+    ]
+    for _, name_of, index in ways:
+        for item in entries:
+            names = {name_of(item.source)} | ({item.key} if name_of is _stem else set())
+            for name in names:
+                index.setdefault(name, []).append(item)
+    keys = list(keys)
+    matched: dict[str, list[str]] = {}
+    counts = {"key": 0, **{way: 0 for way, _, _ in ways}}
+    left = []
+    for key in keys:
+        if key in by_key:
+            matched[key] = by_key[key]
+            counts["key"] += 1
+        else:
+            left.append(key)
+    for way, name_of, index in ways:
+        names = [name_of(key) for key in left]
+        shared = {name for name, n in Counter(names).items() if n > 1}
+        still = []
+        for key, name in zip(left, names):
+            found = index.get(name, [])
+            if len(found) == 1 and name not in shared:
+                matched[key] = list(found[0].references)
+                counts[way] += 1
+            else:
+                still.append(key)
+        left = still
+    return matched, {way: n for way, n in counts.items() if n}
 
 
 def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Dataset | None = None) -> dict:
@@ -417,7 +461,7 @@ def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Datas
     with sessions() as session:
         batch = get_batch(session, name)
         batch_id, steps = batch.id, batch.settings["steps"]
-        refs = _references_from(references) if references is not None else references_of(session, batch_id)
+        refs = references_of(session, batch_id) if references is None else None
         by_step: dict[int, dict[str, str]] = {step: {} for step in range(steps + 1)}
         final: dict[str, str] = {}
         last_key, last_text, last_step = None, None, -1
@@ -435,9 +479,19 @@ def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Datas
             by_step[step][key] = text
         if last_key is not None:
             close_item()
+        matched_by = None
+        if references is not None:
+            all_keys = session.scalars(select(BatchItem.item_key).where(BatchItem.batch_id == batch_id)).all()
+            refs, matched_by = match_references(references, all_keys)
+            if not refs:
+                with_refs = [item.key for item in references.items if item.references][:3]
+                raise JobError(f"{references.name}: none of its entries with reference captions matches an item of "
+                               f"batch {name!r} by key, path or file name (its keys are like "
+                               f"{', '.join(repr(k) for k in with_refs) or 'nothing'}; the batch's like "
+                               f"{', '.join(repr(k) for k in all_keys[:3])})")
     if not refs:
-        raise JobError(f"batch {name!r} has no reference captions: give --references FILE (a COCO captions "
-                       "file, or a CSV/JSONL manifest with reference columns)")
+        raise JobError(f"batch {name!r} has no reference captions: give --references FILE (a COCO captions, "
+                       "Karpathy split, MSR-VTT or Clotho file, or a CSV/JSONL manifest with reference columns)")
     computed = caption_metrics(refs, {"final": final, **by_step})
     metrics = {
         "final": computed["final"],
@@ -446,6 +500,8 @@ def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Datas
         "spice": spice_unavailable(),
         "references": "the batch's own" if references is None else references.name,
     }
+    if matched_by is not None:
+        metrics["matched_by"] = matched_by  # how the batch's items found their references
     with sessions.begin() as session:
         session.add(BatchEvaluation(batch_id=batch_id, references=metrics["references"][:500],
                                     items=computed["final"]["items"], metrics=metrics))

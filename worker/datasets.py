@@ -469,8 +469,8 @@ def _parser(name: str):
     for suffix, parse in _PARSERS.items():
         if name.lower().endswith(suffix):
             return parse
-    raise ManifestError(f"{name}: a manifest is .csv, .jsonl or a .json annotation file (COCO captions, "
-                        "Karpathy split, MSR-VTT)")
+    raise ManifestError(f"{name}: a manifest is .csv, .jsonl or a COCO captions .json, a Karpathy split .json "
+                        "or an MSR-VTT videodatainfo .json")
 
 
 def _decode(data: bytes, name: str) -> str:

@@ -37,17 +37,26 @@ def describe(p) -> str:
             f"steps {p.steps_done}/{p.steps_total} · {rate} · ETA {_duration(p.eta_seconds)}")
 
 
-def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flight, as_json, **params) -> None:
+def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flight, as_json, split, subset,
+            subset_seed, path_column, key_column, reference_columns, **params) -> None:
     """Submit the items of DATASET to batch NAME (made if new) and queue them for the workers.
 
-    DATASET is a folder (every file of the task's formats, recursively), a COCO captions .json
-    (its images under --images, default the file's folder), a .csv or .jsonl manifest (a `path`
-    column, optional `id` and `reference...` columns) or a .zip/.tar archive. Submitting again
-    adds only the items the batch lacks."""
+    DATASET is a folder (every file of the task's formats, recursively), an annotation file (COCO
+    captions, Karpathy's dataset_coco/flickr30k/flickr8k.json, MSR-VTT's *_videodatainfo.json,
+    Clotho's captions CSV; media under --media, default the file's folder), a .csv or .jsonl
+    manifest (a `path` column, optional `id` and `reference...` columns, or the columns named by
+    --path-column, --key-column, --reference-columns) or a .zip/.tar archive. --split and --subset
+    choose the items before any file is read. Submitting again adds only the items the batch lacks.
+
+    \b
+    mils batch submit coco-test dataset_coco.json --media coco/ --split test
+    mils batch submit coco-1k dataset_coco.json --media coco/ --split test --subset 1000
+    mils batch submit msrvtt test_videodatainfo.json --media TestVideo/ --task video-caption
+    mils batch submit clotho clotho_captions_evaluation.csv --media evaluation/ --task audio-caption"""
     from tqdm import tqdm
 
     from worker.batches import submit_batch
-    from worker.datasets import open_dataset
+    from worker.datasets import SUBSET_SEED, Columns, Selection, open_dataset
     from worker.store.batches import get_batch
     from worker.store.db import open_store
     from worker.store.jobs import JobError
@@ -61,7 +70,9 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
                 pass
     kind = TASK_KINDS[task or "image-caption"]
     options, _ = split_given(kind, params, lambda k: f"--task {k.name}")
-    dataset = open_dataset(dataset_path, kind.input_kind, media_root=images)
+    dataset = open_dataset(dataset_path, kind.input_kind, media_root=images,
+                           selection=Selection(split, subset, SUBSET_SEED if subset_seed is None else subset_seed),
+                           columns=Columns.parse(path_column, key_column, reference_columns))
     with tqdm(total=len(dataset.items), desc=f"batch {name}", unit="item", file=sys.stderr, disable=None) as bar:
         report = submit_batch(sessions, name, dataset, task=task, generator=llm, scorer=scorer, overrides=params,
                               options=options, priority=priority, max_in_flight=max_in_flight,
@@ -73,17 +84,47 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
         where = f" (line {bad['line']})" if bad["line"] is not None else ""
         click.echo(f"rejected {bad['key']}{where}: {bad['error']}", err=True)
     made = "made" if report.created else "already there"
+    chosen = describe_choice(report.dataset)
     click.echo(f"batch {name} ({made}): {report.added} item(s) queued, {report.already} already in it, "
-               f"{len(report.rejected)} rejected" + (f", {report.requeued} queued again" if report.requeued else ""))
+               f"{len(report.rejected)} rejected" + (f", {report.requeued} queued again" if report.requeued else "")
+               + (f"; {chosen}" if chosen else ""))
 
+
+def describe_choice(dataset: dict) -> str:
+    """How a submission chose its items, in words ("" when it took every entry)."""
+    parts = []
+    if "split" in dataset:
+        parts.append(f"split {dataset['split']}")
+    if "subset" in dataset:
+        parts.append(f"a subset of {dataset['subset']} (subset seed {dataset['subset_seed']})")
+    of = f" of {dataset['entries']} entries" if parts and "entries" in dataset else ""
+    return ", ".join(parts) + of
+
+
+_COLUMNS_HELP = " of a CSV or JSON Lines manifest (Clotho's captions CSVs are recognised without it)."
 
 batch.command("submit")(apply(user_errors(_submit), [
     click.argument("name"),
     click.argument("dataset_path", metavar="DATASET", type=click.Path()),
     click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption"]),
                  help="The task of every item (a new batch: default image-caption)."),
-    click.option("--images", type=click.Path(file_okay=False),
-                 help="The folder the manifest's paths are relative to (default: the manifest's folder)."),
+    click.option("--media", "--images", "images", type=click.Path(file_okay=False), metavar="DIR",
+                 help="The folder the manifest's paths are relative to (default: the manifest's folder): for "
+                      "Karpathy's COCO file the one holding val2014/ and train2014/, for MSR-VTT the videos' "
+                      "folder, for Clotho the recordings' folder."),
+    click.option("--split", metavar="NAME",
+                 help="Only the entries of this split (Karpathy: train, val, test, restval; MSR-VTT: train, "
+                      "validate, test); chosen before any media file is read."),
+    click.option("--subset", type=click.IntRange(1), metavar="N",
+                 help="A seeded random sample of N of the (split's) entries; the same seed gives the same sample."),
+    click.option("--subset-seed", type=int, metavar="SEED",
+                 help="The subset's own seed (default 0; not the jobs' --seed), recorded with the batch."),
+    click.option("--path-column", metavar="NAME", help="The column holding each item's media path" + _COLUMNS_HELP),
+    click.option("--key-column", metavar="NAME", help="The column holding each item's id (default: id, else the path)"
+                                                      + _COLUMNS_HELP),
+    click.option("--reference-columns", metavar="NAMES",
+                 help="The columns holding reference captions, comma-separated, shell patterns allowed "
+                      "(e.g. caption_*)," + _COLUMNS_HELP),
     click.option("--llm", help="The LLM of every job (a new batch: default 'embedded'; see `mils caption --help`)."),
     click.option("--scorer", help="The scorer of every job (a new batch: default 'embedded')."),
     click.option("--priority", type=click.Choice(["low", "normal", "high"]),
@@ -197,24 +238,26 @@ def results(name: str, fmt: str, output) -> None:
 @batch.command("eval")
 @click.argument("name")
 @click.option("--references", type=click.Path(exists=True),
-              help="Reference captions: a COCO captions .json, or a CSV/JSONL manifest with reference columns "
-                   "(default: those submitted with the items).")
+              help="Reference captions: a COCO captions, Karpathy split, MSR-VTT or Clotho file, or a CSV/JSONL "
+                   "manifest with reference columns (default: those submitted with the items). Items match by key, "
+                   "else (a folder's items, keyed by path) by path or file name.")
+@click.option("--path-column", metavar="NAME", help="The path column" + _COLUMNS_HELP)
+@click.option("--key-column", metavar="NAME", help="The id column" + _COLUMNS_HELP)
+@click.option("--reference-columns", metavar="NAMES",
+              help="The reference columns, comma-separated," + _COLUMNS_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
-def eval_(name: str, references: str | None, as_json: bool) -> None:
+def eval_(name: str, references: str | None, path_column, key_column, reference_columns, as_json: bool) -> None:
     """COCO caption metrics (pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr; SPICE when its
     jars are present) of the final captions and of the best caption after each step; stored."""
     from worker.batches import evaluate_batch
-    from worker.datasets import open_dataset
-    from worker.store.batches import get_batch
+    from worker.datasets import Columns, open_references
     from worker.store.db import open_store
 
     sessions = open_store()
     refs = None
     if references:
-        with sessions() as session:
-            input_kind = TASK_KINDS[get_batch(session, name).task].input_kind
-        refs = open_dataset(references, input_kind)
+        refs = open_references(references, columns=Columns.parse(path_column, key_column, reference_columns))
     metrics = evaluate_batch(sessions, name, refs)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
@@ -222,6 +265,8 @@ def eval_(name: str, references: str | None, as_json: bool) -> None:
     names = metrics["metrics"]
     click.echo(f"batch {name}: {metrics['final']['items']} item(s) against {metrics['references']} references "
                "(values x100)")
+    if metrics.get("matched_by"):
+        click.echo("matched by " + ", ".join(f"{way} {n}" for way, n in metrics["matched_by"].items()))
     click.echo("\t".join(["", *names]))
     for row in [*metrics["per_step"], {"step": "final", **metrics["final"]}]:
         label = row["step"] if row["step"] == "final" else f"step {row['step']}"
