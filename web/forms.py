@@ -126,9 +126,31 @@ class BatchForm(FlaskForm):
                                                             "A manifest at its root (manifest.csv, .jsonl, or a COCO "
                                                             "captions .json) names the items and their references; "
                                                             "without one every media file is an item.")
-    manifest = FileField("…or a manifest alone", description="A .csv (columns path, id, reference...), .jsonl or COCO "
-                                                             "captions .json naming files in the server's dataset "
-                                                             "folder (MILS_DATASET_ROOT).")
+    manifest = FileField("…or a manifest alone", description="A .csv (columns path, id, reference...), .jsonl, or an "
+                                                             "annotation file (COCO captions, Karpathy's dataset_*.json, "
+                                                             "MSR-VTT's *_videodatainfo.json, Clotho's captions .csv) "
+                                                             "naming files in the server's dataset folder "
+                                                             "(MILS_DATASET_ROOT).")
+    media_folder = StringField("Media folder on the server", validators=[Optional()],
+                               description="For a manifest alone: the folder under the dataset folder its paths are "
+                                           "relative to (e.g. coco for Karpathy's COCO file, msrvtt/TestVideo); "
+                                           "default the dataset folder itself.")
+    split = StringField("Split", validators=[Optional()],
+                        description="Only this split's entries (Karpathy: train, val, test, restval; MSR-VTT: train, "
+                                    "validate, test), chosen before any media is read.")
+    subset = IntegerField("Subset", validators=[Optional(), NumberRange(1)],
+                          description="A seeded random sample of this many of the (split's) entries.")
+    subset_seed = IntegerField("Subset seed", validators=[Optional()],
+                               description="The subset's own seed (default 0; not the jobs' seed): the same seed "
+                                           "gives the same sample.")
+    path_column = StringField("Path column", validators=[Optional()],
+                              description="A CSV or JSON Lines manifest's column of media paths (default path).")
+    key_column = StringField("Id column", validators=[Optional()],
+                             description="Its column of item ids (default id, else the path).")
+    reference_columns = StringField("Reference columns", validators=[Optional()],
+                                    description="Its columns of reference captions, comma-separated, patterns allowed "
+                                                "(e.g. caption_*; default reference...). Clotho's captions CSVs are "
+                                                "recognised without these.")
     llm = StringField("Generator (LLM)", description="Default 'embedded'; e.g. openai:MODEL@BASE_URL for a vLLM server.")
     scorer = StringField("Scorer", description="Default 'embedded'; e.g. open_clip:ViT-B-32@openai.")
 

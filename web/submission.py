@@ -12,7 +12,7 @@ from web.db import session_factory
 from web.params import float_arg, int_arg
 from worker import config, submission
 from worker.batches import SubmitReport, submit_batch
-from worker.datasets import ManifestError, open_archive, open_manifest
+from worker.datasets import SUBSET_SEED, Columns, ManifestError, Selection, open_archive, open_manifest
 from worker.core.settings import shown_on
 from worker.kinds import TaskKind, all_options, get_kind
 from worker.kinds.arithmetic import part_from_file, part_from_text
@@ -124,9 +124,11 @@ def existing_task(name: str) -> str | None:
 
 def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> SubmitReport:
     """Parse a batch submission: a `name`, an `archive` (zip, tar: media, a manifest inside or not)
-    or a `manifest` alone (naming files under MILS_DATASET_ROOT), and the settings; submit the
-    items the batch lacks. A bad item is reported in the result; a malformed manifest or archive
-    is a ManifestError (400, nothing stored)."""
+    or a `manifest` alone (naming files under MILS_DATASET_ROOT, relative to its `media_folder`
+    there), which items (`split`, `subset`, `subset_seed`), which columns (`path_column`,
+    `key_column`, `reference_columns`), and the settings; submit the items the batch lacks. A bad
+    item is reported in the result; a malformed manifest or archive, an unknown split, or a media
+    folder outside MILS_DATASET_ROOT is a ManifestError (400, nothing stored)."""
     name = (fields.get("name") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
@@ -139,19 +141,33 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
         raise QueryError("send an archive of the media (zip or tar, a manifest inside or not) or a manifest "
                          "naming files on the server (one of them)")
     label = secure_filename((archive or manifest).filename or "") or "upload"
+    selection, columns = _selection(fields), Columns.parse(fields.get("path_column"), fields.get("key_column"),
+                                                           fields.get("reference_columns"))
+    media_folder = (fields.get("media_folder") or "").strip() or None
     if archive is not None:
-        dataset = open_archive(archive.stream, label, kind.input_kind)
+        if media_folder:
+            raise QueryError("media_folder names a folder on the server for a manifest sent alone; an archive "
+                             "holds its own media")
+        dataset = open_archive(archive.stream, label, kind.input_kind, selection=selection, columns=columns)
     else:
         data = manifest.stream.read()
         if not data:
             raise ManifestError(f"{label}: the file is empty")
-        dataset = open_manifest(data, label, config.dataset_root(), kind.input_kind)
+        dataset = open_manifest(data, label, config.dataset_root(), kind.input_kind, media_folder=media_folder,
+                                selection=selection, columns=columns)
     return submit_batch(session_factory(), name, dataset, task=task,
                         generator=(fields.get("llm") or "").strip() or None,
                         scorer=(fields.get("scorer") or "").strip() or None,
                         overrides=settings_from(fields, batch=True), options=options_from(kind, fields, others=others),
                         priority=(fields.get("priority") or "").strip() or None,
                         max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"))
+
+
+def _selection(fields: Mapping[str, str]) -> Selection:
+    subset, seed = _whole_number(fields.get("subset"), "subset"), _whole_number(fields.get("subset_seed"), "subset_seed")
+    if subset is not None and subset < 1:
+        raise QueryError(f"subset must be at least 1, not {subset}")
+    return Selection((fields.get("split") or "").strip() or None, subset, SUBSET_SEED if seed is None else seed)
 
 
 def _whole_number(value: str | None, name: str) -> int | None:
