@@ -126,11 +126,10 @@ class BatchForm(FlaskForm):
                                                             "A manifest at its root (manifest.csv, .jsonl, or a COCO "
                                                             "captions .json) names the items and their references; "
                                                             "without one every media file is an item.")
-    manifest = FileField("…or a manifest alone", description="A .csv (columns path, id, reference...), .jsonl, or an "
-                                                             "annotation file (COCO captions, Karpathy's dataset_*.json, "
-                                                             "MSR-VTT's *_videodatainfo.json, Clotho's captions .csv) "
-                                                             "naming files in the server's dataset folder "
-                                                             "(MILS_DATASET_ROOT).")
+    manifest = FileField("…or a manifest alone",
+                         description="A .csv (columns path, id, reference...), .jsonl, or an annotation file (COCO "
+                                     "captions, Karpathy's dataset_*.json, MSR-VTT's *_videodatainfo.json, Clotho's "
+                                     "captions .csv) naming files in the server's dataset folder (MILS_DATASET_ROOT).")
     media_folder = StringField("Media folder on the server", validators=[Optional()],
                                description="For a manifest alone: the folder under the dataset folder its paths are "
                                            "relative to (e.g. coco for Karpathy's COCO file, msrvtt/TestVideo); "

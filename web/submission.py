@@ -164,7 +164,8 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
 
 
 def _selection(fields: Mapping[str, str]) -> Selection:
-    subset, seed = _whole_number(fields.get("subset"), "subset"), _whole_number(fields.get("subset_seed"), "subset_seed")
+    subset = _whole_number(fields.get("subset"), "subset")
+    seed = _whole_number(fields.get("subset_seed"), "subset_seed")
     if subset is not None and subset < 1:
         raise QueryError(f"subset must be at least 1, not {subset}")
     return Selection((fields.get("split") or "").strip() or None, subset, SUBSET_SEED if seed is None else seed)

@@ -213,7 +213,8 @@ class _Keys:
         self.seen[key] = label
 
 
-def _header_columns(header: list[str], columns: Columns, name: str, *, clotho: bool) -> tuple[str, str | None, list[str]]:
+def _header_columns(header: list[str], columns: Columns, name: str, *,
+                    clotho: bool) -> tuple[str, str | None, list[str]]:
     """(path, key or None, references) columns of a CSV header or a JSON Lines object's fields."""
     listed = f"(the columns are: {', '.join(header) or 'none'})"
 
@@ -314,8 +315,7 @@ def parse_jsonl(text: str, name: str, columns: Columns = Columns(), split: str |
         if columns.references is None:
             fields = [("references", entry.get("references", [])), ("reference", entry.get("reference", []))]
         else:
-            fields = [(f, entry[f]) for pattern in columns.references for f in entry
-                      if fnmatch.fnmatchcase(f, pattern)]
+            fields = [(f, entry[f]) for f in entry if any(fnmatch.fnmatchcase(f, p) for p in columns.references)]
         references = []
         for field_name, value in fields:
             value = [value] if isinstance(value, str) else value
@@ -327,8 +327,9 @@ def parse_jsonl(text: str, name: str, columns: Columns = Columns(), split: str |
         entries.append(_Entry(key, (path.strip(),), _references(references, where), line))
     if not entries:
         raise ManifestError(f"{name}: no items")
-    return _Parsed("jsonl", entries, columns=_columns_detail(path_field, columns.key, list(columns.references or []))
-                   if columns.given() else None)
+    named = {"path": path_field, "key": columns.key or "id, else the path",
+             "references": list(columns.references or ("references", "reference"))}
+    return _Parsed("jsonl", entries, columns=named if columns.given() else None)
 
 
 def _without_tokens(entry: dict) -> dict:

@@ -34,7 +34,8 @@ from worker.media.samples import SKIMAGE_PHOTOS, sample_path
 GENERATOR = "py:tests.support.fakes:worker_generator"
 SCORER = "py:tests.support.fakes:worker_scorer"
 STEPS = 2
-RUN = ["--llm", GENERATOR, "--scorer", SCORER, "--steps", str(STEPS), "--candidates", "4", "--top-k", "3", "--seed", "5"]
+RUN = ["--llm", GENERATOR, "--scorer", SCORER, "--steps", str(STEPS), "--candidates", "4", "--top-k", "3",
+       "--seed", "5"]
 FAST = {"MILS_FAKE_STEP_SECONDS": "0.05"}
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 WORDS = ["cat", "tabby", "wooden", "table", "sun", "kitten", "chair", "sitting"]
@@ -286,8 +287,8 @@ def test_an_msrvtt_video_batch_and_a_clotho_audio_batch_run_on_a_worker(stack, t
         from_file = evaluated(stack, name, "--references", str(references))
         assert own["final"]["items"] == from_file["final"]["items"] == 2 and from_file["matched_by"] == {"key": 3}
         assert {m: own["final"][m] for m in METRICS} == {m: from_file["final"][m] for m in METRICS}
-    results = [json.loads(line) for line in stack.cli("batch", "results", "clotho", "--format", "jsonl").stdout.split("\n")
-               if line]
+    exported = stack.cli("batch", "results", "clotho", "--format", "jsonl").stdout
+    results = [json.loads(line) for line in exported.splitlines() if line]
     assert [(r["key"], r["status"]) for r in results] == [(names[0], "succeeded"), (names[1], "succeeded"),
                                                           (names[2], "rejected")]
 
