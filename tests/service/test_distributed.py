@@ -558,16 +558,23 @@ def test_a_cancelled_job_whose_worker_dies_is_not_resumed_by_the_reaper(stack):
     """The cancel request outlives its worker: the reaper finds the job stale and ends it
     cancelled instead of resuming it (which would drop the request); a person may resume it."""
     seed = 17
-    slow = stack.start_worker("slow", MILS_FAKE_STEP_SECONDS="3")
+    # Redis keeps the dead worker's message (the product's default visibility timeout, not the
+    # 10 s of these tests): a worker that starts slowly must not get it redelivered and end the
+    # job "before a step" ahead of the reaper, which is what this test is about.
+    unhurried = dict(MILS_VISIBILITY_TIMEOUT="3600")
+    slow = stack.start_worker("slow", MILS_FAKE_STEP_SECONDS="3", **unhurried)
     job_id = stack.submit(seed)
     stack.wait_mid_step(job_id, 2, into=0.2)
+    # Frozen mid-step: it cannot commit step 2 however long the `mils cancel` process takes to
+    # start (seconds on a loaded machine, longer than the rest of the step).
+    slow.freeze()
     out = stack.cli("cancel", str(job_id))
     assert out.returncode == 0, out.stdout + out.stderr
     slow.sigkill()
     # Read once it is dead (a kill can come between a commit and its log line): it died in step 2.
-    assert committed_steps(stack.url, job_id) == [0, 1], "step 2 ended before the worker could be killed"
+    assert committed_steps(stack.url, job_id) == [0, 1], "step 2 ended before the worker could be stopped"
 
-    reaper = stack.start_worker("reaper", MILS_FAKE_STEP_SECONDS="0.5")
+    reaper = stack.start_worker("reaper", MILS_FAKE_STEP_SECONDS="0.5", **unhurried)
     stack.reference(seed)
     stack.wait_status(job_id, "cancelled", timeout=30)
     assert committed_steps(stack.url, job_id) == [0, 1]

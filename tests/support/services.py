@@ -380,6 +380,11 @@ class Worker:
         os.kill(self.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stays (its step in flight, its connections open) but runs
+        nothing, neither its step nor its heartbeat, until it is killed."""
+        os.kill(self.pid, signal.SIGSTOP)
+
     def close(self) -> None:
         _kill(self.proc)
 
