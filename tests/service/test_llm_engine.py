@@ -15,7 +15,17 @@ import pytest
 
 from tests.conftest import SLOW_HOME
 from tests.service.test_distributed import redis, redis_server, stack  # noqa: F401 (fixtures)
-from tests.support.services import LLMServer, Worker, committed_steps, events, job_status, query, wait_for
+from tests.support.services import (
+    LLMServer,
+    Worker,
+    assert_committed_once,
+    assert_logged_commits_true,
+    committed_steps,
+    events,
+    job_status,
+    query,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -88,16 +98,20 @@ def test_the_server_killed_mid_step_and_started_again(stack, llm_server):
     job_id = submit(stack, *job_args(server, steps=2))
     stack.wait_mid_step(job_id, 1, into=0.5)  # step 1's request is with the server
     server.kill()
-    wait_for("the job to wait for the LLM server",
-             lambda: any(kind == "waiting_for_llm" for kind, _ in events(stack.url, job_id)), 60,
-             on_timeout=lambda: stack.describe(job_id))
-    assert job_status(stack.url, job_id) == "queued"  # waiting (its step tried again from the queue), not failed
+    # Waiting (its step tried again from the queue), not failed: the event and the status are
+    # awaited together, as each new try of the step holds the job running for a while.
+    wait_for("the job to wait for the LLM server, queued",
+             lambda: any(kind == "waiting_for_llm" for kind, _ in events(stack.url, job_id))
+             and job_status(stack.url, job_id) == "queued", 60, on_timeout=lambda: stack.describe(job_id))
+    assert "failed" not in [kind for kind, _ in events(stack.url, job_id)], stack.describe(job_id)
     time.sleep(2)
     server.start()  # the same port
     stack.wait_status(job_id, "succeeded", timeout=600)
     assert committed_steps(stack.url, job_id) == [0, 1, 2]
-    committed = Counter(worker.committed())
-    assert all(committed[job_id, step] == 1 for step in range(3)), committed  # every step once
+    # Every step once, by the database (a log line follows its commit, it may not be written yet);
+    # the worker's log names no other step and none twice.
+    assert_committed_once(stack.url, [job_id], [(job_id, step) for step in range(3)])
+    assert_logged_commits_true(stack.url, [worker], [job_id])
     texts = [text for _, text in candidates_by_step(stack.url, job_id)]
     assert len(texts) == len(set(texts))  # nothing stored twice
 
