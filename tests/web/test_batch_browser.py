@@ -135,7 +135,7 @@ def fill_batch_form(page, name: str, *, steps: int, manifest: Path | None = None
     if seed is not None:
         page.fill("#seed", str(seed))
     expect(page.locator("#llm")).to_be_hidden()  # inside the closed "Models" details
-    page.click("details > summary")
+    page.click("#batch-models > summary")
     page.fill("#llm", GENERATOR)
     page.fill("#scorer", SCORER)
     page.click("#submit-batch")
