@@ -40,7 +40,7 @@ from worker.store.schema import Job, JobEvent, JobStatus, utcnow
 
 
 @dataclass(frozen=True)
-class Message:
+class StepMessage:
     """Step `step` of job `job_id`, to put on `queue` at the job's `priority` (after `countdown`
     seconds) once the transaction that made it due has committed."""
 
@@ -51,18 +51,18 @@ class Message:
     countdown: float | None = None
 
 
-def message(job: Job, step: int, countdown: float | None = None) -> Message:
+def message(job: Job, step: int, countdown: float | None = None) -> StepMessage:
     """The message of the job's step `step`, routed by its models (worker.queue.job_queue)."""
-    return Message(job.id, step, job_queue(job), job.priority, countdown)
+    return StepMessage(job.id, step, job_queue(job), job.priority, countdown)
 
 
-def send(messages: Sequence[Message], *, label: str = "job", stop_at_first_refusal: bool = False) -> None:
+def send(messages: Sequence[StepMessage], *, label: str = "job", stop_at_first_refusal: bool = False) -> None:
     """Put the messages on the queue; call only after the transaction that returned them has
     committed. Every message is tried (or, with `stop_at_first_refusal`, none after the first the
     broker refuses: each refusal waits out the client's retries). BrokerError when the broker
     refused any: `refused` holds those not sent; its message names the jobs to resume (for one
     job, the broker's own error; for several, `label` names the last, e.g. "arithmetic job")."""
-    refused: list[Message] = []
+    refused: list[StepMessage] = []
     first: BrokerError | None = None
     for position, item in enumerate(messages):
         try:
@@ -111,7 +111,7 @@ def _mark_queued(session: Session, job: Job, detail: str | None = None) -> None:
 # --------------------------------------------------------------------------- submitting
 
 
-def submitted(session: Session, job: Job, *, held: bool = False) -> list[Message]:
+def submitted(session: Session, job: Job, *, held: bool = False) -> list[StepMessage]:
     """A job just stored (queued by default): its first step goes on the queue now, or, `held`,
     later, when its batch has room (`let_in`)."""
     job.status = JobStatus.QUEUED
@@ -119,7 +119,7 @@ def submitted(session: Session, job: Job, *, held: bool = False) -> list[Message
     return [] if held else [message(job, 0)]
 
 
-def let_in(session: Session, job: Job) -> list[Message]:
+def let_in(session: Session, job: Job) -> list[StepMessage]:
     """A batch's held job goes on the queue (the batch's row is locked by the caller, who counted
     the room)."""
     job.queued_at = utcnow()
@@ -173,7 +173,7 @@ def heartbeat(session: Session, job_id: int) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
 
 
-def commit_step(session: Session, job: Job, step: int, *, last: bool) -> list[Message]:
+def commit_step(session: Session, job: Job, step: int, *, last: bool) -> list[StepMessage]:
     """Step `step` is recorded in this transaction: the job succeeds (`last`: its stopping rule
     says so), is cancelled (asked meanwhile), or goes on: its next step is returned. A job that
     finished while the step ran (cancelled or failed) keeps its status, and the step."""
@@ -227,7 +227,7 @@ def cancel(session: Session, job: Job) -> None:
         _set_status(session, job, JobStatus.CANCELLED, "before its next step")
 
 
-def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = False) -> list[Message]:
+def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = False) -> list[StepMessage]:
     """Queue a cancelled, failed or interrupted job again, after its last committed step. A queued
     job may be resumed too: that re-sends a message the broker lost (a duplicate is dropped).
     `automatic`: the reaper's resume (counted against MILS_MAX_AUTO_RESUMES); a person's gives the
@@ -272,7 +272,7 @@ def undo_automatic_resume(session: Session, job: Job, reason: str) -> None:
         job.auto_resumes = max(job.auto_resumes - 1, 0)
 
 
-def requeue_lost(session: Session, job: Job) -> list[Message]:
+def requeue_lost(session: Session, job: Job) -> list[StepMessage]:
     """The queued job's step message is no longer on the broker: queued again, with an event."""
     step = next_step_number(session, job.id)
     add_event(session, job, "requeued", f"step {step} was queued at {job.queued_at.isoformat()} and its "

@@ -50,7 +50,7 @@ def reap(
     stale_after: float | None = None,
     auto_resume: bool | None = None,
     max_auto_resumes: int | None = None,
-) -> list[jobs.Message]:
+) -> list[jobs.StepMessage]:
     """Mark running jobs with a stale heartbeat interrupted (their worker died); resume them
     automatically while under the cap. Returns the steps to enqueue after the commit.
     Unset arguments come from worker.config (MILS_STALE_SECONDS, MILS_AUTO_RESUME, ...)."""
@@ -106,7 +106,7 @@ def find_lost(session: Session, on_broker: set[int] | None, *, stale_after: floa
     confirmed = [job_id for job_id, queued_at in now_missing.items() if suspects.get(job_id) == queued_at]
     suspects.clear()
     suspects.update({job_id: at for job_id, at in now_missing.items() if job_id not in confirmed})
-    lost: list[jobs.Message] = []
+    lost: list[jobs.StepMessage] = []
     for job_id in confirmed:
         job = session.scalar(select(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
                              .with_for_update(skip_locked=True))

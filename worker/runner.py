@@ -204,7 +204,7 @@ def run_queued_step(sessions: sessionmaker[Session], job_id: int, step: int, *, 
 
 
 def _execute(sessions: sessionmaker[Session], job_id: int, models_for: ModelResolver, expected_step: int | None,
-             worker: str | None) -> tuple[StepResult | None, list[jobs.Message]]:
+             worker: str | None) -> tuple[StepResult | None, list[jobs.StepMessage]]:
     """The step in its phases: plan, load the models, claim, compute, commit. Every transaction
     that decides about the job's status locks its row first (cancel, resume and the reaper lock
     it too), so none of them decides on a stale copy of it."""
@@ -292,7 +292,7 @@ def _compute(sessions: sessionmaker[Session], plan: _Plan, models: JobModels) ->
 
 
 def _commit(sessions: sessionmaker[Session], plan: _Plan, models: JobModels, result: StepResult, features: Any,
-            started_at: datetime) -> tuple[StepResult | None, list[jobs.Message]]:
+            started_at: datetime) -> tuple[StepResult | None, list[jobs.StepMessage]]:
     """Record the step and decide the job's status under its lock (a cancel request now waits for
     this commit); returns the result and the job's next step to queue. (None, []) when another
     delivery of the same step committed it first: theirs is kept."""

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import jobs
 from worker.core import Settings, SettingsError
-from worker.jobs import Message
+from worker.jobs import StepMessage
 from worker.kinds import TASK_KINDS, TaskKind, get_kind, job_settings
 from worker.kinds.arithmetic import KIND as ARITHMETIC
 from worker.kinds.arithmetic import Part
@@ -104,7 +104,7 @@ def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[
 
 
 def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int, int]] = (), *,
-              priority: int = 0, held: bool = False) -> tuple[Job, list[Message]]:
+              priority: int = 0, held: bool = False) -> tuple[Job, list[StepMessage]]:
     """Store the request as a queued job in the caller's transaction, at `priority` (-1, 0, 1;
     worker.queue.PRIORITIES); returns it with its first step, to send after the commit (the
     in-process runner runs it instead). `held`: no step to send now (see worker.batches)."""
@@ -173,7 +173,7 @@ def arithmetic_request(parts: Sequence[Part], *, generator: str = "embedded", sc
     return ArithmeticRequest(tuple(parents), tuple(manifest), request)
 
 
-def store_arithmetic(session: Session, request: ArithmeticRequest) -> tuple[Job, list[Job], list[Message]]:
+def store_arithmetic(session: Session, request: ArithmeticRequest) -> tuple[Job, list[Job], list[StepMessage]]:
     """Store the parts' captioning jobs and the arithmetic job built on them (linked in order);
     returns (the arithmetic job, its parents, their first steps to send after the commit)."""
     manifest = [dict(part) for part in request.manifest]
