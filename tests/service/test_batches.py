@@ -26,6 +26,7 @@ from tests.support.services import (
     query,
     scalar,
     wait_for,
+    without_spice,
 )
 
 GENERATOR = "py:tests.support.fakes:worker_generator"
@@ -136,14 +137,7 @@ def test_a_batch_of_30_survives_a_killed_worker_and_evaluates_like_pycocoevalcap
     ours = json.loads(out.stdout)
     import pycocoevalcap.eval as cocoeval
 
-    class NoSpice:  # its Stanford CoreNLP jars cannot be downloaded here; ours skips it too
-        def compute_score(self, gts, res):
-            return 0.0, [0.0] * len(gts)
-
-        def method(self):
-            return "SPICE"
-
-    monkeypatch.setattr(cocoeval, "Spice", NoSpice)
+    without_spice(monkeypatch)
     direct = cocoeval.COCOEvalCap(coco, loaded)
     direct.evaluate()
     for metric in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):

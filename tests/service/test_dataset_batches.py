@@ -27,7 +27,7 @@ from sqlalchemy import select
 from tests.service.test_batches import batch_status, wait_finished
 from tests.service.test_distributed import redis, redis_server, stack  # noqa: F401 (fixtures)
 from tests.support.media import recording
-from tests.support.services import assert_one_error_line, query, scalar
+from tests.support.services import assert_one_error_line, query, scalar, without_spice
 from worker.datasets import Selection, open_dataset
 from worker.media.samples import SKIMAGE_PHOTOS, sample_path
 
@@ -84,14 +84,7 @@ def direct_metrics(monkeypatch, references: dict[int, list[str]], captions: dict
     import pycocoevalcap.eval as cocoeval
     from pycocotools.coco import COCO
 
-    class NoSpice:  # its Stanford CoreNLP jars cannot be downloaded here; ours skips it too
-        def compute_score(self, gts, res):
-            return 0.0, [0.0] * len(gts)
-
-        def method(self):
-            return "SPICE"
-
-    monkeypatch.setattr(cocoeval, "Spice", NoSpice)
+    without_spice(monkeypatch)
     annotations = [{"id": n, "image_id": image_id, "caption": caption}
                    for n, (image_id, caption) in enumerate(((i, c) for i, cs in references.items() for c in cs), 1)]
     tmp.mkdir(exist_ok=True)

@@ -442,3 +442,18 @@ class LLMServer:
 
     def close(self) -> None:
         _kill(self.proc)
+
+
+def without_spice(monkeypatch) -> None:
+    """pycocoevalcap's COCOEvalCap with SPICE scoring 0: its Stanford CoreNLP jars cannot be
+    downloaded here, and `mils batch eval` skips SPICE too, so the two compare like for like."""
+    import pycocoevalcap.eval as cocoeval
+
+    class NoSpice:
+        def compute_score(self, gts, res):
+            return 0.0, [0.0] * len(gts)
+
+        def method(self):
+            return "SPICE"
+
+    monkeypatch.setattr(cocoeval, "Spice", NoSpice)
