@@ -14,6 +14,7 @@ from wtforms.validators import NumberRange, Optional
 
 from worker.core.settings import Setting, shown_on
 from worker.kinds import TASK_KINDS, Option, all_options
+from worker.kinds.user_files import POOL_FILE_HELP, PROMPT_FILE_HELP, USER_FILE_TASKS
 from worker.media.samples import SAMPLES
 
 _IMAGE = TASK_KINDS["image-caption"]
@@ -60,6 +61,14 @@ def setting_field(setting: Setting, *, batch: bool):
                       description=description, render_kw=render_kw)
 
 
+def user_file_fields(form: type) -> None:
+    """The prompt file and pool file uploads (worker.kinds.user_files) of a form, and the tasks
+    that take them (the page shows the uploads for those)."""
+    form.prompt_file = FileField("Prompt file", description=PROMPT_FILE_HELP)
+    form.pool_file = FileField("Pool file", description=POOL_FILE_HELP)
+    form.user_file_tasks = " ".join(USER_FILE_TASKS)
+
+
 class SubmitForm(FlaskForm):
     task = SelectField("Task", choices=[SelectChoice(name) for name in TASK_KINDS], default="image-caption")
     image = FileField("Input file", description="An image (PNG, JPEG, WebP, GIF, BMP, TIFF; 40 megapixels at most) "
@@ -100,6 +109,7 @@ class SubmitForm(FlaskForm):
                 for kind in TASK_KINDS.values() for name in kind.attachments]
 
 
+user_file_fields(SubmitForm)
 for _setting in shown_on("form"):
     setattr(SubmitForm, _setting.name, setting_field(_setting, batch=False))
 for _name, (_option, _kinds) in all_options().items():
@@ -161,6 +171,7 @@ class BatchForm(FlaskForm):
                 for name, (_, kinds) in all_options().items() if any(k in BATCH_TASKS for k in kinds)]
 
 
+user_file_fields(BatchForm)
 for _setting in shown_on("form"):
     setattr(BatchForm, _setting.name, setting_field(_setting, batch=True))
 for _name, (_option, _kinds) in all_options().items():

@@ -1,6 +1,7 @@
 """The OpenAPI description served at /api/openapi.json: web/openapi.yaml, with the settings added
-to both request bodies from their declarations (worker.core.settings), and the task enum and every
-kind's options and attachments from theirs (worker.kinds), so a setting or an option declared once
+to both request bodies from their declarations (worker.core.settings), the prompt and pool file
+uploads to both, and the task enum and every kind's options and attachments from theirs
+(worker.kinds), so a setting or an option declared once
 is described here without another edit."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import yaml
 
 from worker.core.settings import Setting, shown_on
 from worker.kinds import TASK_KINDS, Option, all_options
+from worker.kinds.user_files import POOL_FILE_HELP, PROMPT_FILE_HELP
 
 _JSON_TYPES = {int: "integer", float: "number", str: "string"}
 
@@ -57,6 +59,10 @@ def openapi_description() -> dict:
     for path, batch in (("/api/jobs", False), ("/api/batches", True)):
         for setting in shown_on("api"):
             _request_form(spec, path)["properties"][setting.name] = setting_schema(setting, batch=batch)
+    for path in ("/api/jobs", "/api/batches"):
+        for name, help_text in (("prompt_file", PROMPT_FILE_HELP), ("pool_file", POOL_FILE_HELP)):
+            _request_form(spec, path)["properties"][name] = {"type": "string", "format": "binary",
+                                                             "description": help_text}
     form = _request_form(spec, "/api/jobs")
     form["properties"]["task"]["enum"] = list(TASK_KINDS)
     for name, (option, kinds) in all_options().items():

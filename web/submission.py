@@ -16,6 +16,7 @@ from worker.datasets import SUBSET_SEED, Columns, ManifestError, Selection, open
 from worker.core.settings import shown_on
 from worker.kinds import TaskKind, all_options, get_kind
 from worker.kinds.arithmetic import part_from_file, part_from_text
+from worker.kinds.user_files import MAX_POOL_BYTES, MAX_PROMPT_BYTES, USER_FILE_TASKS
 from worker.media import MAX_FILE_BYTES, Media, MediaError
 from worker.store.queries import QueryError
 
@@ -60,6 +61,20 @@ def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None
     return data, name
 
 
+def user_files_from(task: str, files: MultiDict, *, others: str = "refuse") -> submission.UserFiles:
+    """The `prompt_file` and `pool_file` uploads, read no further than their limits and checked
+    for `task` (worker.submission.user_files; SettingsError names what is wrong). For a task that
+    takes none, `others="ignore"` drops them (the form keeps a file chosen before the task changed)."""
+    if others == "ignore" and task not in USER_FILE_TASKS:
+        return submission.UserFiles()
+    given = {}
+    for name, limit in (("prompt", MAX_PROMPT_BYTES), ("pool", MAX_POOL_BYTES)):
+        upload = files.get(f"{name}_file")
+        if upload is not None and upload.filename:
+            given[name] = (upload.stream.read(limit + 1), secure_filename(upload.filename) or f"{name}.txt")
+    return submission.user_files(task, **given)
+
+
 def _input(kind: TaskKind, fields: Mapping[str, str], files: MultiDict, file_field: str) -> tuple[Media, dict]:
     """The input of a one-input kind: the prompt of a text kind (an upload is ignored), else the
     upload or the bundled sample, exactly one of them."""
@@ -96,6 +111,7 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     kind = get_kind(fields.get("task") or "image-caption")
     llm = (fields.get("llm") or "").strip() or "embedded"
     scorer = (fields.get("scorer") or "").strip() or "embedded"
+    user_files = user_files_from(kind.name, files, others=others)
     if kind.name == "arithmetic":
         parts = [part_from_file(*sent) for upload in files.getlist("parts") if (sent := uploaded(upload, "part"))]
         parts += [part_from_text(line) for text in fields.getlist("text") for line in text.splitlines() if line.strip()]
@@ -106,7 +122,8 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     media, info = _input(kind, fields, files, file_field)
     request = submission.job_request(kind.name, media, info, generator=llm, scorer=scorer,
                                      overrides=settings_from(fields), options=options_from(kind, fields, others=others),
-                                     attachments=_attachments(kind, fields, files))
+                                     attachments=_attachments(kind, fields, files),
+                                     files=user_files)
     return submission.submit(session_factory(), request, priority=(fields.get("priority") or "").strip() or None)
 
 
@@ -140,6 +157,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
     if (archive is None) == (manifest is None):
         raise QueryError("send an archive of the media (zip or tar, a manifest inside or not) or a manifest "
                          "naming files on the server (one of them)")
+    user_files = user_files_from(kind.name, files)  # checked before the dataset is read
     label = secure_filename((archive or manifest).filename or "") or "upload"
     selection, columns = _selection(fields), Columns.parse(fields.get("path_column"), fields.get("key_column"),
                                                            fields.get("reference_columns"))
@@ -160,7 +178,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
                         scorer=(fields.get("scorer") or "").strip() or None,
                         overrides=settings_from(fields, batch=True), options=options_from(kind, fields, others=others),
                         priority=(fields.get("priority") or "").strip() or None,
-                        max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"))
+                        max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"), files=user_files)
 
 
 def _selection(fields: Mapping[str, str]) -> Selection:

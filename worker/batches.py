@@ -45,7 +45,8 @@ from worker.store.batches import (active_job_ids, batch_of, batches_holding, bes
 from worker.store.jobs import JobError, get_job
 from worker.store.queries import csv_chunks, json_array
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus
-from worker.submission import checked_settings, job_request, store_job, task_input
+from worker.kinds.user_files import check_task
+from worker.submission import UserFiles, checked_settings, job_request, store_job, task_input
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,13 @@ class SubmitReport:
         return dataclasses.asdict(self)
 
 
-def _given_differs(batch: Batch, task, generator, scorer, settings, options) -> list[str]:
+def _given_differs(batch: Batch, task, generator, scorer, settings, options, files: UserFiles) -> list[str]:
     differs = []
+    for what, given, stored in (("prompt", files.prompt_sha256, batch.prompt_sha256),
+                                ("pool", files.pool_sha256, batch.pool_sha256)):
+        if given is not None and given != stored:
+            has = f"the {what} file sha256 {stored[:12]}" if stored else f"the task's own {what}"
+            differs.append(f"{has}, not the {what} file given (sha256 {given[:12]})")
     for what, given, stored in (("task", task, batch.task), ("generator", generator, batch.generator),
                                 ("scorer", scorer, batch.scorer)):
         if given is not None and given != stored:
@@ -85,7 +91,7 @@ def _given_differs(batch: Batch, task, generator, scorer, settings, options) -> 
 
 
 def _batch_for(session: Session, name: str, task, generator, scorer, overrides, options,
-               priority=None, max_in_flight=None) -> tuple[Batch, bool]:
+               priority=None, max_in_flight=None, files: UserFiles = UserFiles()) -> tuple[Batch, bool]:
     """The batch called `name`, made now if new (the settings checked as for one job). An existing
     batch keeps its settings: anything given must agree with them; its priority and limit on jobs
     in flight (which change no result) take the values given."""
@@ -105,7 +111,7 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
         if given_options:
             given_options = {k: v for k, v in get_kind(batch.task).job_options(given_options).items()
                              if k in given_options}
-        differs = _given_differs(batch, task, generator, scorer, given_settings, given_options)
+        differs = _given_differs(batch, task, generator, scorer, given_settings, given_options, files)
         if differs:
             raise SettingsError(f"batch {name!r} runs with {'; '.join(differs)}: submit to it without those "
                                 "options, or give the batch a new name")
@@ -117,9 +123,12 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
         raise SettingsError(f"a batch runs one of {', '.join(BATCH_TASKS)} (one input file per item), not {task!r}")
     generator, scorer = generator or "embedded", scorer or "embedded"
     settings, checked = checked_settings(task, generator, scorer, given_settings, given_options)
+    check_task(task, prompt=files.prompt_sha256 is not None, pool=files.pool_sha256 is not None)
+    files.store(session)
     batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
                   options=checked, sources={"submissions": []}, max_in_flight=max_in_flight,
-                  priority=PRIORITY_DEFAULT if priority is None else priority)
+                  priority=PRIORITY_DEFAULT if priority is None else priority,
+                  prompt_sha256=files.prompt_sha256, pool_sha256=files.pool_sha256)
     try:
         with session.begin_nested():
             session.add(batch)
@@ -132,19 +141,21 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
                  generator: str | None = None, scorer: str | None = None,
                  overrides: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
                  priority: str | int | None = None, max_in_flight: int | None = None,
-                 on_item: Callable[[], None] | None = None) -> SubmitReport:
+                 files: UserFiles = UserFiles(), on_item: Callable[[], None] | None = None) -> SubmitReport:
     """Add the dataset's items the batch `name` lacks (making the batch if new) and queue them, as
-    many as its limit on jobs in flight allows (the rest follow as jobs finish). Settings, models
-    and options not given are the batch's (a new one: the task's defaults; priority low).
+    many as its limit on jobs in flight allows (the rest follow as jobs finish). Settings, models,
+    options and the prompt and pool files (`files`, worker.submission.user_files) not given are the
+    batch's (a new one: the task's defaults; priority low).
     Raises SettingsError / ModelLoadError / JobError before anything is stored; BrokerError when
     the broker refused steps (the items stay stored; `mils batch resume` queues them)."""
     with sessions.begin() as session:
         batch, created = _batch_for(session, name, task, generator, scorer, overrides, options, priority,
-                                    max_in_flight)
+                                    max_in_flight, files)
         batch.sources = {"submissions": [*batch.sources.get("submissions", []), dataset.describe()]}
         batch_id, kind = batch.id, get_kind(batch.task)
         template = dict(task=batch.task, generator=batch.generator, scorer=batch.scorer,
-                        overrides=dict(batch.settings), options=dict(batch.options), priority=batch.priority)
+                        overrides=dict(batch.settings), options=dict(batch.options), priority=batch.priority,
+                        files=UserFiles(batch.prompt_sha256, batch.pool_sha256))  # stored with the batch
         known = item_states(session, batch_id)
         position = next_position(session, batch_id)
     report = SubmitReport(name, created, dataset=dataset.describe())
@@ -179,7 +190,7 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
             media, info = checked
             request = job_request(template["task"], media, info, generator=template["generator"],
                                   scorer=template["scorer"], overrides=template["overrides"],
-                                  options=template["options"])
+                                  options=template["options"], files=template["files"])
             job, _ = store_job(session, request, priority=template["priority"], held=True)  # let in by `release`
             row.job_id, row.error = job.id, None
             session.flush()
@@ -367,7 +378,7 @@ def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
 # --------------------------------------------------------------------------- results
 
 RESULT_FORMATS = ("coco", "csv", "jsonl")
-RESULT_FIELDS = ["key", "source", "job_id", "status", "output", "score", "error"]
+RESULT_FIELDS = ["key", "source", "job_id", "status", "output", "score", "error", "prompt_sha256", "pool_sha256"]
 _COCO_ID = re.compile(r"^(0|[1-9][0-9]{0,17})$")
 
 

@@ -35,7 +35,8 @@ from worker.models.fluency import with_fluency
 from worker.models.openmp import release_openmp_threads
 from worker.store.jobs import (JobError, add_event, attachments_of, get_job, load_state, next_step_number,
                                parents_of_job, record_step)
-from worker.store.schema import Job, JobStatus, utcnow
+from worker.store.pools import pool_texts
+from worker.store.schema import Artifact, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,8 @@ def _plan(sessions: sessionmaker[Session], job_id: int, expected_step: int | Non
         if state is not None and should_stop(state, settings):
             jobs.succeed(session, job)
             return None
-        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256, _job_input(session, job, settings))
+        snapshot = _JobSnapshot(job.id, job.task, job.input_sha256,
+                                _job_input(session, job, settings, with_pool=number == 0))
         return _Plan(snapshot, TASK_KINDS[job.task], number, state, settings, (job.generator, job.scorer))
 
 
@@ -346,11 +348,15 @@ def _failed_parent(session: Session, job: Job) -> str | None:
     return None
 
 
-def _job_input(session: Session, job: Job, settings: Settings) -> JobInput:
+def _job_input(session: Session, job: Job, settings: Settings, *, with_pool: bool) -> JobInput:
+    """What the kind's functions get from the stored job; the user's pool only `with_pool` (step 0
+    scores it; later steps know its texts by their keys, worker.store.jobs.load_state)."""
     parent_texts = tuple(text or "" for _, _, _, text in parents_of_job(session, job.id))
+    prompt = session.get(Artifact, job.prompt_sha256).data.decode() if job.prompt_sha256 else None
+    pool = pool_texts(session, job.pool_sha256).texts if with_pool and job.pool_sha256 else None
     return JobInput(data=job.input.data if job.input else b"", name=job.input_name or "input",
                     options=dict(job.options or {}), settings=settings, attachments=attachments_of(session, job),
-                    info=dict(job.input_info or {}), parent_texts=parent_texts)
+                    info=dict(job.input_info or {}), parent_texts=parent_texts, prompt=prompt, pool=pool)
 
 
 def fail_job(sessions: sessionmaker[Session], job_id: int, exc: Exception) -> None:

@@ -2,6 +2,7 @@
 input (arguments, form fields, uploads) into the calls below.
 
     task_input, attachment     the input media of a kind, from bytes, a bundled sample or a prompt
+    user_files                 the user's prompt template and initial pool (files), checked
     job_request                everything else checked: settings, models, options; nothing stored yet
     checked_settings           that check alone (a batch's settings, before its items)
     store_job, submit          store it (and queue its first step)
@@ -15,6 +16,7 @@ spec), all raised before anything is stored; BrokerError after the commit means 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,11 +32,13 @@ from worker.kinds.arithmetic import KIND as ARITHMETIC
 from worker.kinds.arithmetic import Part
 from worker.kinds.audio import KIND as AUDIO
 from worker.kinds.image import check_image
+from worker.kinds.user_files import check_pool, check_prompt, check_task
 from worker.media import Media, MediaError
 from worker.media.samples import SAMPLES, sample_input
 from worker.models import check_specs
 from worker.queue import priority_value
-from worker.store.jobs import create_job
+from worker.store.jobs import create_job, store_artifact
+from worker.store.pools import store_pool, pool_version
 from worker.store.schema import Job
 
 
@@ -62,6 +66,44 @@ def attachment(*, data: bytes | None = None, name: str = "attachment", sample: s
     return check_image(data or b"", name)[0]
 
 
+PROMPT_MEDIA_TYPE = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class UserFiles:
+    """The user's prompt template and initial pool of a job, or of every job of a batch
+    (worker.kinds.user_files), by their stored hashes; None: the task's own. `prompt` and `pool`
+    hold the content while it is still to be stored (a new submission); a batch's later items
+    name what the batch stored."""
+
+    prompt_sha256: str | None = None
+    pool_sha256: str | None = None  # the pool's version (worker.store.pools.pool_version)
+    prompt: str | None = field(default=None, repr=False)
+    pool: tuple[str, ...] | None = field(default=None, repr=False)
+
+    @property
+    def given(self) -> bool:
+        return bool(self.prompt_sha256 or self.pool_sha256)
+
+    def store(self, session: Session) -> None:
+        """Store the content this holds, once per content hash (a no-op for what is stored)."""
+        if self.prompt is not None:
+            store_artifact(session, Media(self.prompt.encode(), PROMPT_MEDIA_TYPE, "prompt.txt"))
+        if self.pool is not None:
+            store_pool(session, self.pool)
+
+
+def user_files(task: str, *, prompt: tuple[bytes, str] | None = None,
+               pool: tuple[bytes, str] | None = None) -> UserFiles:
+    """A prompt file and a pool file, each (bytes, file name) or None, checked for `task`
+    (worker.kinds.user_files); SettingsError names the file and what is wrong."""
+    check_task(task, prompt=prompt is not None, pool=pool is not None)
+    template = check_prompt(*prompt) if prompt is not None else None
+    texts = tuple(check_pool(*pool)) if pool is not None else None
+    return UserFiles(prompt_sha256=hashlib.sha256(template.encode()).hexdigest() if template is not None else None,
+                     pool_sha256=pool_version(texts) if texts is not None else None, prompt=template, pool=texts)
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """A new job, checked; nothing is stored until `store_job` or `submit`."""
@@ -74,6 +116,7 @@ class JobRequest:
     generator: str
     scorer: str
     attachments: dict[str, Media] = field(default_factory=dict)
+    files: UserFiles = UserFiles()
 
     @property
     def kind(self) -> TaskKind:
@@ -83,12 +126,13 @@ class JobRequest:
 def job_request(task: str, media: Media, input_info: dict, *, generator: str = "embedded",
                 scorer: str = "embedded", overrides: Mapping[str, Any] | None = None,
                 options: Mapping[str, Any] | None = None, attachments: Mapping[str, Media] | None = None,
-                ) -> JobRequest:
+                files: UserFiles = UserFiles()) -> JobRequest:
     """Check a job's settings (`overrides`: None = the task's default for this generator), model
-    specs and options against its kind; returns the request, or raises before anything is stored."""
+    specs and options against its kind; returns the request, or raises before anything is stored.
+    `files`: the user's prompt and pool (`user_files`)."""
     attachments = dict(attachments or {})
     settings, checked = checked_settings(task, generator, scorer, overrides, options, attachments)
-    return JobRequest(task, media, input_info, settings, checked, generator, scorer, attachments)
+    return JobRequest(task, media, input_info, settings, checked, generator, scorer, attachments, files)
 
 
 def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[str, Any] | None = None,
@@ -108,10 +152,12 @@ def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int
     """Store the request as a queued job in the caller's transaction, at `priority` (-1, 0, 1;
     worker.queue.PRIORITIES); returns it with its first step, to send after the commit (the
     in-process runner runs it instead). `held`: no step to send now (see worker.batches)."""
+    request.files.store(session)
     job = create_job(session, task=request.task, settings=request.settings, generator=request.generator,
                      scorer=request.scorer, media=request.media, options=request.options,
                      input_info=request.input_info, attachments=request.attachments, parents=parents,
-                     priority=priority)
+                     priority=priority, prompt_sha256=request.files.prompt_sha256,
+                     pool_sha256=request.files.pool_sha256)
     return job, jobs.submitted(session, job, held=held)
 
 

@@ -546,19 +546,20 @@ def test_the_openapi_description_is_valid_and_lists_every_api_route(app, client)
     def form(description: dict, path: str = "/api/jobs") -> dict:
         return description["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
 
-    # The file's description, plus the settings (both request bodies), the task enum and every
-    # kind's options and attachments.
+    # The file's description, plus the settings and the prompt and pool uploads (both request
+    # bodies), the task enum and every kind's options and attachments.
     settings = {setting.name for setting in shown_on("api")}
     served, own = form(spec)["properties"], form(written)["properties"]
     assert served.pop("task") == {**own.pop("task"), "enum": list(TASK_KINDS)}
-    assert set(served) - set(own) == set(all_options()) | {"style_file", "style_sample"} | settings
+    user_files = {"prompt_file", "pool_file"}
+    assert set(served) - set(own) == set(all_options()) | {"style_file", "style_sample"} | settings | user_files
     assert {name: served.pop(name) for name in list(own)} == own
     assert served["frames"] == {"type": "integer", "minimum": 1, "maximum": 64, "default": 8,
                                 "description": "video-caption: frames sampled evenly over the video."}
     assert served["steps"] == {"type": "integer", "minimum": 1, "maximum": 1000}
     assert served["seed"] == {"type": "integer", "default": 0}
     batch_served, batch_own = form(spec, "/api/batches")["properties"], form(written, "/api/batches")["properties"]
-    assert set(batch_served) - set(batch_own) == settings
+    assert set(batch_served) - set(batch_own) == settings | user_files
     assert {name: batch_served.pop(name) for name in list(batch_own)} == batch_own
     assert batch_served["seed"] == {"type": "integer", "description": "A new batch: default 0."}
     for path in ("/api/jobs", "/api/batches"):

@@ -10,7 +10,7 @@ import time
 import click
 
 from worker.cli.common import apply, cli, user_errors
-from worker.cli.options import kind_options, settings_options, split_given
+from worker.cli.options import kind_options, read_user_files, settings_options, split_given, user_file_options
 from worker.kinds import TASK_KINDS
 
 
@@ -70,12 +70,13 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
                 pass
     kind = TASK_KINDS[task or "image-caption"]
     options, _ = split_given(kind, params, lambda k: f"--task {k.name}")
+    files = read_user_files(kind.name, params)
     dataset = open_dataset(dataset_path, kind.input_kind, media_root=images,
                            selection=Selection(split, subset, SUBSET_SEED if subset_seed is None else subset_seed),
                            columns=Columns.parse(path_column, key_column, reference_columns))
     with tqdm(total=len(dataset.items), desc=f"batch {name}", unit="item", file=sys.stderr, disable=None) as bar:
         report = submit_batch(sessions, name, dataset, task=task, generator=llm, scorer=scorer, overrides=params,
-                              options=options, priority=priority, max_in_flight=max_in_flight,
+                              options=options, priority=priority, max_in_flight=max_in_flight, files=files,
                               on_item=lambda: bar.update(1))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -133,6 +134,7 @@ batch.command("submit")(apply(user_errors(_submit), [
                  help="Its jobs on the queue or running at once at most (a new batch: MILS_BATCH_IN_FLIGHT, "
                       "64); the rest start as these finish."),
     *settings_options(batch=True),
+    *user_file_options(TASK_KINDS["image-caption"], batch=True),
     *kind_options(None),
     click.option("--json", "as_json", is_flag=True, help="Print the submission's report as JSON."),
 ]))

@@ -18,6 +18,9 @@ def _print_summary(summary, as_json: bool) -> None:
                f"step {max(summary.steps_done - 1, 0)} of {summary.steps_total - 1}")
     if summary.best_text is not None:
         click.echo(f"best {summary.best_score:.4f}: {summary.best_text}")
+    for what, sha256 in (("prompt", summary.prompt_sha256), ("pool", summary.pool_sha256)):
+        if sha256:
+            click.echo(f"{what}: the user's file, sha256 {sha256}")
     if summary.error:
         click.echo(f"error: {summary.error}")
 

@@ -13,6 +13,8 @@ import click
 
 from worker.core.settings import shown_on
 from worker.kinds import TASK_KINDS, Option, TaskKind, all_options
+from worker.kinds.user_files import (MAX_POOL_BYTES, MAX_PROMPT_BYTES, POOL_FILE_HELP, PROMPT_FILE_HELP,
+                                      USER_FILE_TASKS)
 from worker.media.samples import SAMPLES
 
 _CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
@@ -91,3 +93,32 @@ def split_given(kind: TaskKind, params: dict[str, Any], where) -> tuple[dict, di
             elif any(given):
                 raise click.UsageError(f"{flag(name)} and {flag(name)}-sample are for {where(other)}")
     return options, sources
+
+
+def user_file_options(shown: TaskKind | None, *, batch: bool = False) -> list:
+    """`--prompt-file FILE` and `--pool-file FILE`: the user's prompt template and initial pool
+    (worker.kinds.user_files), of every job of a batch when `batch`; hidden for a kind that takes
+    none (giving them says whose they are)."""
+    visible = shown is None or shown.name in USER_FILE_TASKS
+    every = " Of every job of the batch (a new batch; an existing one keeps its own)." if batch else ""
+    return [
+        click.option("--prompt-file", type=click.Path(exists=True, dir_okay=False), hidden=not visible,
+                     help=PROMPT_FILE_HELP + every),
+        click.option("--pool-file", type=click.Path(exists=True, dir_okay=False), hidden=not visible,
+                     help=POOL_FILE_HELP + every),
+    ]
+
+
+def read_user_files(task: str, params: dict[str, Any]):
+    """Take --prompt-file and --pool-file out of a command's parameters, read (no more than their
+    limits, so a huge file is refused without reading it whole) and checked for `task`:
+    a worker.submission.UserFiles."""
+    from worker.submission import user_files
+
+    given = {}
+    for name, limit in (("prompt", MAX_PROMPT_BYTES), ("pool", MAX_POOL_BYTES)):
+        path = params.pop(f"{name}_file", None)
+        if path is not None:
+            with open(path, "rb") as file:
+                given[name] = (file.read(limit + 1), click.format_filename(path))
+    return user_files(task, **given)

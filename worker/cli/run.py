@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from worker.cli.common import apply, cli, quiet_libraries, user_errors
-from worker.cli.options import attachment_options, kind_options, settings_options, split_given
+from worker.cli.options import (attachment_options, kind_options, read_user_files, settings_options, split_given,
+                                user_file_options)
 from worker.kinds import TASK_KINDS, TaskKind
 from worker.media.samples import SAMPLES
 
@@ -79,9 +80,10 @@ def _request(kind: TaskKind, params: dict, where=_where):
         if path or sample_name:
             attachments[name] = (attachment(data=read_media_file(path), name=Path(path).name) if path
                                  else attachment(sample=sample_name))
+    files = read_user_files(kind.name, params)
     llm, scorer = params.pop("llm"), params.pop("scorer")
     return job_request(kind.name, media, info, generator=llm, scorer=scorer, overrides=params,
-                       options=options, attachments=attachments)
+                       options=options, attachments=attachments, files=files)
 
 
 def _run_here(request, as_json: bool) -> None:
@@ -122,7 +124,7 @@ def _run_command(command: str, task: str, doc: str):
         _run_here(_request(kind, params), as_json)
 
     run.__doc__ = doc
-    decorators = _common_options() + kind_options(kind) + attachment_options(kind)
+    decorators = _common_options() + kind_options(kind) + attachment_options(kind) + user_file_options(kind)
     return cli.command(command)(apply(user_errors(run), decorators))
 
 
@@ -147,7 +149,7 @@ cli.command("submit")(apply(user_errors(submit), [
     click.option("--task", type=click.Choice(list(TASK_KINDS)), default="image-caption", show_default=True),
     click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal", show_default=True,
                  help="Its place in the queue: higher goes first (batches run at low unless told otherwise)."),
-    *_common_options(), *kind_options(None), *attachment_options(None)]))
+    *_common_options(), *kind_options(None), *attachment_options(None), *user_file_options(None)]))
 
 
 def arithmetic(files, texts, samples, steps, candidates, top_k, seed, llm, scorer, audio_scorer, queued, as_json,

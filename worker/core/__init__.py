@@ -5,7 +5,7 @@ It imports neither Celery, Flask, SQLAlchemy nor any model library. A job is a
 initial pool and `step` makes each next step from the previous `State`.
 """
 
-from worker.core.optimizer import Scored, Seen, State, StepResult, bootstrap, run, step
+from worker.core.optimizer import Scored, Seen, State, StepResult, bootstrap, run, step, unique_texts
 from worker.core.parsing import normalize, parse_answer, parse_candidates
 from worker.core.protocols import Generator, GeneratorError, GeneratorUnavailable, Message, Score, Scorer
 from worker.core.settings import Settings, SettingsError
@@ -29,4 +29,5 @@ __all__ = [
     "parse_candidates",
     "run",
     "step",
+    "unique_texts",
 ]

@@ -174,15 +174,21 @@ def _improved(state: State, candidates: Sequence[Scored], k: int) -> bool:
     return fmean(after) > fmean(before)  # fmean sums exactly: the order of the scores does not count
 
 
-def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Settings) -> StepResult:
-    """Step 0: score the initial pool once and keep its best K."""
+def unique_texts(pool: Iterable[str]) -> list[str]:
+    """The texts step 0 scores: `pool` in order, without empty texts and without a text whose
+    normalize() key an earlier one had (the first wording is kept)."""
     unique: dict[str, str] = {}
     for text in pool:
         key = normalize(text)
         if key and key not in unique:
             unique[key] = text
-    assert unique, "the initial pool is empty"
-    texts = list(unique.values())
+    return list(unique.values())
+
+
+def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Settings) -> StepResult:
+    """Step 0: score the initial pool once and keep its best K."""
+    texts = unique_texts(pool)
+    assert texts, "the initial pool is empty"
     started = time.perf_counter()
     scores = scorer.score_pool(features, texts)
     scoring_seconds = time.perf_counter() - started
@@ -191,7 +197,7 @@ def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Sett
     state = State(
         step=0,
         top=select_top(candidates, settings.top_k, settings.epsilon, rng, settings.top_k_overlap),
-        seen=Seen(frozenset(unique)),
+        seen=Seen(frozenset(normalize(t) for t in texts)),
         stale=0,
         scored=candidates if settings.epsilon > 0.0 else (),
     )

@@ -163,11 +163,25 @@ class Settings:
         label="Exploration (epsilon)", form_default="declared",
         form_help="Chance that a top-K slot shows a random scored text instead (0: greedy).",
         batch_form_help="", api_help="")
-    # Sampling of the generator (paper: temperature 0.5, top_p 0.9).
-    temperature: float = declare(0.5, low=0, low_open=True)
-    top_p: float = declare(0.9, low=0, low_open=True, high=1)
+    # Sampling of the generator (paper: temperature 0.5, top_p 0.9; the reference code's
+    # optimization_utils/generator.py passes the same).
+    temperature: float = declare(
+        0.5, "The LLM's sampling temperature (paper: 0.5; the embedded LLM: 0.7).", low=0, low_open=True, high=5,
+        surfaces=SURFACES, label="Temperature",
+        form_help="The LLM's sampling temperature. Empty: the task's default (paper: 0.5; embedded LLM: 0.7).",
+        batch_form_help="", api_help="")
+    top_p: float = declare(
+        0.9, "The LLM's nucleus sampling top-p (paper: 0.9).", low=0, low_open=True, high=1, surfaces=SURFACES,
+        label="Top-p", form_help="Nucleus sampling: the LLM draws from the likeliest words whose chances add up to "
+                                 "this. Empty: the task's default (paper: 0.9).",
+        batch_form_help="", api_help="")
     # Candidates longer than this are dropped (the prompt asks for it, small LLMs forget).
-    max_words: int = declare(20, low=1)
+    max_words: int = declare(
+        20, "Words per text at most; longer ones are dropped (a prompt file may name it as {max_words}).",
+        low=1, high=200, surfaces=SURFACES, label="Words per text",
+        form_help="Texts longer than this are dropped; the task's prompt asks for it. Empty: the task's default "
+                  "(image captions: 15 with the embedded LLM, 20 with others).",
+        batch_form_help="", api_help="")
     # The N candidates are asked for in this many parallel prompts (a batch for the LLM).
     prompts_per_step: int = declare(1, low=1, high="candidates")
     # Rounds of asking again when fewer than N usable new candidates came back.

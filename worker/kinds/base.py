@@ -17,6 +17,7 @@ from typing import Any
 
 from worker.core import Scorer, Settings, SettingsError
 from worker.core.optimizer import PromptTemplate
+from worker.kinds.user_files import UserTemplate
 from worker.media import Media
 from worker.models import ModelLoadError, has_feature_maps, scorer_modality
 
@@ -80,6 +81,10 @@ class JobInput:
     info: Mapping[str, Any] = field(default_factory=dict)  # what the input is (jobs.input_info)
     # The results of the jobs this one is built on, in order (cross-modal arithmetic).
     parent_texts: tuple[str, ...] = ()
+    # The user's prompt template and initial pool (worker.kinds.user_files), when the job has them;
+    # the pool is read only for step 0.
+    prompt: str | None = None
+    pool: Sequence[str] | None = None
 
 
 def _same_scorer(scorer: Scorer, _job: JobInput) -> Scorer:
@@ -120,9 +125,15 @@ class TaskKind:
         return tuple(line.strip() for line in text.splitlines() if line.strip())
 
     def initial_pool(self, job: JobInput) -> Sequence[str]:
+        """The texts step 0 scores: the user's pool file, else the kind's (from its input or its file)."""
+        if job.pool is not None:
+            return job.pool
         return self.pool if self.pool_from_input is None else self.pool_from_input(job)
 
     def template_for(self, job: JobInput) -> PromptTemplate:
+        """The job's prompt: the user's template, else the kind's (with the job's subject)."""
+        if job.prompt is not None:
+            return UserTemplate(job.prompt)
         if self.subject is None:
             return self.template
         return dataclasses.replace(self.template, **self.subject(job))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from worker.core import SettingsError
 from worker.store.jobs import JobError
-from worker.store.queries import Page, QueryError, iso, keyset_page
+from worker.store.queries import Page, QueryError, iso, keyset_page, user_files_of
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus, Step, utcnow
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -183,14 +183,15 @@ def items_page(session: Session, batch_id: int, *, status: str | None = None, cu
 
 
 def results(session: Session, batch_id: int, *, batch: int = 1000) -> Iterator[dict]:
-    """Every item in submission order with its job's status and final output; streamed."""
+    """Every item in submission order with its job's status and final output, and the user's
+    prompt and pool its job ran with (their sha256; None: the task's own); streamed."""
     query = (select(BatchItem.item_key, BatchItem.source, BatchItem.job_id, func.coalesce(BatchItem.error, Job.error),
-                    Job.status, Job.result_text, Job.result_score)
+                    Job.status, Job.result_text, Job.result_score, Job.prompt_sha256, Job.pool_sha256)
              .outerjoin(Job, Job.id == BatchItem.job_id).where(BatchItem.batch_id == batch_id)
              .order_by(BatchItem.position, BatchItem.id).execution_options(yield_per=batch))
-    for key, source, job_id, error, status, text, score in session.execute(query):
+    for key, source, job_id, error, status, text, score, prompt, pool in session.execute(query):
         yield {"key": key, "source": source, "job_id": job_id, "status": status.value if status else "rejected",
-               "output": text, "score": score, "error": error}
+               "output": text, "score": score, "error": error, "prompt_sha256": prompt, "pool_sha256": pool}
 
 
 def references_of(session: Session, batch_id: int) -> dict[str, list[str]]:
@@ -256,6 +257,7 @@ def batch_detail(session: Session, name: str) -> dict:
     the mean best score per step, the latest evaluation and what it was made from."""
     batch = get_batch(session, name)
     return {**progress(session, batch).to_dict(), "options": dict(batch.options or {}),
+            **user_files_of(session, batch.prompt_sha256, batch.pool_sha256),
             "sources": list((batch.sources or {}).get("submissions", [])),
             "score_per_step": mean_best_per_step(session, batch.id),
             "evaluation": latest_evaluation(session, batch.id)}

@@ -73,12 +73,13 @@ def create_job(
     session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
     attachments: dict[str, Media] | None = None, parents: Sequence[tuple[int, int]] = (),
-    priority: int = 0,
+    priority: int = 0, prompt_sha256: str | None = None, pool_sha256: str | None = None,
 ) -> Job:
     """Store a new job (status queued, not yet on the queue: worker.jobs.submitted puts it there)
     with already checked options. `attachments` are more input media (e.g. a style image), stored
     and named in the options by hash; `parents` are (position, job id) of the jobs this one is
-    built on."""
+    built on; `prompt_sha256` and `pool_sha256` name the user's prompt template (an artifact) and
+    initial pool (worker.store.pools), already stored."""
     options = dict(options or {})
     for name, attachment in (attachments or {}).items():
         options[name + ATTACHMENT_SUFFIX] = store_artifact(session, attachment).sha256
@@ -94,6 +95,8 @@ def create_job(
         input_name=media.name,
         input_media_type=media.media_type,
         priority=priority,
+        prompt_sha256=prompt_sha256,
+        pool_sha256=pool_sha256,
     )
     session.add(job)
     session.flush()

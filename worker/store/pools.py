@@ -86,6 +86,11 @@ def _unfloats(data: bytes) -> array:
     return values
 
 
+def pool_version(texts: Sequence[str]) -> str:
+    """The version of the pool `texts` (in order): the SHA-256 of the UTF-8 JSON array of them."""
+    return hashlib.sha256(_texts_json(texts)).hexdigest()
+
+
 def store_pool(session: Session, texts: Sequence[str]) -> str:
     """The version (SHA-256) of the pool `texts`, stored once whoever asks first."""
     content = _texts_json(texts)

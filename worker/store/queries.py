@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from worker.store.jobs import get_job, next_step_number
 from worker.store.pools import PoolRow, pool_of_job, pool_rows
 from worker.store.schema import (PRIORITY_NAMES, Artifact, Batch, BatchItem, Candidate, Job, JobEvent, JobLink,
-                                 JobStatus, Step, TopEntry)
+                                 JobStatus, Pool, Step, TopEntry)
 
 MAX_PAGE = 1000
 
@@ -54,6 +54,9 @@ class JobSummary:
     priority: str = "normal"  # low, normal, high: its place in the queue
     queued_at: datetime | None = None  # since when its next step waits in the queue (status queued)
     worker: str | None = None  # who runs its step now (status running)
+    # The user's prompt template and initial pool (their sha256); None: the task's own.
+    prompt_sha256: str | None = None
+    pool_sha256: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -86,6 +89,7 @@ def summarize(session: Session, job: Job, steps_done: int | None = None) -> JobS
         generator=job.generator, scorer=job.scorer, cancel_requested=job.cancel_requested,
         priority=PRIORITY_NAMES.get(job.priority, str(job.priority)), worker=job.worker,
         queued_at=job.queued_at if job.status == JobStatus.QUEUED else None,
+        prompt_sha256=job.prompt_sha256, pool_sha256=job.pool_sha256,
     )
 
 
@@ -366,6 +370,19 @@ def batch_of_job(session: Session, job_id: int) -> dict | None:
     return {"name": row[0], "key": row[1]} if row else None
 
 
+def user_files_of(session: Session, prompt_sha256: str | None, pool_sha256: str | None) -> dict:
+    """The user's prompt template and initial pool of a job or batch, as its page and the API show
+    them: {"prompt": {"sha256", "bytes", "text"} or None, "pool": {"sha256", "texts"} or None};
+    None is the task's own."""
+    prompt = pool = None
+    if prompt_sha256:
+        artifact = session.get(Artifact, prompt_sha256)
+        prompt = {"sha256": prompt_sha256, "bytes": artifact.size, "text": artifact.data.decode()}
+    if pool_sha256:
+        pool = {"sha256": pool_sha256, "texts": session.scalar(select(Pool.size).where(Pool.sha256 == pool_sha256))}
+    return {"prompt": prompt, "pool": pool}
+
+
 def job_detail(session: Session, job_id: int) -> dict:
     """Everything the job page and `GET /api/jobs/<id>` show, as plain data (one source for both):
     the summary, per-step best and mean top-K scores, the current top K and the event log."""
@@ -380,6 +397,7 @@ def job_detail(session: Session, job_id: int) -> dict:
             select(Artifact.media_type).where(Artifact.sha256 == job.input_sha256)),
         "parents": parents_of(session, job_id),
         "batch": batch_of_job(session, job_id),
+        **user_files_of(session, job.prompt_sha256, job.pool_sha256),
         "steps": steps_of(session, job_id),
         "top_k": top_k(session, job_id, summary.steps_done - 1),
         "events": events_of(session, job_id),

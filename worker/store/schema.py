@@ -114,10 +114,14 @@ class Job(Base):
     queued_at: Mapped[datetime | None]
     # The worker running its step now (host, process, thread), while the status is running.
     worker: Mapped[str | None] = mapped_column(String(255))
+    # The user's prompt template (an artifact, text/plain) and initial pool (worker.kinds.user_files);
+    # None: the task's own.
+    prompt_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
+    pool_sha256: Mapped[str | None] = mapped_column(ForeignKey("pools.sha256"))
 
     __table_args__ = (Index("ix_jobs_status_queued_at", "status", "queued_at"),)
 
-    input: Mapped[Artifact | None] = relationship()
+    input: Mapped[Artifact | None] = relationship(foreign_keys=[input_sha256])
     steps: Mapped[list[Step]] = relationship(back_populates="job", order_by="Step.step")
     events: Mapped[list[JobEvent]] = relationship(order_by="JobEvent.id")
 
@@ -249,6 +253,9 @@ class Batch(Base):
     priority: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")  # its jobs'; see Job.priority
     # Jobs of the batch on the queue or running at once at most (None: MILS_BATCH_IN_FLIGHT).
     max_in_flight: Mapped[int | None]
+    # Every job's prompt template and initial pool when the user gave them (see Job).
+    prompt_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
+    pool_sha256: Mapped[str | None] = mapped_column(ForeignKey("pools.sha256"))
 
 
 class BatchItem(Base):
