@@ -5,9 +5,11 @@ pycocoevalcap: the metrics of the step-0 best caption and of the final one.
 
     python benchmarks/batch_photos.py [--home /tmp/mils-batch-photos] [--seed 0] [--name photos]
         [--references benchmarks/data/heldout_photo_references.json]
+        [--prompt-file benchmarks/data/own_prompt.txt] [--pool-file benchmarks/data/own_pool.txt]
 
 --references runs another set of photos: a COCO captions file whose images name a bundled
 sample ("sample") or a file inside an installed package ("package_file": "skimage.data/brick.png").
+--prompt-file and --pool-file run the batch with a prompt template and an initial pool of one's own.
 
 It uses the commands a user would: `mils batch submit NAME captions.json` (a COCO captions file
 beside the exported photos), `mils worker`, `mils batch eval NAME --json`. Results go to
@@ -39,7 +41,11 @@ def main() -> None:
     parser.add_argument("--name", default="photos")
     parser.add_argument("--references", default=str(REFERENCES))
     parser.add_argument("--out", help="results file name (default batch_photos, or batch_<references file's name>)")
+    parser.add_argument("--prompt-file", help="the batch's prompt template (default: the task's own)")
+    parser.add_argument("--pool-file", help="the batch's initial pool (default: the task's own)")
     args = parser.parse_args()
+    own = [arg for flag, path in (("--prompt-file", args.prompt_file), ("--pool-file", args.pool_file)) if path
+           for arg in (flag, str(Path(path).resolve()))]
     if args.out is None:  # another set of photos must not overwrite the bundled photos' results
         stem = Path(args.references).stem
         args.out = "batch_photos" if Path(args.references).resolve() == REFERENCES.resolve() else f"batch_{stem}"
@@ -64,7 +70,7 @@ def main() -> None:
 
     mils("db", "upgrade")
     submitted = time.time()
-    print(mils("batch", "submit", args.name, str(photos / "captions.json"), "--seed", str(args.seed)))
+    print(mils("batch", "submit", args.name, str(photos / "captions.json"), "--seed", str(args.seed), *own))
     worker = subprocess.Popen(["mils", "worker"], stdout=open(home / "worker.log", "w"), stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
@@ -81,7 +87,8 @@ def main() -> None:
     metrics = json.loads(mils("batch", "eval", args.name, "--json"))
     results = [json.loads(line) for line in mils("batch", "results", args.name, "--format", "jsonl").splitlines()]
     step0 = metrics["per_step"][0]
-    data = {"machine": info, "references": str(references_file), "wall_seconds": round(wall, 1),
+    data = {"machine": info, "references": str(references_file), "prompt_file": args.prompt_file,
+            "pool_file": args.pool_file, "wall_seconds": round(wall, 1),
             "seconds_per_job": round(wall / len(results), 1),
             "jobs": len(results), "succeeded": sum(r["status"] == "succeeded" for r in results),
             "step0": step0, "final": metrics["final"], "per_step": metrics["per_step"], "spice": metrics["spice"],

@@ -183,7 +183,13 @@ class Settings:
                   "(image captions: 15 with the embedded LLM, 20 with others).",
         batch_form_help="", api_help="")
     # The N candidates are asked for in this many parallel prompts (a batch for the LLM).
-    prompts_per_step: int = declare(1, low=1, high="candidates")
+    prompts_per_step: int = declare(
+        1, "Requests the N new texts of a step are shared over, sent at once (default: one per 10 texts with a "
+           "serving engine, else 1; the reference code asks for all N in one).",
+        low=1, high="candidates", surfaces=SURFACES, label="Requests per step",
+        form_help="The step's new texts are asked for in this many requests at once. Empty: one per 10 texts "
+                  "with a serving engine (openai:...), else 1.",
+        batch_form_help="", api_help="")
     # Rounds of asking again when fewer than N usable new candidates came back.
     max_generation_rounds: int = declare(3, low=1)
     # What each defect of a text (a repeated word, a second sentence, a stray score or bracket)
