@@ -91,6 +91,16 @@ class SnapshotCollector(Collector):
         failures = CounterMetricFamily("mils_job_failures", "Times a job failed, ever (its 'failed' events)")
         failures.add_metric([], snap.failures_total)
         yield failures
+        requests = CounterMetricFamily("mils_llm_requests", "LLM requests of the steps that recorded them, by "
+                                       "generator spec", labels=["model"])
+        tokens = CounterMetricFamily("mils_llm_tokens", "Tokens the LLM engines reported for the steps' requests, "
+                                     "by generator spec and part", labels=["model", "part"])
+        for model, spent in sorted(snap.llm_by_model.items()):
+            requests.add_metric([model], spent["requests"])
+            tokens.add_metric([model, "prompt"], spent["prompt_tokens"])
+            tokens.add_metric([model, "completion"], spent["completion_tokens"])
+        yield requests
+        yield tokens
         recent = GaugeMetricFamily("mils_job_failures_last_hour", "Jobs failed in the last hour (still failed)")
         recent.add_metric([], snap.failures_last_hour)
         yield recent

@@ -39,7 +39,7 @@ from worker.kinds import get_kind
 from worker import config, jobs
 from worker.media import MediaError
 from worker.queue import BrokerError, priority_value
-from worker.store.batches import (active_job_ids, batch_of, batches_holding, best_texts_by_step, check_name,
+from worker.store.batches import (RESULT_COSTS, active_job_ids, batch_of, batches_holding, best_texts_by_step, check_name,
                                   get_batch, held_items, in_flight, item_states, next_position, references_of,
                                   results)
 from worker.store.jobs import JobError, get_job
@@ -378,7 +378,8 @@ def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
 # --------------------------------------------------------------------------- results
 
 RESULT_FORMATS = ("coco", "csv", "jsonl")
-RESULT_FIELDS = ["key", "source", "job_id", "status", "output", "score", "error", "prompt_sha256", "pool_sha256"]
+RESULT_FIELDS = ["key", "source", "job_id", "status", "output", "score", "error", "prompt_sha256", "pool_sha256",
+                 *RESULT_COSTS]
 _COCO_ID = re.compile(r"^(0|[1-9][0-9]{0,17})$")
 
 

@@ -73,6 +73,9 @@ class Snapshot:
     oldest_waiting_job_id: int | None
     oldest_waiting_seconds: float | None  # how long the oldest queued step has waited
     workers: list[WorkerSteps] = field(default_factory=list)
+    # LLM requests and tokens ever spent by the steps that recorded them, by generator spec:
+    # {spec: {"requests": n, "prompt_tokens": n, "completion_tokens": n}} (tokens the engine reported).
+    llm_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def steps_per_minute(self) -> float:
@@ -175,4 +178,10 @@ def take_snapshot(session: Session, app: Celery = celery_app) -> Snapshot:
         oldest_waiting_job_id=oldest[0] if oldest else None,
         oldest_waiting_seconds=_age(now, oldest[1]) if oldest else None,
         workers=running_steps(session, now),
+        llm_by_model={generator: {"requests": int(requests or 0), "prompt_tokens": int(prompt or 0),
+                                  "completion_tokens": int(completion or 0)}
+                      for generator, requests, prompt, completion in session.execute(
+                          select(Job.generator, func.sum(Step.llm_requests), func.sum(Step.prompt_tokens),
+                                 func.sum(Step.completion_tokens)).join(Job, Job.id == Step.job_id)
+                          .where(Step.llm_requests > 0).group_by(Job.generator))},
     )

@@ -9,6 +9,7 @@ Steps are small (4 candidates) so that a step takes seconds on 2 cores.
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
 
@@ -78,6 +79,20 @@ def test_a_caption_job_runs_through_a_worker_on_the_server(stack, llm_server):
     assert versions["generator"]["name"] == f"openai:embedded@{server.url}"
     assert versions["generator"]["served"]["model"] == "embedded"  # what the server said it runs
     assert len(candidates_by_step(stack.url, job_id)) >= 2
+    # The tokens stored for the steps are those the server counted (its Prometheus counters; this
+    # job is the only one it served).
+    stored = query(stack.url, "SELECT SUM(llm_requests), SUM(prompt_tokens), SUM(completion_tokens) FROM steps "
+                              "WHERE job_id = %s", (job_id,))[0]
+    counted = server_metrics(server)
+    assert stored[0] >= 2 and stored[1] > 0 and stored[2] > 0
+    assert (stored[1], stored[2]) == (counted["llamacpp:prompt_tokens_total"], counted["llamacpp:tokens_predicted_total"])
+
+
+def server_metrics(server: LLMServer) -> dict[str, float]:
+    """The llama.cpp server's own Prometheus counters (GET /metrics)."""
+    with urllib.request.urlopen(server.url.removesuffix("/v1") + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return {name: float(value) for name, value in (line.split()[:2] for line in lines if line and line[0] != "#")}
 
 
 def test_the_same_seed_gives_the_same_candidates(stack, llm_server):

@@ -476,7 +476,8 @@ def test_results_export_as_coco_csv_and_jsonl(client, Session):
     assert as_csv.status_code == 200 and as_csv.mimetype == "text/csv"
     assert as_csv.headers["Content-Disposition"] == 'attachment; filename="mils-batch-export-results.csv"'
     text = as_csv.get_data(as_text=True)
-    assert text.splitlines()[0] == "key,source,job_id,status,output,score,error,prompt_sha256,pool_sha256"
+    assert text.splitlines()[0] == ("key,source,job_id,status,output,score,error,prompt_sha256,pool_sha256,"
+                                    "llm_requests,prompt_tokens,completion_tokens,llm_seconds,scoring_seconds")
     got = list(csv.DictReader(io.StringIO(text)))
     assert [(r["key"], r["source"], r["status"]) for r in got] == \
         [("1", "one.png", "succeeded"), ("02", "two.png", "queued"), ("img-3", "three.png", "succeeded"),

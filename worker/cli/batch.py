@@ -91,6 +91,20 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
                + (f"; {chosen}" if chosen else ""))
 
 
+def describe_cost(cost: dict | None) -> str:
+    """A batch's cost so far (worker.store.batches.batch_cost), in words."""
+    if cost is None:
+        return "cost: not recorded yet"
+    each = cost["per_item"]
+
+    def tokens(value) -> str:
+        return "not reported" if value is None else f"{value:,.0f}"
+
+    return (f"cost per item ({cost['items']} items): {each['llm_requests']:g} LLM requests, tokens "
+            f"{tokens(each['prompt_tokens'])} + {tokens(each['completion_tokens'])} (prompts + answers), LLM "
+            f"{each['llm_seconds']:.1f} s, scoring {each['scoring_seconds']:.1f} s; {cost['workers']} worker(s)")
+
+
 def describe_choice(dataset: dict) -> str:
     """How a submission chose its items, in words ("" when it took every entry)."""
     parts = []
@@ -170,7 +184,7 @@ def status(name: str, once: bool, every: float, as_json: bool) -> None:
     updating until every job is done (or Ctrl-C)."""
     from tqdm import tqdm
 
-    from worker.store.batches import get_batch, progress
+    from worker.store.batches import batch_cost, get_batch, progress
     from worker.store.db import open_store
 
     sessions = open_store()
@@ -181,7 +195,10 @@ def status(name: str, once: bool, every: float, as_json: bool) -> None:
 
     current = read()
     if as_json or once or not sys.stderr.isatty():
-        click.echo(json.dumps(current.to_dict(), indent=2) if as_json else describe(current))
+        with sessions() as session:
+            cost = batch_cost(session, get_batch(session, name).id)
+        click.echo(json.dumps(current.to_dict() | {"cost": cost}, indent=2) if as_json
+                   else describe(current) + "\n" + describe_cost(cost))
         return
     with tqdm(total=current.steps_total, desc=name, unit="step", file=sys.stderr,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} steps {postfix}") as bar:

@@ -32,11 +32,23 @@ def _print_summary(summary, as_json: bool) -> None:
 def status(job_id: int, as_json: bool) -> None:
     """Status, progress and best result of a job."""
     from worker.store.jobs import get_job
-    from worker.store.queries import summarize
+    from worker.store.queries import job_cost, steps_of, summarize
     from worker.store.db import open_store
 
     with open_store()() as session:
-        _print_summary(summarize(session, get_job(session, job_id)), as_json)
+        job = get_job(session, job_id)
+        summary, cost = summarize(session, job), job_cost(job, steps_of(session, job_id))
+    if as_json:
+        click.echo(json.dumps(summary.to_dict() | {"cost": cost}, indent=2))
+        return
+    _print_summary(summary, False)
+    if cost is None:
+        click.echo("cost: not recorded")
+        return
+    tokens = [f"{n:,}" if n is not None else "not reported" for n in (cost["prompt_tokens"], cost["completion_tokens"])]
+    click.echo(f"cost: {cost['llm_requests']} LLM requests, tokens {tokens[0]} in prompts + {tokens[1]} in answers, "
+               f"LLM {cost['llm_seconds']:.1f} s, scoring {cost['scoring_seconds']:.1f} s, {cost['renders']} renders, "
+               f"{cost['rejected_lines']} lines rejected; on {', '.join(cost['workers']) or '-'}")
 
 
 @cli.command()

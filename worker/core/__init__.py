@@ -7,10 +7,12 @@ initial pool and `step` makes each next step from the previous `State`.
 
 from worker.core.optimizer import Scored, Seen, State, StepResult, bootstrap, run, step, unique_texts
 from worker.core.parsing import normalize, parse_answer, parse_candidates
-from worker.core.protocols import Generator, GeneratorError, GeneratorUnavailable, Message, Score, Scorer
+from worker.core.protocols import (Completion, Generator, GeneratorError, GeneratorUnavailable, Message, Score,
+                                   Scorer)
 from worker.core.settings import Settings, SettingsError
 
 __all__ = [
+    "Completion",
     "Generator",
     "GeneratorError",
     "GeneratorUnavailable",

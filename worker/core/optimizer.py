@@ -90,6 +90,16 @@ class StepResult:
     scoring_seconds: float = 0.0
     # Lines of the generator's answers that were not new candidates, by reason (see parse_answer).
     rejected: Mapping[str, int] = field(default_factory=dict)
+    # What the step asked of the LLM: requests sent, and the tokens of their prompts and answers
+    # (None when the generator reported none for some answer).
+    llm_requests: int = 0
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+
+    @property
+    def renders(self) -> int:
+        """Candidates whose scoring made something (a text-to-image render, an edited image)."""
+        return sum(c.made is not None for c in self.candidates)
 
     @property
     def top(self) -> tuple[Scored, ...]:
@@ -206,11 +216,23 @@ def bootstrap(pool: Sequence[str], scorer: Scorer, features: Any, settings: Sett
 
 class Proposals(list):
     """New candidate texts, in order; `rejected` counts the lines of the answers that were not
-    candidates, by reason."""
+    candidates, by reason; `requests`, `prompt_tokens` and `completion_tokens` what asking cost
+    (the tokens None once an answer came without them: a sum of some would be no total)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.rejected: Counter = Counter()
+        self.requests = 0
+        self.prompt_tokens: int | None = 0
+        self.completion_tokens: int | None = 0
+
+    def count(self, completions: Sequence[str]) -> None:
+        self.requests += len(completions)
+        for answer in completions:
+            prompt, completion = getattr(answer, "prompt_tokens", None), getattr(answer, "completion_tokens", None)
+            self.prompt_tokens = None if prompt is None or self.prompt_tokens is None else self.prompt_tokens + prompt
+            self.completion_tokens = (None if completion is None or self.completion_tokens is None
+                                      else self.completion_tokens + completion)
 
 
 def generate_candidates(
@@ -234,6 +256,7 @@ def generate_candidates(
             # Room for the numbered list: ~1.5 tokens a word plus numbering and newline.
             max_tokens=per_prompt * (settings.max_words * 3 // 2 + 6),
         )
+        new.count(completions)
         for completion in completions:
             parsed = parse_answer(completion, max_words=settings.max_words, exclude=taken)
             new.rejected.update(parsed.rejected)
@@ -276,7 +299,7 @@ def step(
     seen = state.seen.adding(normalize(c.text) for c in candidates)
     new_state = State(number, top, seen, 0 if improved else state.stale + 1, scored)
     return StepResult(number, candidates, new_state, improved, generated - started, scoring_seconds,
-                      dict(texts.rejected))
+                      dict(texts.rejected), texts.requests, texts.prompt_tokens, texts.completion_tokens)
 
 
 def should_stop(state: State, settings: Settings) -> bool:

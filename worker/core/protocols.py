@@ -22,6 +22,20 @@ class GeneratorUnavailable(GeneratorError):
     was decided, and the same step can be tried again once it is back."""
 
 
+class Completion(str):
+    """One answer of a generator, with the tokens it cost as the engine reported them (or as the
+    model's tokenizer counted them); None where neither is known. A generator may answer plain
+    str: its tokens are then "not reported"."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+    def __new__(cls, text: str, prompt_tokens: int | None = None, completion_tokens: int | None = None) -> Completion:
+        answer = super().__new__(cls, text)
+        answer.prompt_tokens, answer.completion_tokens = prompt_tokens, completion_tokens
+        return answer
+
+
 class Generator(Protocol):
     """Proposes text. Real ones are LLMs; tests use tiny deterministic ones."""
 
@@ -37,7 +51,7 @@ class Generator(Protocol):
         max_tokens: int,
     ) -> list[str]:
         """One raw completion per conversation (at most `max_tokens` tokens each),
-        reproducible for a given seed."""
+        reproducible for a given seed; a `Completion` where its tokens are known."""
         ...
 
 

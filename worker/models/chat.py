@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from worker import config
-from worker.core import GeneratorError, GeneratorUnavailable, Message
+from worker.core import Completion, GeneratorError, GeneratorUnavailable, Message
 from worker.models.specs import ModelLoadError, parse_openai_spec
 from worker.models.openmp import release_openmp_threads
 
@@ -96,11 +96,16 @@ class ChatGenerator:
             raise GeneratorError(f"{self.name}: the LLM returned an empty answer "
                                  f"(finish_reason {choice.get('finish_reason')!r})")
         usage = answer.get("usage") or {}
+        prompt, completion = _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
         with self._usage_lock:
-            self.usage.update(requests=1, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                              completion_tokens=int(usage.get("completion_tokens") or 0))
+            self.usage.update(requests=1, prompt_tokens=prompt or 0, completion_tokens=completion or 0)
         self.served = {"model": str(answer.get("model") or ""), "fingerprint": str(answer.get("system_fingerprint") or "")}
-        return text
+        return Completion(text, prompt, completion)
+
+
+def _tokens(value: Any) -> int | None:
+    """A usage count as the engine reported it; None when it reported none (or not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible servers

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from worker.config import cache_dir
-from worker.core import Message
+from worker.core import Completion, Message
 from worker.models.specs import ModelLoadError, check_generator_spec, pick_device
 from worker.models.embedded_llm import EMBEDDED_QWEN_NAME, EMBEDDED_QWEN_SHA256, embedded_gguf
 
@@ -92,7 +92,12 @@ class TransformersGenerator:
             no_repeat_ngram_size=self.no_repeat_ngram or 0,
         )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        # Counted with the model's tokenizer: the prompt's tokens without the padding, the answer's
+        # up to its end (generate pads a finished row with pad_token_id).
+        prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        answer_tokens = (new_tokens != self.tokenizer.pad_token_id).sum(dim=1).tolist()
+        return [Completion(text, int(p), int(a)) for text, p, a in zip(texts, prompt_tokens, answer_tokens, strict=True)]
 
 
 def load_embedded_transformers(device: str | None = None) -> TransformersGenerator:

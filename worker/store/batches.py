@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from worker.core import SettingsError
 from worker.store.jobs import JobError
-from worker.store.queries import Page, QueryError, iso, keyset_page, user_files_of
+from worker.store.queries import COST_COUNTS, Page, QueryError, iso, keyset_page, user_files_of
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus, Step, utcnow
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -183,15 +183,34 @@ def items_page(session: Session, batch_id: int, *, status: str | None = None, cu
 
 
 def results(session: Session, batch_id: int, *, batch: int = 1000) -> Iterator[dict]:
-    """Every item in submission order with its job's status and final output, and the user's
-    prompt and pool its job ran with (their sha256; None: the task's own); streamed."""
+    """Every item in submission order with its job's status and final output, the user's prompt
+    and pool its job ran with (their sha256; None: the task's own) and what its steps cost so far
+    (RESULT_COSTS; None: not recorded, or tokens the engine did not report); streamed."""
+    recorded = Step.llm_requests.is_not(None)
+    costs = (select(Step.job_id, func.count(Step.llm_requests).label("recorded"),
+                    *[func.sum(getattr(Step, name)).label(name) for name in RESULT_COSTS[:3]],
+                    *[func.count(getattr(Step, name)).label(f"{name}_n") for name in RESULT_COSTS[1:3]],
+                    func.sum(case((recorded, Step.generation_seconds))).label("llm_seconds"),
+                    func.sum(case((recorded, Step.scoring_seconds))).label("scoring_seconds"))
+             .group_by(Step.job_id).subquery())
     query = (select(BatchItem.item_key, BatchItem.source, BatchItem.job_id, func.coalesce(BatchItem.error, Job.error),
-                    Job.status, Job.result_text, Job.result_score, Job.prompt_sha256, Job.pool_sha256)
-             .outerjoin(Job, Job.id == BatchItem.job_id).where(BatchItem.batch_id == batch_id)
+                    Job.status, Job.result_text, Job.result_score, Job.prompt_sha256, Job.pool_sha256, costs)
+             .outerjoin(Job, Job.id == BatchItem.job_id).outerjoin(costs, costs.c.job_id == BatchItem.job_id)
+             .where(BatchItem.batch_id == batch_id)
              .order_by(BatchItem.position, BatchItem.id).execution_options(yield_per=batch))
-    for key, source, job_id, error, status, text, score, prompt, pool in session.execute(query):
+    for row in session.execute(query):
+        key, source, job_id, error, status, text, score, prompt, pool = row[:9]
+        cost = row._mapping
+        known = bool(cost["recorded"])
+        spent = {name: (cost[name] if known and cost.get(f"{name}_n", cost["recorded"]) == cost["recorded"] else None)
+                 for name in RESULT_COSTS[:3]}
+        spent |= {name: round(cost[name], 3) if known else None for name in RESULT_COSTS[3:]}
         yield {"key": key, "source": source, "job_id": job_id, "status": status.value if status else "rejected",
-               "output": text, "score": score, "error": error, "prompt_sha256": prompt, "pool_sha256": pool}
+               "output": text, "score": score, "error": error, "prompt_sha256": prompt, "pool_sha256": pool, **spent}
+
+
+# What an item's job cost in the results exports: sums over its steps that recorded a cost.
+RESULT_COSTS = ("llm_requests", "prompt_tokens", "completion_tokens", "llm_seconds", "scoring_seconds")
 
 
 def references_of(session: Session, batch_id: int) -> dict[str, list[str]]:
@@ -252,6 +271,29 @@ def batch_of(session: Session, job_id: int) -> int | None:
     return session.scalar(select(BatchItem.batch_id).where(BatchItem.job_id == job_id))
 
 
+def batch_cost(session: Session, batch_id: int) -> dict | None:
+    """What the batch's steps cost so far, added up (as worker.store.queries.cost_totals adds a
+    job's) and per item (`per_item`: the totals over the items whose jobs recorded a cost); None
+    when none did. Summed in the database: a batch may have thousands of jobs."""
+    recorded = Step.llm_requests.is_not(None)
+    seconds = {"llm_seconds": Step.generation_seconds, "scoring_seconds": Step.scoring_seconds}
+    counts = {name: getattr(Step, name) for name in COST_COUNTS}
+    columns = [func.count(Step.id), func.count(func.distinct(Step.job_id)), func.count(func.distinct(Step.worker))]
+    columns += [func.sum(c) for c in counts.values()] + [func.count(c) for c in counts.values()]
+    columns += [func.sum(case((recorded, c))) for c in seconds.values()]
+    row = session.execute(select(*columns).join(BatchItem, BatchItem.job_id == Step.job_id)
+                          .where(BatchItem.batch_id == batch_id, recorded)).one()
+    steps, items, workers = row[:3]
+    if not steps:
+        return None
+    sums, present = row[3:3 + len(counts)], row[3 + len(counts):3 + 2 * len(counts)]
+    totals: dict[str, Any] = {name: (int(total or 0) if n == steps else None)  # a partial sum is no total
+                              for name, total, n in zip(counts, sums, present)}
+    totals |= {name: round(float(total or 0), 3) for name, total in zip(seconds, row[3 + 2 * len(counts):])}
+    per_item = {name: (None if value is None else round(value / items, 3)) for name, value in totals.items()}
+    return {"steps": steps, "items": items, "workers": workers, **totals, "per_item": per_item}
+
+
 def batch_detail(session: Session, name: str) -> dict:
     """Everything the batch page and `GET /api/batches/<name>` show, as plain data: the progress,
     the mean best score per step, the latest evaluation and what it was made from."""
@@ -260,4 +302,5 @@ def batch_detail(session: Session, name: str) -> dict:
             **user_files_of(session, batch.prompt_sha256, batch.pool_sha256),
             "sources": list((batch.sources or {}).get("submissions", [])),
             "score_per_step": mean_best_per_step(session, batch.id),
+            "cost": batch_cost(session, batch.id),
             "evaluation": latest_evaluation(session, batch.id)}

@@ -232,6 +232,12 @@ def record_step(session: Session, job: Job, result: StepResult, started_at: date
             improved=result.improved,
             generation_seconds=result.generation_seconds,
             scoring_seconds=result.scoring_seconds,
+            llm_requests=result.llm_requests,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            renders=result.renders,
+            rejected_lines=sum(result.rejected.values()),
+            worker=job.worker,
         )
     )
     job.result_text, job.result_score = result.best.text, result.best.score

@@ -203,12 +203,53 @@ def step_rows(session: Session, job_id: int) -> list[Step]:
 
 
 def steps_of(session: Session, job_id: int) -> list[dict]:
+    """Each committed step: its best, mean top K, candidates, seconds, and what it cost (`cost`:
+    None for a step stored before costs were recorded)."""
     return [
         {"step": s.step, "best_score": s.best_score, "best_text": s.best_text, "mean_topk": s.mean_topk,
          "n_candidates": s.n_candidates, "improved": s.improved,
-         "seconds": round((s.finished_at - s.started_at).total_seconds(), 3)}
+         "seconds": round((s.finished_at - s.started_at).total_seconds(), 3), "cost": step_cost(s)}
         for s in step_rows(session, job_id)
     ]
+
+
+COST_COUNTS = ("llm_requests", "prompt_tokens", "completion_tokens", "renders", "rejected_lines")
+
+
+def step_cost(step: Step) -> dict | None:
+    """What one step cost: LLM requests, prompt and completion tokens (None: the engine reported
+    none), LLM and scoring seconds, renders, rejected lines, and the worker it ran on; None for a
+    step stored before costs were recorded."""
+    if step.llm_requests is None:
+        return None
+    return {**{name: getattr(step, name) for name in COST_COUNTS}, "llm_seconds": round(step.generation_seconds, 3),
+            "scoring_seconds": round(step.scoring_seconds, 3), "worker": step.worker}
+
+
+def job_cost(job: Job, steps: list[dict]) -> dict | None:
+    """The costs of the job's `steps` (steps_of) added up (`cost_totals`), with the engine that
+    answered (the generator's version as the worker loaded it); None when no step recorded its cost."""
+    totals = cost_totals([s["cost"] for s in steps])
+    if totals is None:
+        return None
+    generator = (job.model_versions or {}).get("generator") or {}
+    return {**totals, "engine": generator.get("version") if isinstance(generator, dict) else None}
+
+
+def cost_totals(costs: list[dict | None]) -> dict | None:
+    """Sums of step costs: counts and seconds added up, a token total None if any step lacked it
+    (a partial sum is no total), `steps` and `unrecorded_steps` counted, `workers` the distinct
+    workers the seconds were measured on (a job moved between workers says so). None when no
+    step recorded its cost."""
+    recorded = [c for c in costs if c is not None]
+    if not recorded:
+        return None
+    totals: dict[str, Any] = {"steps": len(recorded), "unrecorded_steps": len(costs) - len(recorded)}
+    for name in (*COST_COUNTS, "llm_seconds", "scoring_seconds"):
+        values = [c[name] for c in recorded]
+        totals[name] = None if any(v is None for v in values) else round(sum(values), 3)
+    totals["workers"] = sorted({c["worker"] for c in recorded if c["worker"]})
+    return totals
 
 
 def top_k(session: Session, job_id: int, step: int | None = None) -> list[dict]:
@@ -388,6 +429,7 @@ def job_detail(session: Session, job_id: int) -> dict:
     the summary, per-step best and mean top-K scores, the current top K and the event log."""
     job = get_job(session, job_id)
     summary = summarize(session, job)
+    steps = steps_of(session, job_id)
     return {
         **summary.to_dict(),
         "options": dict(job.options or {}),
@@ -398,7 +440,8 @@ def job_detail(session: Session, job_id: int) -> dict:
         "parents": parents_of(session, job_id),
         "batch": batch_of_job(session, job_id),
         **user_files_of(session, job.prompt_sha256, job.pool_sha256),
-        "steps": steps_of(session, job_id),
+        "steps": steps,
+        "cost": job_cost(job, steps),
         "top_k": top_k(session, job_id, summary.steps_done - 1),
         "events": events_of(session, job_id),
     }

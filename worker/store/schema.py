@@ -167,6 +167,16 @@ class Step(Base):
     improved: Mapped[bool]
     generation_seconds: Mapped[float] = mapped_column(default=0.0)
     scoring_seconds: Mapped[float] = mapped_column(default=0.0)
+    # What the step cost (None for steps stored before migration 0014: "not recorded"): LLM
+    # requests, the tokens of their prompts and answers (None when the engine reported none),
+    # renders made while scoring, lines of the answers that were not candidates, and who ran it
+    # (host/process/thread: the seconds above were measured there).
+    llm_requests: Mapped[int | None]
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    renders: Mapped[int | None]
+    rejected_lines: Mapped[int | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
 
     job: Mapped[Job] = relationship(back_populates="steps")
 

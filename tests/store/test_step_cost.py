@@ -1,0 +1,110 @@
+"""What each step cost, stored with it: LLM requests, the tokens the engine reported, LLM and
+scoring seconds, renders, rejected lines and the worker it ran on; added up per job and per
+batch, shown in the API, on the pages, by `mils status` and in the results exports; "not
+recorded" for steps stored before. A job here asks a real OpenAI client for its candidates, of a
+fake server that reports fixed usage (tests/support/fake_llm_server.py); the test against a real
+`mils llm-server` through a real worker is in tests/service/test_llm_engine.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from alembic import command
+from sqlalchemy import select
+
+from tests.support.fake_llm_server import FakeLLMServer
+from worker.core import Completion, Settings
+from worker.core.optimizer import Proposals
+from worker.kinds import TASK_KINDS
+from worker.ops import take_snapshot
+from worker.runner import run_in_process
+from worker.store import db as store_db
+from worker.store.db import alembic_config, open_store, upgrade
+from worker.store.queries import job_detail
+from worker.store.schema import Job, Step
+from worker.submission import job_request, store_job, task_input, user_files
+
+SCORER = "py:tests.support.fakes:worker_scorer"
+
+
+@pytest.fixture
+def server():
+    fake = FakeLLMServer("echo", delay=0.01).start()
+    yield fake
+    fake.close()
+
+
+def _job(Session, generator: str, **settings) -> int:
+    kind = TASK_KINDS["image-caption"]
+    media, info = task_input(kind, sample="chelsea")
+    request = job_request(kind.name, media, info, generator=generator, scorer=SCORER,
+                          overrides={"steps": 2, "top_k": 3, "candidates": 4, **settings}, files=user_files(kind.name))
+    with Session.begin() as session:
+        return store_job(session, request)[0].id
+
+
+def test_the_tokens_stored_are_those_the_engine_reported(db_url, server):
+    Session = open_store(db_url, auto_upgrade=True)
+    job_id = _job(Session, f"openai:fake@{server.url}")
+    results = list(run_in_process(Session, job_id))
+    assert len(results) == 3
+    # The fake answers 3 captions a request with usage 10 + 10: 4 candidates take 2 or 3 requests.
+    assert len(server.requests) == sum(r.llm_requests for r in results) >= 4
+    with Session() as session:
+        rows = session.scalars(select(Step).where(Step.job_id == job_id).order_by(Step.step)).all()
+        detail = job_detail(session, job_id)
+        snapshot = take_snapshot(session)
+    assert [s.llm_requests for s in rows] == [r.llm_requests for r in results] and rows[0].llm_requests == 0
+    for row in rows[1:]:
+        assert row.llm_requests >= 2
+        assert (row.prompt_tokens, row.completion_tokens) == (10 * row.llm_requests, 10 * row.llm_requests)
+        assert row.generation_seconds > 0 and row.worker and row.renders == 0
+    cost = detail["cost"]
+    assert cost["llm_requests"] == len(server.requests) and cost["prompt_tokens"] == 10 * len(server.requests)
+    assert cost["unrecorded_steps"] == 0 and len(cost["workers"]) == 1 and "OpenAI-compatible" in cost["engine"]
+    assert [s["cost"]["llm_requests"] for s in detail["steps"]] == [s.llm_requests for s in rows]
+    # The fake's answers repeat: the lines that were not new candidates are counted per step.
+    assert cost["rejected_lines"] == sum(row.rejected_lines for row in rows) > 0
+    assert snapshot.llm_by_model[f"openai:fake@{server.url}"] == {
+        "requests": len(server.requests), "prompt_tokens": 10 * len(server.requests),
+        "completion_tokens": 10 * len(server.requests)}
+
+
+def test_tokens_an_engine_did_not_report_are_not_reported_not_zero():
+    asked = Proposals()
+    asked.count([Completion("1. a cat", 7, 3), Completion("1. a dog", 5, 2)])
+    assert (asked.requests, asked.prompt_tokens, asked.completion_tokens) == (2, 12, 5)
+    asked.count(["1. a bird"])  # a generator that reports nothing (a plain str)
+    assert (asked.requests, asked.prompt_tokens, asked.completion_tokens) == (3, None, None)
+
+
+def test_a_job_stored_before_costs_were_recorded_reads_not_recorded(db_url):
+    engine = store_db.get_engine(db_url)
+    command.upgrade(alembic_config(db_url), "0013")
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        job_id = connection.execute(Job.__table__.insert().values(
+            task="image-caption", status="succeeded", settings=Settings(steps=1).to_dict(), generator="embedded",
+            scorer="embedded", model_versions={}, input_info={}, options={}, created_at=now, priority=0,
+            auto_resumes=0, attempts=0, cancel_requested=False).returning(Job.__table__.c.id)).scalar_one()
+        columns = {c.name for c in Step.__table__.columns} - {"llm_requests", "prompt_tokens", "completion_tokens",
+                                                             "renders", "rejected_lines", "worker"}
+        for number in (0, 1):
+            row = dict(job_id=job_id, step=number, started_at=now, finished_at=now, best_score=0.5,
+                       best_text="a cat", mean_topk=0.4, n_candidates=3, improved=True, generation_seconds=1.0,
+                       scoring_seconds=0.5)
+            assert set(row) <= columns
+            connection.execute(Step.__table__.insert().values(**row))
+    upgrade(db_url)
+    Session = open_store(db_url)
+    with Session() as session:
+        detail = job_detail(session, job_id)
+    assert detail["cost"] is None and [s["cost"] for s in detail["steps"]] == [None, None]
+
+    from web import create_app
+
+    app = create_app({"DATABASE_URL": db_url, "WTF_CSRF_ENABLED": False, "TESTING": True})
+    page = app.test_client().get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "Cost: not recorded" in page
