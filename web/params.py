@@ -48,7 +48,10 @@ def int_arg(args: Mapping[str, str], name: str, default: int | None = None, *,
     if not MIN_INT <= value <= MAX_INT:
         raise QueryError(f"{name} must be between {MIN_INT} and {MAX_INT}, not {value}")
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        if low is not None and high is not None and high < MAX_ID:
+            bounds = f"between {low} and {high}"
+        else:  # the side it is beyond ("between 0 and 2147483647" says little)
+            bounds = f"at least {low}" if low is not None and value < low else f"at most {high}"
         raise QueryError(f"{name} must be {bounds}, not {value}")
     return value
 
