@@ -384,6 +384,8 @@ def test_redirects_and_api_links_carry_the_prefix(proxied, Session):
     assert job["links"] and all(link.startswith("/mils/") for link in job["links"].values())
     listed = proxied.get("/api/jobs", headers=PROXY).get_json()["jobs"]
     assert all(link.startswith("/mils/") for j in listed for link in j["links"].values())
+    assert proxied.get("/api/openapi.json", headers=PROXY).get_json()["servers"] == [{"url": "/mils"}]
+    assert proxied.get("/api/openapi.json").get_json()["servers"] == [{"url": "/"}]
     batch = make_batch(proxied)
     assert all(link.startswith("/mils/") for link in
                proxied.get(f"/api/batches/{batch}", headers=PROXY).get_json()["links"].values())
