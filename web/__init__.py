@@ -6,6 +6,7 @@ queues steps for them; it never loads a model.
     batch_pages    HTML pages of batches: list, new batch form, live batch page, exports
     api            the JSON API under /api, described by /api/openapi.json
     ops            the operator page (/ops) and Prometheus metrics (/metrics)
+    headers        security headers on every answer; the app behind reverse proxies
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from flask import Flask, redirect, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from worker.config import secret_key, web_auth
+from worker.config import https, proxy_count, secret_key, web_auth
 from worker.media import MAX_FILE_BYTES
 from worker.store.batches import format_duration
 
@@ -35,15 +36,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
+        # MILS_HTTPS: the browser sends the session cookie over https only.
+        SESSION_COOKIE_SECURE=https(),
+        # MILS_PROXY_COUNT: reverse proxies whose X-Forwarded-* headers are believed (web.headers).
+        PROXY_COUNT=proxy_count(),
     )
     if config:
         app.config.update(config)
     if app.config["AUTH"] not in ("none", "token"):
         raise ValueError(f"MILS_WEB_AUTH must be 'none' or 'token', not {app.config['AUTH']!r}")
 
-    from web import api, auth, batch_pages, db, errors, ops, pages
+    from web import api, auth, batch_pages, db, errors, headers, ops, pages
+    from web.params import IdConverter
 
+    # Before the blueprints: their rules take their converters when they are added.
+    app.url_map.converters["int"] = IdConverter
     db.init_app(app)
+    headers.init_app(app)
     app.before_request(batch_pages.larger_uploads)  # before CSRFProtect's hook reads the body
     csrf.init_app(app)
     errors.init_app(app)

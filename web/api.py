@@ -156,7 +156,8 @@ def ops():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_description())
+    # The server is where this request came in: behind a proxy, under its path prefix.
+    return jsonify(openapi_description() | {"servers": [{"url": request.script_root or "/"}]})
 
 
 health = Blueprint("health", __name__)

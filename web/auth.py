@@ -71,7 +71,8 @@ def signed_in() -> bool:
 def require_login():
     """before_request of the pages: without a valid login, go to /login and come back after."""
     if auth_enabled() and _logged_in_token() is None:
-        return redirect(url_for("auth.login", next=request.full_path))
+        # The path as the browser sees it: behind a proxy, with the prefix it serves the app under.
+        return redirect(url_for("auth.login", next=request.script_root + request.full_path))
     return None
 
 

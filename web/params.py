@@ -1,10 +1,39 @@
-"""Query-string and form parameters shared by the pages and the API, checked with clear errors."""
+"""Query-string, form and path parameters shared by the pages and the API, checked with clear
+errors before any of them reaches the database: ids in paths (IdConverter), numbers, flags and
+page cursors."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import BigInteger, ColumnElement, Integer
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import IntegerConverter
 
 from worker.store.queries import CANDIDATE_SORTS, MAX_PAGE, QueryError
+
+# What a database integer column holds. An INTEGER (ids of jobs and batches, steps, positions) is
+# 32 bits on PostgreSQL, which refuses a larger number in a query ("integer out of range"); a
+# BIGINT (candidates' ids) and SQLite's INTEGER are 64 bits, and the drivers can't even send a
+# larger one (OverflowError).
+MAX_ID = 2**31 - 1
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+
+
+class IdConverter(IntegerConverter):
+    """The app's `<int:...>` (create_app puts it in place of werkzeug's): an id in a path is a
+    whole number an INTEGER column holds. A larger one names nothing: 404 with a message saying
+    so, raised while the URL is matched, so no view and no query ever sees it."""
+
+    def to_python(self, value: str) -> int:
+        """Takes the path segment (digits); returns it as an int, or raises NotFound."""
+        number = super().to_python(value)
+        if number > MAX_ID:
+            raise NotFound(f"no such id: {value} is larger than any id can be ({MAX_ID})")
+        return number
 
 
 def int_arg(args: Mapping[str, str], name: str, default: int | None = None, *,
@@ -16,8 +45,13 @@ def int_arg(args: Mapping[str, str], name: str, default: int | None = None, *,
         value = int(raw)
     except ValueError:
         raise QueryError(f"{name} must be a whole number, not {raw!r}") from None
+    if not MIN_INT <= value <= MAX_INT:
+        raise QueryError(f"{name} must be between {MIN_INT} and {MAX_INT}, not {value}")
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        if low is not None and high is not None and high < MAX_ID:
+            bounds = f"between {low} and {high}"
+        else:  # the side it is beyond ("between 0 and 2147483647" says little)
+            bounds = f"at least {low}" if low is not None and value < low else f"at most {high}"
         raise QueryError(f"{name} must be {bounds}, not {value}")
     return value
 
@@ -41,17 +75,50 @@ def bool_arg(args: Mapping[str, str], name: str) -> bool:
     raise QueryError(f"{name} must be true or false, not {raw!r}")
 
 
+def cursor_arg(args: Mapping[str, str], columns: Sequence[ColumnElement] | None = None) -> str | None:
+    """The `cursor` of a paged list, or None. A cursor is base64 of a JSON list of the values of
+    the last row's order columns (the store's encode_cursor): `columns` are those columns, or
+    None for a list ordered by INTEGER columns only (jobs, batches, a batch's items). A cursor
+    that is not such a list, or holds a value its column can't hold, is a QueryError (400)
+    here rather than a type or range error of the database (500)."""
+    cursor = args.get("cursor") or None
+    if cursor is None:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:  # not base64, not UTF-8 or not JSON
+        raise QueryError("bad cursor: use the next_cursor of a previous page") from None
+    if not isinstance(values, list) or not values:
+        raise QueryError("bad cursor: use the next_cursor of a previous page")
+    # (A cursor of another length is the store's to refuse: it names the mix-up.)
+    kinds = [column.type for column in columns] if columns is not None else [Integer()] * len(values)
+    if not all(_fits(value, kind) for value, kind in zip(values, kinds)):
+        raise QueryError("bad cursor: use the next_cursor of a previous page")
+    return cursor
+
+
+def _fits(value, kind) -> bool:
+    """Can a column of SQLAlchemy type `kind` be compared with the JSON value `value`?"""
+    if isinstance(value, bool):
+        return False
+    if isinstance(kind, BigInteger):
+        return isinstance(value, int) and MIN_INT <= value <= MAX_INT
+    if isinstance(kind, Integer):
+        return isinstance(value, int) and -MAX_ID - 1 <= value <= MAX_ID
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def candidate_args(args: Mapping[str, str], default_limit: int = 100) -> dict:
     """Filters, sort and page of a candidate history request (see worker.store.queries.candidates_page)."""
     sort = args.get("sort") or "step"
     if sort not in CANDIDATE_SORTS:
         raise QueryError(f"unknown sort {sort!r}; known: {', '.join(CANDIDATE_SORTS)}")
     return {
-        "step": int_arg(args, "step", low=0),
+        "step": int_arg(args, "step", low=0, high=MAX_ID),
         "top_only": bool_arg(args, "top"),
         "q": args.get("q", "").strip() or None,
         "sort": sort,
-        "cursor": args.get("cursor") or None,
+        "cursor": cursor_arg(args, [column for column, _ in CANDIDATE_SORTS[sort]]),
         "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE),
     }
 
@@ -61,16 +128,16 @@ def job_list_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
         "status": args.get("status") or None,
         "task": args.get("task") or None,
         "q": args.get("q", "").strip() or None,
-        "cursor": args.get("cursor") or None,
+        "cursor": cursor_arg(args),
         "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE),
     }
 
 
 def batch_list_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
-    return {"cursor": args.get("cursor") or None, "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE)}
+    return {"cursor": cursor_arg(args), "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE)}
 
 
 def batch_item_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
     """Filter and page of a batch's items (see worker.store.batches.items_page)."""
-    return {"status": args.get("status", "").strip() or None, "cursor": args.get("cursor") or None,
+    return {"status": args.get("status", "").strip() or None, "cursor": cursor_arg(args),
             "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE)}

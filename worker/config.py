@@ -24,6 +24,8 @@ test or a process that sets a variable before calling sees it. Defaults are in o
 | MILS_DATASET_ROOT         | (none)                            | manifests uploaded to the web    |
 | MILS_BATCH_UPLOAD_BYTES   | 2 GiB                             | a batch's archive upload (web)   |
 | MILS_SECRET_KEY           | a key kept in $MILS_HOME          | the web app's sessions           |
+| MILS_HTTPS                | 0                                 | the web app's cookie: Secure     |
+| MILS_PROXY_COUNT          | 0 (no proxy trusted)              | the web app behind proxies       |
 """
 
 from __future__ import annotations
@@ -174,6 +176,19 @@ def secret_key() -> str:
         path.touch(mode=0o600)
         path.write_text(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def https() -> bool:
+    """`MILS_HTTPS`: the site is served over https (by the web server or a proxy in front), so
+    the session cookie is marked Secure and a browser never sends it over plain http."""
+    return _flag("MILS_HTTPS", False)
+
+
+def proxy_count() -> int:
+    """`MILS_PROXY_COUNT`: how many reverse proxies stand in front of the web app; their
+    X-Forwarded-For, -Proto, -Host, -Port and -Prefix headers are believed (web.headers).
+    0: none, and those headers are ignored (anyone could send them)."""
+    return int(_number("MILS_PROXY_COUNT", 0))
 
 
 # --------------------------------------------------------------------------- files

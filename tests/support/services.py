@@ -457,3 +457,74 @@ def without_spice(monkeypatch) -> None:
             return "SPICE"
 
     monkeypatch.setattr(cocoeval, "Spice", NoSpice)
+
+
+# --------------------------------------------------------------------------- a reverse proxy
+
+
+NGINX_CONFIG = """\
+# A reverse proxy as an operator would put in front of `mils web` (docs/operations.md).
+daemon off;
+{user}worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {folder}/access.log;
+    client_body_temp_path {folder}/client_body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 64m;
+        location {prefix}/ {{
+            proxy_pass {upstream}/;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Prefix {prefix};
+            proxy_buffering off;
+        }}
+        location / {{ return 404 "not under {prefix}\\n"; }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx (the system's binary) on a free port, serving `upstream` under `prefix` with the
+    X-Forwarded-For, -Proto and -Prefix headers set; its config, logs and temp files in `folder`."""
+
+    def __init__(self, binary: str, upstream: str, folder: Path, prefix: str = "/mils") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}{prefix}"
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        # As root nginx's workers would run as nobody, who can't write the temp files here.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        self.config = folder / "nginx.conf"
+        self.config.write_text(NGINX_CONFIG.format(user=user, folder=folder, port=self.port, prefix=prefix,
+                                                   upstream=upstream))
+        self.log = folder / "nginx.out"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([binary, "-p", str(folder), "-e", str(folder / "error.log"),
+                                          "-c", str(self.config)],
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def text(self) -> str:
+        return "".join(f"===== {p.name}\n{p.read_text(errors='replace')[-4000:]}\n"
+                       for p in (self.log, self.folder / "error.log") if p.exists())
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nginx exited ({self.proc.returncode}):\n{self.text()}")
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                return response.status == 200
+
+        wait_for("nginx to pass /healthz through", ready, timeout, interval=0.2, on_timeout=self.text)
+
+    def close(self) -> None:
+        _kill(self.proc, grace=5)

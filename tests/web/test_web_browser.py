@@ -32,6 +32,8 @@ import subprocess
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -157,7 +159,14 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(database, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("browser")
+    with running_stack(database, tmp_path_factory.mktemp("browser")) as stack:
+        yield stack
+
+
+@contextmanager
+def running_stack(database: str, folder: Path, **settings: str) -> Iterator[Stack]:
+    """A private Redis, `mils web` and a `mils worker` on `database`, with MILS_* `settings`
+    beside the fakes' (e.g. MILS_PROXY_COUNT); all stopped when the block ends."""
     home = folder / "mils-home"
     home.mkdir()
     redis = RedisServer(folder / "redis")
@@ -165,7 +174,7 @@ def stack(database, tmp_path_factory):
     try:
         redis.start()
         env = mils_env(home=home, database_url=database, broker_url=redis.url,
-                       MILS_FAKE_STEP_SECONDS=str(STEP_SECONDS), MILS_WEB_AUTH="none")
+                       MILS_FAKE_STEP_SECONDS=str(STEP_SECONDS), MILS_WEB_AUTH="none", **settings)
         out = run_mils("db", "upgrade", env=env)
         assert out.returncode == 0, out.stdout + out.stderr
         # Both start at once (each takes seconds to import), then both are awaited.
