@@ -39,7 +39,7 @@ from worker.kinds import get_kind
 from worker import config, jobs
 from worker.media import MediaError
 from worker.queue import BrokerError, priority_value
-from worker.store.batches import (RESULT_COSTS, active_job_ids, batch_of, batches_holding, best_texts_by_step, check_name,
+from worker.store.batches import (RESULT_COSTS, active_job_ids, cost_by_step, batch_of, batches_holding, best_texts_by_step, check_name,
                                   get_batch, held_items, in_flight, item_states, next_position, references_of,
                                   results)
 from worker.store.jobs import JobError, get_job
@@ -505,9 +505,16 @@ def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Datas
         raise JobError(f"batch {name!r} has no reference captions: give --references FILE (a COCO captions, "
                        "Karpathy split, MSR-VTT or Clotho file, or a CSV/JSONL manifest with reference columns)")
     computed = caption_metrics(refs, {"final": final, **by_step})
+    with sessions() as session:
+        spent = cost_by_step(session, batch_id) or {}
+    last: dict | None = None
+    per_step = []
+    for step in range(steps + 1):  # each step's metrics beside what an item had cost by then
+        last = spent.get(step, last)
+        per_step.append({"step": step, **computed[step], "cost_per_item": last})
     metrics = {
         "final": computed["final"],
-        "per_step": [{"step": step, **computed[step]} for step in range(steps + 1)],
+        "per_step": per_step,
         "metrics": list(METRICS) + (["SPICE"] if "SPICE" in computed["final"] else []),
         "spice": spice_unavailable(),
         "references": "the batch's own" if references is None else references.name,

@@ -108,3 +108,45 @@ def test_a_job_stored_before_costs_were_recorded_reads_not_recorded(db_url):
     app = create_app({"DATABASE_URL": db_url, "WTF_CSRF_ENABLED": False, "TESTING": True})
     page = app.test_client().get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "Cost: not recorded" in page
+
+
+def test_a_batch_adds_its_items_costs_up_per_step_and_exports_them(pg, queue_db, server, tmp_path):
+    """Two items through the real queueing of a batch, run here: the batch's totals, each item's
+    export columns and the evaluation's cost per item at each step are sums of the stored steps."""
+    import csv
+    import io
+
+    from worker.batches import evaluate_batch, export_results, submit_batch
+    from worker.datasets import open_dataset
+    from worker.media.samples import sample_path
+    from worker.store.batches import batch_detail
+
+    for name in ("chelsea", "astronaut"):
+        (tmp_path / f"{name}.png").write_bytes(sample_path(name).read_bytes())
+    (tmp_path / "items.csv").write_text("path,reference\nchelsea.png,a cat lying on a rug\n"
+                                        "astronaut.png,a woman in a space suit\n")
+    Session = open_store(pg)
+    submit_batch(Session, "costs", open_dataset(tmp_path / "items.csv", "image"), generator=f"openai:fake@{server.url}",
+                 scorer=SCORER, overrides={"steps": 2, "top_k": 3, "candidates": 4})
+    with Session() as session:
+        job_ids = session.scalars(select(Job.id).order_by(Job.id)).all()
+    for job_id in job_ids:
+        list(run_in_process(Session, job_id))
+    with Session() as session:
+        rows = session.scalars(select(Step)).all()
+        cost = batch_detail(session, "costs")["cost"]
+        exported = list(csv.DictReader(io.StringIO("".join(export_results(session, "costs", "csv")))))
+    requests = sum(r.llm_requests for r in rows)
+    assert requests == len(server.requests) and cost["llm_requests"] == requests
+    assert cost["items"] == 2 and cost["per_item"]["prompt_tokens"] == 10 * requests / 2
+    for item in exported:
+        mine = [r for r in rows if r.job_id == int(item["job_id"])]
+        assert int(item["llm_requests"]) == sum(r.llm_requests for r in mine)
+        assert int(item["completion_tokens"]) == 10 * sum(r.llm_requests for r in mine)
+        assert float(item["llm_seconds"]) == pytest.approx(sum(r.generation_seconds for r in mine), abs=1e-3)
+
+    metrics = evaluate_batch(Session, "costs")
+    for entry in metrics["per_step"]:
+        done = [r for r in rows if r.step <= entry["step"]]
+        assert entry["cost_per_item"]["llm_requests"] == pytest.approx(sum(r.llm_requests for r in done) / 2)
+        assert entry["cost_per_item"]["tokens"] == pytest.approx(20 * sum(r.llm_requests for r in done) / 2)

@@ -286,9 +286,14 @@ def eval_(name: str, references: str | None, path_column, key_column, reference_
                "(values x100)")
     if metrics.get("matched_by"):
         click.echo("matched by " + ", ".join(f"{way} {n}" for way, n in metrics["matched_by"].items()))
-    click.echo("\t".join(["", *names]))
+    # Each step's metrics beside what an item had cost by then: where more steps stop paying.
+    spent = ["tokens/item", "LLM s/item", "scoring s/item"]
+    click.echo("\t".join(["", *names, *spent]))
     for row in [*metrics["per_step"], {"step": "final", **metrics["final"]}]:
         label = row["step"] if row["step"] == "final" else f"step {row['step']}"
-        click.echo("\t".join([label, *(f"{100 * row[m]:.1f}" if m in row else "-" for m in names)]))
+        cost = row.get("cost_per_item") or {}
+        costs = [cost.get(k) for k in ("tokens", "llm_seconds", "scoring_seconds")]
+        click.echo("\t".join([label, *(f"{100 * row[m]:.1f}" if m in row else "-" for m in names),
+                              *(f"{c:g}" if c is not None else "-" for c in costs)]))
     if metrics["spice"]:
         click.echo(metrics["spice"])

@@ -294,6 +294,32 @@ def batch_cost(session: Session, batch_id: int) -> dict | None:
     return {"steps": steps, "items": items, "workers": workers, **totals, "per_item": per_item}
 
 
+def cost_by_step(session: Session, batch_id: int) -> dict[int, dict] | None:
+    """What an item of the batch had cost by the end of each step, the mean over its succeeded
+    jobs that recorded costs: {step: {"tokens", "llm_requests", "llm_seconds", "scoring_seconds"}},
+    cumulative (a job that stopped early costs nothing more). Tokens None where an engine reported
+    none. None when no succeeded job recorded its cost. The x axis of "where more steps stop paying"."""
+    recorded = Step.llm_requests.is_not(None)
+    query = (select(Step.step, func.count(Step.id), func.sum(Step.llm_requests),
+                    func.sum(Step.prompt_tokens + Step.completion_tokens), func.count(Step.prompt_tokens + Step.completion_tokens),
+                    func.sum(Step.generation_seconds), func.sum(Step.scoring_seconds))
+             .join(BatchItem, BatchItem.job_id == Step.job_id).join(Job, Job.id == Step.job_id)
+             .where(BatchItem.batch_id == batch_id, Job.status == JobStatus.SUCCEEDED, recorded)
+             .group_by(Step.step).order_by(Step.step))
+    rows = session.execute(query).all()
+    if not rows:
+        return None
+    jobs = rows[0][1]  # every recorded job has a step 0
+    spent, out = {"llm_requests": 0, "tokens": 0, "llm_seconds": 0.0, "scoring_seconds": 0.0}, {}
+    for step, n, requests, tokens, with_tokens, llm, scoring in rows:
+        spent["llm_requests"] += int(requests or 0)
+        spent["tokens"] = None if spent["tokens"] is None or with_tokens < n else spent["tokens"] + int(tokens or 0)
+        spent["llm_seconds"] += float(llm or 0)
+        spent["scoring_seconds"] += float(scoring or 0)
+        out[step] = {name: (None if value is None else round(value / jobs, 3)) for name, value in spent.items()}
+    return out
+
+
 def batch_detail(session: Session, name: str) -> dict:
     """Everything the batch page and `GET /api/batches/<name>` show, as plain data: the progress,
     the mean best score per step, the latest evaluation and what it was made from."""
