@@ -12,6 +12,7 @@ from web.downloads import add_download_routes, results_response
 from web.openapi import openapi_description
 from web.params import batch_item_args, batch_list_args, candidate_args, job_list_args
 from web.submission import submit_batch_from, submit_from
+from worker.comparison import compare_batches
 from worker.batches import cancel_batch, resume_batch
 from worker.lifecycle import cancel, resume_job
 from worker.ops import take_snapshot
@@ -133,6 +134,13 @@ def batch_items(name: str):
 @bp.get("/batches/<name>/results")
 def batch_results(name: str):
     return results_response(name, request.args.get("format", "coco"))
+
+
+@bp.get("/compare")
+def compare():
+    """Batches side by side (worker.comparison): `?name=BASELINE&name=OTHER...`, against the
+    baseline's own references."""
+    return jsonify(compare_batches(session_factory(), request.args.getlist("name")))
 
 
 @bp.post("/batches/<name>/cancel")

@@ -15,6 +15,7 @@ from web.params import batch_item_args, batch_list_args
 from web.submission import submit_batch_from
 from worker import config
 from worker.batches import cancel_batch, resume_batch
+from worker.comparison import compare_batches
 from worker.core import SettingsError
 from worker.datasets import ManifestError
 from worker.media import MediaError
@@ -112,3 +113,10 @@ def resume(name: str):
 @bp.get("/batches/<name>/results.<fmt>")
 def results(name: str, fmt: str):
     return results_response(name, fmt)
+
+
+@bp.get("/compare")
+def compare():
+    """Batches side by side (worker.comparison): `?name=BASELINE&name=OTHER...`."""
+    found = compare_batches(session_factory(), request.args.getlist("name"))
+    return render_template("compare.html", found=found)

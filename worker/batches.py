@@ -464,6 +464,51 @@ def match_references(references: Dataset, keys: Iterable[str]) -> tuple[dict[str
     return matched, {way: n for way, n in counts.items() if n}
 
 
+def captions_by_step(session: Session, batch_id: int, steps: int) -> tuple[dict[str, str], dict[int, dict[str, str]]]:
+    """The batch's succeeded jobs' captions: (final {key: text}, {step: {key: best text after
+    that step}}); a job that stopped early keeps its last best in the later steps."""
+    by_step: dict[int, dict[str, str]] = {step: {} for step in range(steps + 1)}
+    final: dict[str, str] = {}
+    last_key, last_text, last_step = None, None, -1
+
+    def close_item() -> None:
+        for later in range(last_step + 1, steps + 1):  # stopped early: its best stays
+            by_step[later][last_key] = last_text
+        final[last_key] = last_text
+
+    for key, step, text in best_texts_by_step(session, batch_id):
+        if key != last_key and last_key is not None:
+            close_item()
+            last_step = -1
+        last_key, last_text, last_step = key, text, step
+        by_step[step][key] = text
+    if last_key is not None:
+        close_item()
+    return final, by_step
+
+
+def batch_references(session: Session, batch: Batch, references: Dataset | None) -> tuple[dict, dict | None]:
+    """The reference captions of the batch's items: its own (references None), or those of the
+    dataset `references` matched to its items (match_references). Returns (key -> references,
+    how many matched each way, or None); JobError when there are none."""
+    matched_by = None
+    if references is None:
+        refs = references_of(session, batch.id)
+    else:
+        all_keys = session.scalars(select(BatchItem.item_key).where(BatchItem.batch_id == batch.id)).all()
+        refs, matched_by = match_references(references, all_keys)
+        if not refs:
+            with_refs = [item.key for item in references.items if item.references][:3]
+            raise JobError(f"{references.name}: none of its entries with reference captions matches an item of "
+                           f"batch {batch.name!r} by key, path or file name (its keys are like "
+                           f"{', '.join(repr(k) for k in with_refs) or 'nothing'}; the batch's like "
+                           f"{', '.join(repr(k) for k in all_keys[:3])})")
+    if not refs:
+        raise JobError(f"batch {batch.name!r} has no reference captions: give --references FILE (a COCO captions, "
+                       "Karpathy split, MSR-VTT or Clotho file, or a CSV/JSONL manifest with reference columns)")
+    return refs, matched_by
+
+
 def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Dataset | None = None) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr (SPICE when it can run) of the batch's succeeded jobs
     against `references` (a dataset with references, e.g. a COCO captions file; default: the
@@ -473,37 +518,8 @@ def evaluate_batch(sessions: sessionmaker[Session], name: str, references: Datas
     with sessions() as session:
         batch = get_batch(session, name)
         batch_id, steps = batch.id, batch.settings["steps"]
-        refs = references_of(session, batch_id) if references is None else None
-        by_step: dict[int, dict[str, str]] = {step: {} for step in range(steps + 1)}
-        final: dict[str, str] = {}
-        last_key, last_text, last_step = None, None, -1
-
-        def close_item() -> None:
-            for later in range(last_step + 1, steps + 1):  # stopped early: its best stays
-                by_step[later][last_key] = last_text
-            final[last_key] = last_text
-
-        for key, step, text in best_texts_by_step(session, batch_id):
-            if key != last_key and last_key is not None:
-                close_item()
-                last_step = -1
-            last_key, last_text, last_step = key, text, step
-            by_step[step][key] = text
-        if last_key is not None:
-            close_item()
-        matched_by = None
-        if references is not None:
-            all_keys = session.scalars(select(BatchItem.item_key).where(BatchItem.batch_id == batch_id)).all()
-            refs, matched_by = match_references(references, all_keys)
-            if not refs:
-                with_refs = [item.key for item in references.items if item.references][:3]
-                raise JobError(f"{references.name}: none of its entries with reference captions matches an item of "
-                               f"batch {name!r} by key, path or file name (its keys are like "
-                               f"{', '.join(repr(k) for k in with_refs) or 'nothing'}; the batch's like "
-                               f"{', '.join(repr(k) for k in all_keys[:3])})")
-    if not refs:
-        raise JobError(f"batch {name!r} has no reference captions: give --references FILE (a COCO captions, "
-                       "Karpathy split, MSR-VTT or Clotho file, or a CSV/JSONL manifest with reference columns)")
+        final, by_step = captions_by_step(session, batch_id, steps)
+        refs, matched_by = batch_references(session, batch, references)
     computed = caption_metrics(refs, {"final": final, **by_step})
     with sessions() as session:
         spent = cost_by_step(session, batch_id) or {}

@@ -21,6 +21,7 @@ import io
 import shutil
 from collections.abc import Hashable, Mapping, Sequence
 from importlib.resources import files
+from typing import Any
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 SPICE_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
@@ -51,11 +52,15 @@ def spice_unavailable() -> str | None:
 
 
 def caption_metrics(references: Mapping[str, Sequence[str]],
-                    runs: Mapping[Hashable, Mapping[str, str]]) -> dict[Hashable, dict[str, float]]:
+                    runs: Mapping[Hashable, Mapping[str, str]],
+                    per_item: Sequence[str] = ()) -> dict[Hashable, dict[str, float]]:
     """The metrics of each run's captions (item key -> caption) against `references` (item key
     -> its reference captions), over the items that have both. Every caption of every run is
     tokenized in one call (the tokenizer treats lines independently, so this equals one call per
-    run). Returns run -> {metric: value, "items": count}. EvaluationError without Java or items."""
+    run). Returns run -> {metric: value, "items": count}, and for the metrics named in `per_item`
+    (METEOR, ROUGE_L, CIDEr: one score per item) "per_item": {metric: {key: score}}, each item's
+    score as the scorer computed it for the run (CIDEr's with the run's document frequencies).
+    EvaluationError without Java or items."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -85,11 +90,16 @@ def caption_metrics(references: Mapping[str, Sequence[str]],
         for run, captions in runs.items():
             gts = {key: tokens[("ref", key)] for key in captions}
             res = {key: tokens[(run, "hyp", key)] for key in captions}
-            values: dict[str, float] = {"items": len(captions)}
+            values: dict[str, Any] = {"items": len(captions)}
+            items: dict[str, dict[str, float]] = {}
             if captions:
                 for scorer, names in scorers:
-                    score, _ = scorer.compute_score(gts, res)
+                    score, scores = scorer.compute_score(gts, res)
                     values.update((name, float(v)) for name, v in zip(names, score if len(names) > 1 else [score]))
+                    if len(names) == 1 and names[0] in per_item:  # scores come in the order of gts' keys
+                        items[names[0]] = {key: float(v) for key, v in zip(gts, scores, strict=True)}
+            if per_item:
+                values["per_item"] = items
             results[run] = values
     return results
 

@@ -297,3 +297,57 @@ def eval_(name: str, references: str | None, path_column, key_column, reference_
                               *(f"{c:g}" if c is not None else "-" for c in costs)]))
     if metrics["spice"]:
         click.echo(metrics["spice"])
+
+
+@batch.command("compare")
+@click.argument("names", nargs=-1, required=True, metavar="BASELINE OTHER...")
+@click.option("--references", type=click.Path(exists=True),
+              help="Reference captions for every batch (default: the baseline's own); as for `mils batch eval`.")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Of the bootstrap intervals.")
+@click.option("--resamples", type=click.IntRange(100, 1_000_000), default=9999, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="The bootstrap's seed.")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def compare(names: tuple[str, ...], references: str | None, confidence: float, resamples: int, seed: int,
+            as_json: bool) -> None:
+    """Batches side by side: what differs (settings, models, prompt and pool), the caption metrics
+    per step against the same references, the cost per item, and for the items they share, each
+    batch's paired difference from the first in CIDEr and METEOR with a bootstrap confidence
+    interval (scipy.stats.bootstrap, BCa): an interval without 0 is a difference beyond noise."""
+    from worker.comparison import compare_batches
+    from worker.datasets import open_references
+    from worker.store.db import open_store
+
+    refs = open_references(references) if references else None
+    found = compare_batches(open_store(), names, refs, confidence=confidence, resamples=resamples, seed=seed)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"against {found['references']} references; differences: {', '.join(found['differences']) or 'none'}")
+    for b in found["batches"]:
+        click.echo(f"  {b['name']}: " + ", ".join(f"{field}={_field(b, field)}" for field in found["differences"]))
+    for b in found["batches"]:
+        click.echo(f"{b['name']}: {describe_cost(b['cost'])}")
+    metrics = list(next(iter(found["metrics"].values()))["final"].keys() - {"items"})
+    shown = [m for m in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE") if m in metrics]
+    click.echo("\t".join(["step", *(f"{b['name']} {m}" for b in found["batches"] for m in shown)]))
+    rows = max(len(v["per_step"]) for v in found["metrics"].values())
+    for i in range(rows):
+        cells = []
+        for b in found["batches"]:
+            steps = found["metrics"][b["name"]]["per_step"]
+            cells += [f"{100 * steps[i][m]:.1f}" if i < len(steps) else "-" for m in shown]
+        click.echo("\t".join([str(i), *cells]))
+    level = f"{100 * found['confidence']:g}%"
+    for pair in found["paired"]:
+        for metric, d in pair["metrics"].items():
+            verdict = "beyond noise" if d["beyond_noise"] else "within noise"
+            click.echo(f"{pair['batch']} - {pair['baseline']} over {pair['items']} shared items: {metric} "
+                       f"{100 * d['difference']:+.1f} (x100), {level} CI [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]: "
+                       f"{verdict}")
+
+
+def _field(batch: dict, field: str):
+    group, _, key = field.partition(".")
+    value = batch[group].get(key) if key else batch[group]
+    return value[:12] if isinstance(value, str) and field.endswith("sha256") else value
