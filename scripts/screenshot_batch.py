@@ -1,7 +1,9 @@
-"""A full-page screenshot of a batch's page, served by `mils web` from MILS_HOME's store, in
-headless Chromium (the system's, as the browser tests use): for the README.
+"""A full-page screenshot of a batch's page (or of any page: a path starting with /), served by
+`mils web` from MILS_HOME's store, in headless Chromium (the system's, as the browser tests use):
+for the README. It waits for the page's charts to be drawn.
 
     MILS_HOME=/tmp/mils-batch-photos python scripts/screenshot_batch.py photos docs/screenshots/batch-photos.png
+    MILS_HOME=/tmp/mils-batch-photos python scripts/screenshot_batch.py "/compare?name=ours&name=own" docs/screenshots/compare.png
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ def main() -> None:
         port = s.getsockname()[1]
     web = subprocess.Popen(["mils", "web", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        url = f"http://127.0.0.1:{port}/batches/{name}"
-        for _ in range(100):
+        url = f"http://127.0.0.1:{port}" + (name if name.startswith("/") else f"/batches/{name}")
+        for _ in range(100):  # ready: its health check answers (a page may take seconds to compute)
             try:
-                urllib.request.urlopen(url, timeout=2)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
                 break
             except OSError:
                 time.sleep(0.2)
@@ -35,8 +37,8 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
-            page.wait_for_function("document.getElementById('batch-score-chart').dataset.points > 0")
+            page.goto(url, timeout=300_000)
+            page.wait_for_function("[...document.querySelectorAll('canvas')].every((c) => c.dataset.points > 0)")
             page.screenshot(path=out, full_page=True)
             browser.close()
     finally:
