@@ -345,7 +345,7 @@ def test_screenshot_of_an_evaluated_batch(page, stack, dataset_root):
     expect(page.locator("#batch-metric-chart")).to_have_attribute("data-points", "4")
     expect(page.locator("#metrics-table tbody tr")).to_have_count(4 + 1)  # steps 0..3 and the final row
     expect(page.locator("#metrics-table thead th")).to_have_text(
-        ["", "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"])
+        ["", "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "tokens / item", "LLM s / item"])
     evaluated = scalar(stack.url, "SELECT e.items FROM batch_evaluations e JOIN batches b ON b.id = e.batch_id "
                                   "WHERE b.name = %s", (name,))
     assert evaluated == 4
