@@ -56,17 +56,18 @@ def _described(session: Session, name: str) -> dict:
             "succeeded": state.by_status.get("succeeded", 0), "cost": batch_cost(session, batch.id)}
 
 
+def field_value(batch: dict, field: str) -> Any:
+    """A compared batch's value of `field`: "scorer", or "settings.temperature" (None when unset)."""
+    group, _, key = field.partition(".")
+    return batch[group].get(key) if key else batch[group]
+
+
 def _differences(batches: list[dict]) -> list[str]:
     """The fields whose values are not the same in every batch ("settings.temperature", "scorer", ...)."""
     fields = ["task", "generator", "scorer", "prompt_sha256", "pool_sha256"]
     for group in ("settings", "options"):
         fields += sorted({f"{group}.{key}" for b in batches for key in b[group]})
-
-    def value(batch: dict, field: str) -> Any:
-        group, _, key = field.partition(".")
-        return batch[group].get(key) if key else batch[group]
-
-    return [f for f in fields if len({repr(value(b, f)) for b in batches}) > 1]
+    return [f for f in fields if len({repr(field_value(b, f)) for b in batches}) > 1]
 
 
 def compare_batches(sessions: sessionmaker[Session], names: Sequence[str], references: Dataset | None = None, *,

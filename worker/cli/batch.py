@@ -348,6 +348,7 @@ def compare(names: tuple[str, ...], references: str | None, confidence: float, r
 
 
 def _field(batch: dict, field: str):
-    group, _, key = field.partition(".")
-    value = batch[group].get(key) if key else batch[group]
+    from worker.comparison import field_value
+
+    value = field_value(batch, field)
     return value[:12] if isinstance(value, str) and field.endswith("sha256") else value
