@@ -80,7 +80,10 @@ def signed_in() -> bool:
 
 def require_login():
     """before_request of the pages: without a valid login, go to /login and come back after."""
-    if auth_enabled() and _logged_in_token() is None:
+    if not auth_enabled():
+        return None
+    g.mils_token = _logged_in_token()  # current_token() for the rest of the request
+    if g.mils_token is None:
         # The path as the browser sees it: behind a proxy, with the prefix it serves the app under.
         return redirect(url_for("auth.login", next=request.script_root + request.full_path))
     return None
@@ -113,9 +116,9 @@ def may_submit() -> bool:
 def may_act_on(owner_token_id: int | None) -> bool:
     """May this request cancel or resume (or add to) what the token `owner_token_id` made (None:
     the CLI)? An admin may on anything, a user on its own, a reader on nothing."""
-    token = current_token()
     if not auth_enabled():
         return True
+    token = current_token()
     return token is not None and (token.role == "admin" or (token.role == "user" and owner_token_id == token.id))
 
 
@@ -151,8 +154,10 @@ def _refuse_without_token() -> None:
 
 @bp.app_context_processor
 def _roles() -> dict:
-    # The pages show the submit links only to those who may submit.
-    return {"may_submit": may_submit}
+    # The pages show the submit links only to those who may submit: as the login check found the
+    # token (an error page rendered before it, e.g. with the database down, looks nothing up).
+    token = g.get("mils_token")
+    return {"may_submit": not auth_enabled() or (token is not None and token.role != "reader")}
 
 
 class LoginForm(FlaskForm):
