@@ -39,7 +39,9 @@ def _links(job_id: int) -> dict:
 @bp.post("/jobs")
 def create_job():
     # A BrokerError (stored, not queued) is a 503 naming the job to resume (web.errors).
-    return _created(submit_from(request.form, request.files, file_field="file", others="refuse"))
+    auth.check_may_submit()
+    return _created(submit_from(request.form, request.files, file_field="file", others="refuse",
+                                token_id=auth.acting_token_id()))
 
 
 def _created(job_id: int):
@@ -76,14 +78,16 @@ add_download_routes(bp, "/jobs/<int:job_id>/history")
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel_job(job_id: int):
     session = get_session()
-    summary = cancel(session, job_id)
+    auth.check_may_act_on(get_job(session, job_id).token_id, f"job {job_id}")
+    summary = cancel(session, job_id, token_id=auth.acting_token_id())
     session.commit()
     return jsonify(summary.to_dict() | {"links": _links(job_id)})
 
 
 @bp.post("/jobs/<int:job_id>/resume")
 def resume(job_id: int):
-    step = resume_job(session_factory(), job_id)
+    auth.check_may_act_on(get_job(get_session(), job_id).token_id, f"job {job_id}")
+    step = resume_job(session_factory(), job_id, token_id=auth.acting_token_id())
     session = get_session()
     summary = summarize(session, get_job(session, job_id))
     return jsonify(summary.to_dict() | {"resumed_at_step": step, "links": _links(job_id)}), 202
@@ -105,7 +109,8 @@ def _batch_links(name: str) -> dict:
 def create_batch():
     """A batch from an uploaded archive or manifest; 201 with the submission's report (items
     added, already there, rejected one by one with the reason) and the batch."""
-    report = submit_batch_from(request.form, request.files, others="refuse")
+    auth.check_may_submit((request.form.get("name") or "").strip())
+    report = submit_batch_from(request.form, request.files, others="refuse", token_id=auth.acting_token_id())
     body = {"submission": report.to_dict(), **batch_detail(get_session(), report.name),
             "links": _batch_links(report.name)}
     return jsonify(body), 201 if report.created else 200, {"Location": url_for("api.batch", name=report.name)}
@@ -145,13 +150,15 @@ def compare():
 
 @bp.post("/batches/<name>/cancel")
 def cancel_batch_(name: str):
-    cancelled = cancel_batch(session_factory(), name)
+    auth.check_may_act_on(get_batch(get_session(), name).token_id, f"batch {name!r}")
+    cancelled = cancel_batch(session_factory(), name, token_id=auth.acting_token_id())
     return jsonify({"cancelled": cancelled, **batch_detail(get_session(), name), "links": _batch_links(name)})
 
 
 @bp.post("/batches/<name>/resume")
 def resume_batch_(name: str):
-    resumed = resume_batch(session_factory(), name)
+    auth.check_may_act_on(get_batch(get_session(), name).token_id, f"batch {name!r}")
+    resumed = resume_batch(session_factory(), name, token_id=auth.acting_token_id())
     return jsonify({"resumed": resumed, **batch_detail(get_session(), name), "links": _batch_links(name)}), 202
 
 

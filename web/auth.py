@@ -6,18 +6,27 @@ One kind of credential, two ways to present it:
   lets the pages' own scripts read the API with GET; writes through the API always need the
   bearer token, so a cookie alone can never be abused by another site to cancel a job).
 
-Tokens are created with `mils token create NAME` and stored as SHA-256 hashes only.
+Tokens are created with `mils token create NAME --role ROLE` and stored as SHA-256 hashes only.
+
+What a token may do is its role (worker.store.schema.TOKEN_ROLES): an admin anything to any job
+or batch; a user reads everything (the shared dashboard stays whole), submits, and cancels or
+resumes its own jobs and batches (those it submitted); a reader only reads. Anything else is a 403
+with a message. Jobs and batches record the token that made them, and events the token that acted
+(`acting_token_id()`, passed down as `token_id`). Without MILS_WEB_AUTH=token everyone may do
+everything and nothing is recorded.
 """
 
 from __future__ import annotations
 
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request, session,
+from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
 from flask_wtf import FlaskForm
 from wtforms import PasswordField
 from wtforms.validators import InputRequired
 
 from web.db import get_session
+from worker.store.batches import get_batch
+from worker.store.jobs import JobError
 from worker.store.schema import ApiToken, utcnow
 from worker.store.tokens import find_token
 
@@ -53,6 +62,7 @@ def check_api_request() -> None:
             abort(401, "the API token is unknown or revoked")
         token.last_used_at = utcnow()
         get_session().commit()
+        g.mils_token = token
         return
     if request.method in ("GET", "HEAD") and _logged_in_token() is not None:
         return
@@ -70,10 +80,84 @@ def signed_in() -> bool:
 
 def require_login():
     """before_request of the pages: without a valid login, go to /login and come back after."""
-    if auth_enabled() and _logged_in_token() is None:
+    if not auth_enabled():
+        return None
+    g.mils_token = _logged_in_token()  # current_token() for the rest of the request
+    if g.mils_token is None:
         # The path as the browser sees it: behind a proxy, with the prefix it serves the app under.
         return redirect(url_for("auth.login", next=request.script_root + request.full_path))
     return None
+
+
+def current_token() -> ApiToken | None:
+    """The API token this request acts as: the bearer token sent, else the signed-in page
+    session's; None without MILS_WEB_AUTH=token, or when there is no valid one (the API's and the
+    pages' own checks have turned such a request away already). Looked up once per request."""
+    if not auth_enabled():
+        return None
+    if "mils_token" not in g:
+        raw = _bearer_token()
+        g.mils_token = find_token(get_session(), raw) if raw is not None else _logged_in_token()
+    return g.mils_token
+
+
+def acting_token_id() -> int | None:
+    """The id of `current_token()`: what jobs, batches and events record as their owner or actor."""
+    token = current_token()
+    return token.id if token is not None else None
+
+
+def may_submit() -> bool:
+    """May this request submit jobs and batches (every role but reader)?"""
+    token = current_token()
+    return not auth_enabled() or (token is not None and token.role != "reader")
+
+
+def may_act_on(owner_token_id: int | None) -> bool:
+    """May this request cancel or resume (or add to) what the token `owner_token_id` made (None:
+    the CLI)? An admin may on anything, a user on its own, a reader on nothing."""
+    if not auth_enabled():
+        return True
+    token = current_token()
+    return token is not None and (token.role == "admin" or (token.role == "user" and owner_token_id == token.id))
+
+
+def check_may_submit(batch_name: str | None = None) -> None:
+    """403 unless this request may submit; adding to the existing batch `batch_name`, unless it
+    may act on that batch too."""
+    if not may_submit():
+        _refuse_without_token()
+        abort(403, f"token {current_token().name!r} is a reader: it may read jobs and batches, not submit them")
+    if batch_name:
+        try:
+            check_may_act_on(get_batch(get_session(), batch_name).token_id, f"batch {batch_name!r}")
+        except JobError:  # no such batch: a new one
+            pass
+
+
+def check_may_act_on(owner_token_id: int | None, what: str) -> None:
+    """403 unless this request may act on `what` (e.g. "job 7"), made by `owner_token_id`."""
+    if may_act_on(owner_token_id):
+        return
+    _refuse_without_token()
+    token = current_token()
+    if token.role == "reader":
+        abort(403, f"token {token.name!r} is a reader: it may read {what}, not change it")
+    abort(403, f"token {token.name!r} is a user: it may cancel, resume or add to only its own jobs and batches, "
+               f"and {what} is not its own")
+
+
+def _refuse_without_token() -> None:
+    if current_token() is None:  # the API's and the pages' own checks turn such a request away first
+        abort(401, "this needs a token (`mils token create NAME`)")
+
+
+@bp.app_context_processor
+def _roles() -> dict:
+    # The pages show the submit links only to those who may submit: as the login check found the
+    # token (an error page rendered before it, e.g. with the database down, looks nothing up).
+    token = g.get("mils_token")
+    return {"may_submit": not auth_enabled() or (token is not None and token.role != "reader")}
 
 
 class LoginForm(FlaskForm):

@@ -50,9 +50,11 @@ def batches():
 @bp.route("/batches/new", methods=["GET", "POST"])
 def new_batch():
     form = BatchForm()
+    if request.method == "POST":
+        auth.check_may_submit((request.form.get("name") or "").strip())
     if form.validate_on_submit():
         try:
-            report = submit_batch_from(request.form, request.files, others="ignore")
+            report = submit_batch_from(request.form, request.files, others="ignore", token_id=auth.acting_token_id())
         except BrokerError as exc:
             flash(str(exc), "error")
             return redirect(url_for("batch_pages.batches"))
@@ -78,13 +80,15 @@ def _items_context(batch_id: int) -> dict:
 @bp.get("/batches/<name>")
 def batch(name: str):
     detail = batch_detail(get_session(), name)
-    batch_id = get_batch(get_session(), name).id
-    return render_template("batch.html", batch=detail, **_items_context(batch_id))
+    batch = get_batch(get_session(), name)
+    return render_template("batch.html", batch=detail, can_act=auth.may_act_on(batch.token_id),
+                           **_items_context(batch.id))
 
 
 @bp.get("/batches/<name>/live")
 def batch_live(name: str):
-    return render_template("_batch_live.html", batch=batch_detail(get_session(), name))
+    return render_template("_batch_live.html", batch=batch_detail(get_session(), name),
+                           can_act=auth.may_act_on(get_batch(get_session(), name).token_id))
 
 
 @bp.get("/batches/<name>/items")
@@ -95,16 +99,18 @@ def batch_items(name: str):
 
 @bp.post("/batches/<name>/cancel")
 def cancel(name: str):
-    get_batch(get_session(), name)
-    flash(f"batch {name}: {cancel_batch(session_factory(), name)} job(s) cancelled or stopping")
+    auth.check_may_act_on(get_batch(get_session(), name).token_id, f"batch {name!r}")
+    cancelled = cancel_batch(session_factory(), name, token_id=auth.acting_token_id())
+    flash(f"batch {name}: {cancelled} job(s) cancelled or stopping")
     return redirect(url_for("batch_pages.batch", name=name))
 
 
 @bp.post("/batches/<name>/resume")
 def resume(name: str):
-    get_batch(get_session(), name)
+    auth.check_may_act_on(get_batch(get_session(), name).token_id, f"batch {name!r}")
     try:
-        flash(f"batch {name}: {resume_batch(session_factory(), name)} job(s) queued again")
+        resumed = resume_batch(session_factory(), name, token_id=auth.acting_token_id())
+        flash(f"batch {name}: {resumed} job(s) queued again")
     except (JobError, BrokerError) as exc:
         flash(str(exc), "error")
     return redirect(url_for("batch_pages.batch", name=name))

@@ -1,6 +1,7 @@
 """Every error is a clear HTML page or a JSON body, with the status code that says what went
-wrong: 400 bad input, 401 no or wrong token, 404 unknown job or batch, 409 wrong job state,
-413 too large, 503 database or broker unavailable."""
+wrong: 400 bad input, 401 no or wrong token, 403 a token whose role may not do it, 404 unknown
+job or batch, 409 wrong job state, 413 too large, 429 a token's jobs in flight at its limit (with
+Retry-After), 503 database or broker unavailable."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from worker.store.db import SchemaError
 from worker.store.batches import UnknownBatch
 from worker.store.jobs import JobError, UnknownJob
 from worker.store.queries import QueryError
+from worker.store.tokens import QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (ManifestError, 400),
     (EvaluationError, 400),
     (ModelLoadError, 400),
+    (QuotaExceeded, 429),
     (SchemaError, 503),
     (BrokerError, 503),
 ]
@@ -67,7 +70,9 @@ def _known_error(exc: Exception):
     status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
     # Stored but not queued: the body names the job to resume.
     extra = {"job_id": exc.job_id} if isinstance(exc, BrokerError) else {}
-    return error_response(status, str(exc), **extra)
+    body, status = error_response(status, str(exc), **extra)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QuotaExceeded) else {}
+    return body, status, headers
 
 
 def _unexpected_error(exc: Exception):

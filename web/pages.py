@@ -44,9 +44,12 @@ def jobs():
 @bp.route("/jobs/new", methods=["GET", "POST"])
 def submit():
     form = SubmitForm()
+    if request.method == "POST":
+        auth.check_may_submit()
     if form.validate_on_submit():
         try:
-            job_id = submit_from(request.form, request.files, file_field=form.image.name, others="ignore")
+            job_id = submit_from(request.form, request.files, file_field=form.image.name, others="ignore",
+                                 token_id=auth.acting_token_id())
         except BrokerError as exc:  # stored, not queued: its page says so
             flash(str(exc), "error")
             return redirect(url_for("pages.job", job_id=exc.job_id))
@@ -72,12 +75,17 @@ def _history_context(job_id: int, steps_total: int) -> dict:
 def job(job_id: int):
     detail = job_detail(get_session(), job_id)
     return render_template("job.html", job=detail, archived=purge_record(get_session(), job_id),
-                           **_history_context(job_id, detail["steps_total"]))
+                           can_act=_can_act(job_id), **_history_context(job_id, detail["steps_total"]))
+
+
+def _can_act(job_id: int) -> bool:
+    """Does the page show cancel and resume (web.auth: the token may act on this job)?"""
+    return auth.may_act_on(get_job(get_session(), job_id).token_id)
 
 
 @bp.get("/jobs/<int:job_id>/live")
 def job_live(job_id: int):
-    return render_template("_job_live.html", job=job_detail(get_session(), job_id))
+    return render_template("_job_live.html", job=job_detail(get_session(), job_id), can_act=_can_act(job_id))
 
 
 @bp.get("/jobs/<int:job_id>/candidates")
@@ -90,9 +98,10 @@ def job_candidates(job_id: int):
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel(job_id: int):
     session = get_session()
-    get_job(session, job_id)  # an unknown job is a 404 page, not a message
+    # An unknown job is a 404 page, not a message; another's job a 403 (web.auth).
+    auth.check_may_act_on(get_job(session, job_id).token_id, f"job {job_id}")
     try:
-        summary = cancel_job(session, job_id)
+        summary = cancel_job(session, job_id, token_id=auth.acting_token_id())
         session.commit()
         flash(f"job {job_id} cancelled" if summary.status == "cancelled"
               else f"job {job_id} stops after the step in flight")
@@ -103,9 +112,9 @@ def cancel(job_id: int):
 
 @bp.post("/jobs/<int:job_id>/resume")
 def resume(job_id: int):
-    get_job(get_session(), job_id)
+    auth.check_may_act_on(get_job(get_session(), job_id).token_id, f"job {job_id}")
     try:
-        step = resume_job(session_factory(), job_id)
+        step = resume_job(session_factory(), job_id, token_id=auth.acting_token_id())
         flash(f"job {job_id} resumed at step {step}")
     except (JobError, BrokerError) as exc:
         flash(str(exc), "error")

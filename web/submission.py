@@ -104,10 +104,12 @@ def _attachments(kind: TaskKind, fields: Mapping[str, str], files: MultiDict) ->
     return found
 
 
-def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others: str) -> int:
-    """Parse a submission and submit it; returns the job id (an arithmetic job's own id; its
-    parents are queued with it). Errors: QueryError, MediaError, SettingsError, ModelLoadError
-    (400, nothing stored), BrokerError (503, stored and not queued)."""
+def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others: str,
+                token_id: int | None = None) -> int:
+    """Parse a submission and submit it as the API token `token_id` (its owner); returns the job id
+    (an arithmetic job's own id; its parents are queued with it). Errors: QueryError, MediaError,
+    SettingsError, ModelLoadError (400, nothing stored), QuotaExceeded (429, nothing stored),
+    BrokerError (503, stored and not queued)."""
     kind = get_kind(fields.get("task") or "image-caption")
     llm = (fields.get("llm") or "").strip() or "embedded"
     scorer = (fields.get("scorer") or "").strip() or "embedded"
@@ -118,13 +120,14 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
         request = submission.arithmetic_request(
             parts, generator=llm, scorer=scorer, audio_scorer=(fields.get("audio_scorer") or "").strip() or None,
             overrides=settings_from(fields), options=options_from(kind, fields, others="ignore"))
-        return submission.submit_arithmetic(session_factory(), request)[0]
+        return submission.submit_arithmetic(session_factory(), request, token_id=token_id)[0]
     media, info = _input(kind, fields, files, file_field)
     request = submission.job_request(kind.name, media, info, generator=llm, scorer=scorer,
                                      overrides=settings_from(fields), options=options_from(kind, fields, others=others),
                                      attachments=_attachments(kind, fields, files),
                                      files=user_files)
-    return submission.submit(session_factory(), request, priority=(fields.get("priority") or "").strip() or None)
+    return submission.submit(session_factory(), request, priority=(fields.get("priority") or "").strip() or None,
+                             token_id=token_id)
 
 
 def existing_task(name: str) -> str | None:
@@ -139,13 +142,14 @@ def existing_task(name: str) -> str | None:
         return None
 
 
-def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> SubmitReport:
+def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str, token_id: int | None = None) -> SubmitReport:
     """Parse a batch submission: a `name`, an `archive` (zip, tar: media, a manifest inside or not)
     or a `manifest` alone (naming files under MILS_DATASET_ROOT, relative to its `media_folder`
     there), which items (`split`, `subset`, `subset_seed`), which columns (`path_column`,
     `key_column`, `reference_columns`), and the settings; submit the items the batch lacks. A bad
     item is reported in the result; a malformed manifest or archive, an unknown split, or a media
-    folder outside MILS_DATASET_ROOT is a ManifestError (400, nothing stored)."""
+    folder outside MILS_DATASET_ROOT is a ManifestError (400, nothing stored). `token_id`: the API
+    token that submits (see worker.batches.submit_batch)."""
     name = (fields.get("name") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
@@ -178,7 +182,8 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
                         scorer=(fields.get("scorer") or "").strip() or None,
                         overrides=settings_from(fields, batch=True), options=options_from(kind, fields, others=others),
                         priority=(fields.get("priority") or "").strip() or None,
-                        max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"), files=user_files)
+                        max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"), files=user_files,
+                        token_id=token_id)
 
 
 def _selection(fields: Mapping[str, str]) -> Selection:

@@ -45,6 +45,7 @@ from worker.store.batches import (RESULT_COSTS, active_job_ids, cost_by_step, ba
 from worker.store.jobs import JobError, get_job
 from worker.store.queries import csv_chunks, json_array
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus
+from worker.store.tokens import check_quota
 from worker.kinds.user_files import check_task
 from worker.submission import UserFiles, checked_settings, job_request, store_job, task_input
 
@@ -91,7 +92,8 @@ def _given_differs(batch: Batch, task, generator, scorer, settings, options, fil
 
 
 def _batch_for(session: Session, name: str, task, generator, scorer, overrides, options,
-               priority=None, max_in_flight=None, files: UserFiles = UserFiles()) -> tuple[Batch, bool]:
+               priority=None, max_in_flight=None, files: UserFiles = UserFiles(),
+               token_id: int | None = None) -> tuple[Batch, bool]:
     """The batch called `name`, made now if new (the settings checked as for one job). An existing
     batch keeps its settings: anything given must agree with them; its priority and limit on jobs
     in flight (which change no result) take the values given."""
@@ -128,7 +130,7 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
     batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
                   options=checked, sources={"submissions": []}, max_in_flight=max_in_flight,
                   priority=PRIORITY_DEFAULT if priority is None else priority,
-                  prompt_sha256=files.prompt_sha256, pool_sha256=files.pool_sha256)
+                  prompt_sha256=files.prompt_sha256, pool_sha256=files.pool_sha256, token_id=token_id)
     try:
         with session.begin_nested():
             session.add(batch)
@@ -141,16 +143,20 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
                  generator: str | None = None, scorer: str | None = None,
                  overrides: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
                  priority: str | int | None = None, max_in_flight: int | None = None,
-                 files: UserFiles = UserFiles(), on_item: Callable[[], None] | None = None) -> SubmitReport:
+                 files: UserFiles = UserFiles(), on_item: Callable[[], None] | None = None,
+                 token_id: int | None = None) -> SubmitReport:
     """Add the dataset's items the batch `name` lacks (making the batch if new) and queue them, as
     many as its limit on jobs in flight allows (the rest follow as jobs finish). Settings, models,
     options and the prompt and pool files (`files`, worker.submission.user_files) not given are the
-    batch's (a new one: the task's defaults; priority low).
-    Raises SettingsError / ModelLoadError / JobError before anything is stored; BrokerError when
-    the broker refused steps (the items stay stored; `mils batch resume` queues them)."""
+    batch's (a new one: the task's defaults; priority low). `token_id`: the API token that submits
+    (the owner of a new batch and of the jobs added; None: the CLI).
+    Raises SettingsError / ModelLoadError / JobError before anything is stored, and QuotaExceeded
+    when the items to add would take the token over MILS_TOKEN_MAX_ACTIVE (the whole submission is
+    refused); BrokerError when the broker refused steps (the items stay stored; `mils batch
+    resume` queues them)."""
     with sessions.begin() as session:
         batch, created = _batch_for(session, name, task, generator, scorer, overrides, options, priority,
-                                    max_in_flight, files)
+                                    max_in_flight, files, token_id)
         batch.sources = {"submissions": [*batch.sources.get("submissions", []), dataset.describe()]}
         batch_id, kind = batch.id, get_kind(batch.task)
         template = dict(task=batch.task, generator=batch.generator, scorer=batch.scorer,
@@ -158,6 +164,8 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
                         files=UserFiles(batch.prompt_sha256, batch.pool_sha256))  # stored with the batch
         known = item_states(session, batch_id)
         position = next_position(session, batch_id)
+        adding = sum(1 for item in dataset.items if known.get(item.key, (None, None))[1] is None)
+        check_quota(session, token_id, adding, config.token_max_active())
     report = SubmitReport(name, created, dataset=dataset.describe())
     broker = _Broker(sessions, batch_id)
     report.requeued = len(broker.release())
@@ -191,7 +199,8 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
             request = job_request(template["task"], media, info, generator=template["generator"],
                                   scorer=template["scorer"], overrides=template["overrides"],
                                   options=template["options"], files=template["files"])
-            job, _ = store_job(session, request, priority=template["priority"], held=True)  # let in by `release`
+            job, _ = store_job(session, request, priority=template["priority"], held=True,  # let in by `release`
+                               token_id=token_id)
             row.job_id, row.error = job.id, None
             session.flush()
             stored.append(job.id)
@@ -332,10 +341,11 @@ def release_all(sessions: sessionmaker[Session]) -> int:
 # --------------------------------------------------------------------------- lifecycle
 
 
-def cancel_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500) -> int:
+def cancel_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500, token_id: int | None = None) -> int:
     """Ask every unfinished job of the batch to stop after its step in flight; returns how many.
     `chunk` jobs per transaction: a big batch's rows are never all locked at once, away from the
-    workers that commit steps. A job that finishes meanwhile is left as it is."""
+    workers that commit steps. A job that finishes meanwhile is left as it is. `token_id`: the
+    API token that asks (None: the CLI), named in each job's events."""
     with sessions() as session:
         batch_id = get_batch(session, name).id
         ids = active_job_ids(session, batch_id, (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.INTERRUPTED))
@@ -344,18 +354,18 @@ def cancel_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
         with sessions.begin() as session:
             for job_id in ids[start:start + chunk]:
                 try:
-                    jobs.cancel(session, get_job(session, job_id, for_update=True))
+                    jobs.cancel(session, get_job(session, job_id, for_update=True), token_id=token_id)
                     cancelled += 1
                 except JobError:  # it finished since the list was read: nothing to stop
                     pass
     return cancelled
 
 
-def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500) -> int:
+def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500, token_id: int | None = None) -> int:
     """Resume every cancelled, failed or interrupted job of the batch (held, then let in under
     the batch's limit like new ones), and queue what its limit allows of the jobs held (e.g. by a
-    submission cut short); returns how many jobs it resumed or queued. BrokerError when the
-    broker is down."""
+    submission cut short); returns how many jobs it resumed or queued. `token_id` as for
+    `cancel_batch`. BrokerError when the broker is down."""
     with sessions() as session:
         batch_id = get_batch(session, name).id
         ids = active_job_ids(session, batch_id, (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED))
@@ -364,7 +374,7 @@ def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
         with sessions.begin() as session:
             for job_id in ids[start:start + chunk]:
                 try:
-                    jobs.resume(session, get_job(session, job_id, for_update=True), held=True)
+                    jobs.resume(session, get_job(session, job_id, for_update=True), held=True, token_id=token_id)
                 except JobError:  # resumed or finished meanwhile
                     continue
                 resumed.add(job_id)

@@ -23,6 +23,7 @@ test or a process that sets a variable before calling sees it. Defaults are in o
 | MILS_WEB_AUTH             | none                              | the web app (none or token)      |
 | MILS_DATASET_ROOT         | (none)                            | manifests uploaded to the web    |
 | MILS_BATCH_UPLOAD_BYTES   | 2 GiB                             | a batch's archive upload (web)   |
+| MILS_TOKEN_MAX_ACTIVE     | 0 (no limit)                      | a user token's jobs in flight    |
 | MILS_SECRET_KEY           | a key kept in $MILS_HOME          | the web app's sessions           |
 | MILS_HTTPS                | 0                                 | the web app's cookie: Secure     |
 | MILS_PROXY_COUNT          | 0 (no proxy trusted)              | the web app behind proxies       |
@@ -157,6 +158,14 @@ def dataset_root() -> Path | None:
 def batch_upload_bytes() -> int:
     """The largest archive or manifest the web takes for a batch (`MILS_BATCH_UPLOAD_BYTES`)."""
     return int(_number("MILS_BATCH_UPLOAD_BYTES", 2 * 1024**3))
+
+
+def token_max_active() -> int | None:
+    """The most jobs a user token (not an admin's) may have queued or running; a web submission
+    that would pass it is refused (429). `MILS_TOKEN_MAX_ACTIVE`; 0 or unset: no limit. A batch's
+    items count as jobs from their submission, held or not."""
+    value = int(_number("MILS_TOKEN_MAX_ACTIVE", 0))
+    return value if value > 0 else None
 
 
 def web_auth() -> str:

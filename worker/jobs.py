@@ -90,12 +90,12 @@ def send(messages: Sequence[StepMessage], *, label: str = "job", stop_at_first_r
 
 
 def _set_status(session: Session, job: Job, status: JobStatus, detail: str | None = None, *,
-                event: str | None = None) -> None:
+                event: str | None = None, token_id: int | None = None) -> None:
     """The status, its finish time, and an event (named after the status unless `event` says
-    otherwise, e.g. "resumed" for a job queued again)."""
+    otherwise, e.g. "resumed" for a job queued again; `token_id`: the API token that acted)."""
     job.status = status
     job.finished_at = utcnow() if status.finished else None
-    add_event(session, job, event or status.value, detail)
+    add_event(session, job, event or status.value, detail, token_id=token_id)
 
 
 def _mark_queued(session: Session, job: Job, detail: str | None = None) -> None:
@@ -216,23 +216,26 @@ def wait_for_llm(session: Session, job: Job, step: int, reason: str) -> None:
 # --------------------------------------------------------------------------- people and the reaper
 
 
-def cancel(session: Session, job: Job) -> None:
+def cancel(session: Session, job: Job, *, token_id: int | None = None) -> None:
     """Ask the job to stop after the step in flight; a queued or interrupted job, which has no step
-    running, stops now. JobError when it is already finished."""
+    running, stops now. JobError when it is already finished. `token_id`: the API token that asks
+    (None: the CLI), named in the events."""
     if job.status.finished:
         raise JobError(f"job {job.id} is already {job.status.value}")
     job.cancel_requested = True
-    add_event(session, job, "cancel_requested")
+    add_event(session, job, "cancel_requested", token_id=token_id)
     if job.status in (JobStatus.QUEUED, JobStatus.INTERRUPTED):
-        _set_status(session, job, JobStatus.CANCELLED, "before its next step")
+        _set_status(session, job, JobStatus.CANCELLED, "before its next step", token_id=token_id)
 
 
-def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = False) -> list[StepMessage]:
+def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = False,
+           token_id: int | None = None) -> list[StepMessage]:
     """Queue a cancelled, failed or interrupted job again, after its last committed step. A queued
     job may be resumed too: that re-sends a message the broker lost (a duplicate is dropped).
     `automatic`: the reaper's resume (counted against MILS_MAX_AUTO_RESUMES); a person's gives the
     step its full number of attempts again. `held`: not put on the queue now (a batch's job waits
-    for room, `let_in`). JobError for a job that succeeded, runs, or whose candidates were archived."""
+    for room, `let_in`). `token_id`: the API token that asks (None: the CLI, the reaper), named in
+    the event. JobError for a job that succeeded, runs, or whose candidates were archived."""
     if job.status == JobStatus.SUCCEEDED:
         raise JobError(f"job {job.id} already succeeded; nothing to resume")
     if job.status == JobStatus.RUNNING:
@@ -243,7 +246,8 @@ def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = 
                        "it cannot be resumed")
     step = next_step_number(session, job.id)
     _set_status(session, job, JobStatus.QUEUED,
-                f"{'automatically ' if automatic else ''}from step {step} (was {job.status.value})", event="resumed")
+                f"{'automatically ' if automatic else ''}from step {step} (was {job.status.value})", event="resumed",
+                token_id=token_id)
     job.cancel_requested, job.error = False, None
     _mark_queued(session, job)
     if held:

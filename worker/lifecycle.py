@@ -27,19 +27,20 @@ from worker.store.schema import Job, JobStatus, utcnow
 log = logging.getLogger(__name__)
 
 
-def cancel(session: Session, job_id: int) -> JobSummary:
+def cancel(session: Session, job_id: int, *, token_id: int | None = None) -> JobSummary:
     """Ask the job to stop after the step in flight; a queued job with no step running stops now.
-    JobError when it is already finished."""
+    JobError when it is already finished. `token_id`: the API token that asks (None: the CLI)."""
     job = get_job(session, job_id, for_update=True)
-    jobs.cancel(session, job)
+    jobs.cancel(session, job, token_id=token_id)
     return summarize(session, job)
 
 
-def resume_job(sessions: sessionmaker[Session], job_id: int) -> int:
+def resume_job(sessions: sessionmaker[Session], job_id: int, *, token_id: int | None = None) -> int:
     """A person's resume: queue the job again after its last committed step; returns that step.
-    BrokerError when the job is resumed in the store but the broker did not take the step."""
+    `token_id`: the API token that asks (None: the CLI). BrokerError when the job is resumed in
+    the store but the broker did not take the step."""
     with sessions.begin() as session:
-        messages = jobs.resume(session, get_job(session, job_id, for_update=True))
+        messages = jobs.resume(session, get_job(session, job_id, for_update=True), token_id=token_id)
     jobs.send(messages)
     return messages[0].step
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import jobs
+from worker import config, jobs
 from worker.core import Settings, SettingsError
 from worker.jobs import StepMessage
 from worker.kinds import TASK_KINDS, TaskKind, get_kind, job_settings
@@ -40,6 +40,7 @@ from worker.queue import priority_value
 from worker.store.jobs import create_job, store_artifact
 from worker.store.pools import store_pool, pool_version
 from worker.store.schema import Job
+from worker.store.tokens import check_quota
 
 
 def _sample(name: str, input_kind: str) -> tuple[bytes, str]:
@@ -148,29 +149,34 @@ def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[
 
 
 def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int, int]] = (), *,
-              priority: int = 0, held: bool = False) -> tuple[Job, list[StepMessage]]:
+              priority: int = 0, held: bool = False, token_id: int | None = None) -> tuple[Job, list[StepMessage]]:
     """Store the request as a queued job in the caller's transaction, at `priority` (-1, 0, 1;
     worker.queue.PRIORITIES); returns it with its first step, to send after the commit (the
-    in-process runner runs it instead). `held`: no step to send now (see worker.batches)."""
+    in-process runner runs it instead). `held`: no step to send now (see worker.batches).
+    `token_id`: the API token that submits it, its owner (None: the CLI)."""
     request.files.store(session)
     job = create_job(session, task=request.task, settings=request.settings, generator=request.generator,
                      scorer=request.scorer, media=request.media, options=request.options,
                      input_info=request.input_info, attachments=request.attachments, parents=parents,
                      priority=priority, prompt_sha256=request.files.prompt_sha256,
-                     pool_sha256=request.files.pool_sha256)
+                     pool_sha256=request.files.pool_sha256, token_id=token_id)
     return job, jobs.submitted(session, job, held=held)
 
 
-def submit(sessions: sessionmaker[Session], request: JobRequest, *, priority: str | int | None = None) -> int:
+def submit(sessions: sessionmaker[Session], request: JobRequest, *, priority: str | int | None = None,
+           token_id: int | None = None) -> int:
     """Store the job, then queue its first step at `priority` ("low", "normal" (None), "high");
-    returns the job id. SettingsError for an unknown priority. A BrokerError after this means
-    the job is stored, not queued (its message names the id to resume)."""
+    returns the job id. `token_id`: the API token that submits it (its owner; None: the CLI).
+    SettingsError for an unknown priority; QuotaExceeded (nothing stored) when the token has
+    MILS_TOKEN_MAX_ACTIVE jobs in flight. A BrokerError after this means the job is stored, not
+    queued (its message names the id to resume)."""
     try:
         value = priority_value(priority)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     with sessions.begin() as session:
-        job, messages = store_job(session, request, priority=value)
+        check_quota(session, token_id, 1, config.token_max_active())
+        job, messages = store_job(session, request, priority=value, token_id=token_id)
     jobs.send(messages)  # after the commit: the step must find its job
     return job.id
 
@@ -219,27 +225,32 @@ def arithmetic_request(parts: Sequence[Part], *, generator: str = "embedded", sc
     return ArithmeticRequest(tuple(parents), tuple(manifest), request)
 
 
-def store_arithmetic(session: Session, request: ArithmeticRequest) -> tuple[Job, list[Job], list[StepMessage]]:
-    """Store the parts' captioning jobs and the arithmetic job built on them (linked in order);
-    returns (the arithmetic job, its parents, their first steps to send after the commit)."""
+def store_arithmetic(session: Session, request: ArithmeticRequest, *,
+                     token_id: int | None = None) -> tuple[Job, list[Job], list[StepMessage]]:
+    """Store the parts' captioning jobs and the arithmetic job built on them (linked in order), all
+    owned by `token_id`; returns (the arithmetic job, its parents, their first steps to send after
+    the commit)."""
     manifest = [dict(part) for part in request.manifest]
     parents, messages = [], []
     for position, parent_request in request.parent_requests:
-        parent, first = store_job(session, parent_request)
+        parent, first = store_job(session, parent_request, token_id=token_id)
         parents.append((position, parent))
         messages += first
         manifest[position] = {"job": parent.id, **manifest[position]}
     data = json.dumps({"parts": manifest}, sort_keys=True).encode()
     media = dataclasses.replace(request.request.media, data=data)
     job, first = store_job(session, dataclasses.replace(request.request, media=media, input_info={"parts": manifest}),
-                           parents=[(position, parent.id) for position, parent in parents])
+                           parents=[(position, parent.id) for position, parent in parents], token_id=token_id)
     return job, [parent for _, parent in parents], messages + first
 
 
-def submit_arithmetic(sessions: sessionmaker[Session], request: ArithmeticRequest) -> tuple[int, list[int]]:
+def submit_arithmetic(sessions: sessionmaker[Session], request: ArithmeticRequest, *,
+                      token_id: int | None = None) -> tuple[int, list[int]]:
     """Store the arithmetic job with its parents and queue them all (the arithmetic job waits for
-    its parents by itself); returns (its id, the parents' ids)."""
+    its parents by itself); returns (its id, the parents' ids). `token_id` as for `submit`: the
+    quota counts the parents too."""
     with sessions.begin() as session:
-        job, parents, messages = store_arithmetic(session, request)
+        check_quota(session, token_id, len(request.parent_requests) + 1, config.token_max_active())
+        job, parents, messages = store_arithmetic(session, request, token_id=token_id)
     jobs.send(messages, label="arithmetic job")
     return job.id, [parent.id for parent in parents]

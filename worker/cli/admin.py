@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from worker.cli.common import cli, quiet_libraries, user_errors
+from worker.store.schema import TOKEN_ROLES
 
 
 @cli.command()
@@ -115,18 +116,21 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("name")
-def token_create(name: str) -> None:
+@click.option("--role", type=click.Choice(TOKEN_ROLES), default="user", show_default=True,
+              help="admin: anything to any job or batch; user: read all, submit, cancel and resume its own; "
+                   "reader: read only")
+def token_create(name: str, role: str) -> None:
     """Create a token and print it (the only time it is shown; only its hash is stored)."""
     from worker.store.db import open_store
     from worker.store.tokens import create_token
 
     with open_store().begin() as session:
-        click.echo(create_token(session, name))
+        click.echo(create_token(session, name, role))
 
 
 @token.command("list")
 def token_list() -> None:
-    """Tokens: id, name, created, last used, revoked."""
+    """Tokens: id, name, role, created, last used, revoked."""
     from worker.store.db import open_store
     from worker.store.tokens import list_tokens
 
@@ -135,7 +139,7 @@ def token_list() -> None:
 
     with open_store()() as session:
         for t in list_tokens(session):
-            click.echo(f"{t.id}\t{t.name}\tcreated {when(t.created_at)}\tused {when(t.last_used_at)}"
+            click.echo(f"{t.id}\t{t.name}\t{t.role}\tcreated {when(t.created_at)}\tused {when(t.last_used_at)}"
                        f"{chr(9) + 'revoked ' + when(t.revoked_at) if t.revoked_at else ''}")
 
 

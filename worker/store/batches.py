@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from worker.core import SettingsError
 from worker.store.jobs import JobError
-from worker.store.queries import COST_COUNTS, Page, QueryError, iso, keyset_page, user_files_of
+from worker.store.queries import COST_COUNTS, Page, QueryError, iso, keyset_page, token_name, user_files_of
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus, Step, utcnow
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -329,4 +329,4 @@ def batch_detail(session: Session, name: str) -> dict:
             "sources": list((batch.sources or {}).get("submissions", [])),
             "score_per_step": mean_best_per_step(session, batch.id),
             "cost": batch_cost(session, batch.id),
-            "evaluation": latest_evaluation(session, batch.id)}
+            "evaluation": latest_evaluation(session, batch.id), "owner": token_name(session, batch.token_id)}

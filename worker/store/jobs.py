@@ -47,8 +47,10 @@ def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job:
     return job
 
 
-def add_event(session: Session, job: Job, kind: str, detail: str | None = None) -> None:
-    session.add(JobEvent(job_id=job.id, kind=kind, detail=detail))
+def add_event(session: Session, job: Job, kind: str, detail: str | None = None, *,
+              token_id: int | None = None) -> None:
+    """Log `kind` for the job; `token_id`: the API token that acted (None: the CLI or the service)."""
+    session.add(JobEvent(job_id=job.id, kind=kind, detail=detail, token_id=token_id))
 
 
 def store_artifact(session: Session, media: Media) -> Artifact:
@@ -74,12 +76,14 @@ def create_job(
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
     attachments: dict[str, Media] | None = None, parents: Sequence[tuple[int, int]] = (),
     priority: int = 0, prompt_sha256: str | None = None, pool_sha256: str | None = None,
+    token_id: int | None = None,
 ) -> Job:
     """Store a new job (status queued, not yet on the queue: worker.jobs.submitted puts it there)
     with already checked options. `attachments` are more input media (e.g. a style image), stored
     and named in the options by hash; `parents` are (position, job id) of the jobs this one is
     built on; `prompt_sha256` and `pool_sha256` name the user's prompt template (an artifact) and
-    initial pool (worker.store.pools), already stored."""
+    initial pool (worker.store.pools), already stored; `token_id` the API token that submits it
+    (its owner; None: the CLI)."""
     options = dict(options or {})
     for name, attachment in (attachments or {}).items():
         options[name + ATTACHMENT_SUFFIX] = store_artifact(session, attachment).sha256
@@ -97,12 +101,13 @@ def create_job(
         priority=priority,
         prompt_sha256=prompt_sha256,
         pool_sha256=pool_sha256,
+        token_id=token_id,
     )
     session.add(job)
     session.flush()
     for position, parent_id in parents:
         session.add(JobLink(job_id=job.id, position=position, parent_id=parent_id))
-    add_event(session, job, "submitted")
+    add_event(session, job, "submitted", token_id=token_id)
     return job
 
 

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from worker.store.jobs import get_job, next_step_number
 from worker.store.pools import PoolRow, pool_of_job, pool_rows
-from worker.store.schema import (PRIORITY_NAMES, Artifact, Batch, BatchItem, Candidate, Job, JobEvent, JobLink,
-                                 JobStatus, Pool, Step, TopEntry)
+from worker.store.schema import (PRIORITY_NAMES, ApiToken, Artifact, Batch, BatchItem, Candidate, Job, JobEvent,
+                                 JobLink, JobStatus, Pool, Step, TopEntry)
 
 MAX_PAGE = 1000
 
@@ -391,8 +391,16 @@ def history_json(rows: Iterator[dict]) -> Iterator[str]:
 
 
 def events_of(session: Session, job_id: int) -> list[dict]:
-    return [{"at": iso(e.at), "kind": e.kind, "detail": e.detail}
-            for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))]
+    """The job's events, oldest first; `actor` is the name of the API token that acted (None: the
+    CLI or the service itself)."""
+    rows = session.execute(select(JobEvent, ApiToken.name).outerjoin(ApiToken, ApiToken.id == JobEvent.token_id)
+                           .where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+    return [{"at": iso(e.at), "kind": e.kind, "detail": e.detail, "actor": actor} for e, actor in rows]
+
+
+def token_name(session: Session, token_id: int | None) -> str | None:
+    """The name of the API token with this id (a job's or batch's owner); None for None."""
+    return None if token_id is None else session.scalar(select(ApiToken.name).where(ApiToken.id == token_id))
 
 
 def parents_of(session: Session, job_id: int) -> list[dict]:
@@ -444,4 +452,5 @@ def job_detail(session: Session, job_id: int) -> dict:
         "cost": job_cost(job, steps),
         "top_k": top_k(session, job_id, summary.steps_done - 1),
         "events": events_of(session, job_id),
+        "owner": token_name(session, job.token_id),
     }

@@ -118,6 +118,9 @@ class Job(Base):
     # None: the task's own.
     prompt_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
     pool_sha256: Mapped[str | None] = mapped_column(ForeignKey("pools.sha256"))
+    # The API token that submitted it (its owner, web.auth); None: made by the CLI, or before
+    # migration 0016, or with MILS_WEB_AUTH=none.
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"), index=True)
 
     __table_args__ = (Index("ix_jobs_status_queued_at", "status", "queued_at"),)
 
@@ -147,6 +150,9 @@ class JobEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(30))
     detail: Mapped[str | None] = mapped_column(Text)
+    # The API token that acted (submitted, cancelled, resumed); None: the CLI, a worker, the
+    # reaper, or a web app without tokens.
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))
 
 
 class Step(Base):
@@ -266,6 +272,7 @@ class Batch(Base):
     # Every job's prompt template and initial pool when the user gave them (see Job).
     prompt_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
     pool_sha256: Mapped[str | None] = mapped_column(ForeignKey("pools.sha256"))
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"))  # its owner; see Job.token_id
 
 
 class BatchItem(Base):
@@ -303,16 +310,22 @@ class BatchEvaluation(Base):
     metrics: Mapped[dict[str, Any]]
 
 
+# What a token may do (web.auth): an admin anything to any job or batch; a user read everything,
+# submit, and cancel or resume its own; a reader only read.
+TOKEN_ROLES = ("admin", "user", "reader")
+
+
 class ApiToken(Base):
     """A credential for the JSON API (`mils token create`). Only the SHA-256 of the token is
     kept: tokens are 256-bit random strings, so a plain hash cannot be brute-forced, and a
-    leaked database leaks no usable token."""
+    leaked database leaks no usable token. Its `role` is one of TOKEN_ROLES."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(20), default="user", server_default="user")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
