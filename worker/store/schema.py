@@ -119,7 +119,7 @@ class Job(Base):
     prompt_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
     pool_sha256: Mapped[str | None] = mapped_column(ForeignKey("pools.sha256"))
     # The API token that submitted it (its owner, web.auth); None: made by the CLI, or before
-    # migration 0016, or with MILS_WEB_AUTH=none.
+    # migration 0015, or with MILS_WEB_AUTH=none.
     token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"), index=True)
 
     __table_args__ = (Index("ix_jobs_status_queued_at", "status", "queued_at"),)

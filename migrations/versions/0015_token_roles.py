@@ -2,7 +2,7 @@
 could do anything); jobs and batches record the token that made them, and job events the token
 that acted (token_id; NULL: the CLI, a worker, or a job stored before)
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-07 04:00:00
 """
@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0016'
+revision = '0015'
 down_revision = '0014'
 branch_labels = None
 depends_on = None
