@@ -91,7 +91,8 @@ def _given_differs(batch: Batch, task, generator, scorer, settings, options, fil
 
 
 def _batch_for(session: Session, name: str, task, generator, scorer, overrides, options,
-               priority=None, max_in_flight=None, files: UserFiles = UserFiles()) -> tuple[Batch, bool]:
+               priority=None, max_in_flight=None, files: UserFiles = UserFiles(),
+               names: Mapping[str, str | None] | None = None) -> tuple[Batch, bool]:
     """The batch called `name`, made now if new (the settings checked as for one job). An existing
     batch keeps its settings: anything given must agree with them; its priority and limit on jobs
     in flight (which change no result) take the values given."""
@@ -126,6 +127,7 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
     check_task(task, prompt=files.prompt_sha256 is not None, pool=files.pool_sha256 is not None)
     files.store(session)
     batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
+                  generator_name=(names or {}).get("generator"), scorer_name=(names or {}).get("scorer"),
                   options=checked, sources={"submissions": []}, max_in_flight=max_in_flight,
                   priority=PRIORITY_DEFAULT if priority is None else priority,
                   prompt_sha256=files.prompt_sha256, pool_sha256=files.pool_sha256)
@@ -141,19 +143,22 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
                  generator: str | None = None, scorer: str | None = None,
                  overrides: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
                  priority: str | int | None = None, max_in_flight: int | None = None,
-                 files: UserFiles = UserFiles(), on_item: Callable[[], None] | None = None) -> SubmitReport:
+                 files: UserFiles = UserFiles(), on_item: Callable[[], None] | None = None,
+                 names: Mapping[str, str | None] | None = None) -> SubmitReport:
     """Add the dataset's items the batch `name` lacks (making the batch if new) and queue them, as
     many as its limit on jobs in flight allows (the rest follow as jobs finish). Settings, models,
     options and the prompt and pool files (`files`, worker.submission.user_files) not given are the
-    batch's (a new one: the task's defaults; priority low).
+    batch's (a new one: the task's defaults; priority low). `names`: the registry's names of the
+    generator and scorer specs (worker.models.registry.resolve), kept by a new batch and its jobs.
     Raises SettingsError / ModelLoadError / JobError before anything is stored; BrokerError when
     the broker refused steps (the items stay stored; `mils batch resume` queues them)."""
     with sessions.begin() as session:
         batch, created = _batch_for(session, name, task, generator, scorer, overrides, options, priority,
-                                    max_in_flight, files)
+                                    max_in_flight, files, names)
         batch.sources = {"submissions": [*batch.sources.get("submissions", []), dataset.describe()]}
         batch_id, kind = batch.id, get_kind(batch.task)
         template = dict(task=batch.task, generator=batch.generator, scorer=batch.scorer,
+                        generator_name=batch.generator_name, scorer_name=batch.scorer_name,
                         overrides=dict(batch.settings), options=dict(batch.options), priority=batch.priority,
                         files=UserFiles(batch.prompt_sha256, batch.pool_sha256))  # stored with the batch
         known = item_states(session, batch_id)
@@ -190,7 +195,8 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
             media, info = checked
             request = job_request(template["task"], media, info, generator=template["generator"],
                                   scorer=template["scorer"], overrides=template["overrides"],
-                                  options=template["options"], files=template["files"])
+                                  options=template["options"], files=template["files"],
+                                  generator_name=template["generator_name"], scorer_name=template["scorer_name"])
             job, _ = store_job(session, request, priority=template["priority"], held=True)  # let in by `release`
             row.job_id, row.error = job.id, None
             session.flush()
