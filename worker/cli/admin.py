@@ -107,7 +107,7 @@ def web(host: str, port: int, threads: int) -> None:
     open_store(app.config["DATABASE_URL"])  # refuse to start on a schema behind the code
     if app.config["AUTH"] == "none" and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("warning: MILS_WEB_AUTH is not 'token': anyone who can reach this address can "
-                   "submit and cancel jobs", err=True)
+                   "submit and cancel jobs, and name any model spec (code, files, URLs)", err=True)
     click.echo(f"MILS web on http://{host}:{port}/ (API description: /api/openapi.json)", err=True)
     waitress.serve(app, host=host, port=port, threads=threads, ident="mils")
 
