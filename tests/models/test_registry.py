@@ -105,3 +105,18 @@ def test_mils_models_lists_the_registry_and_refuses_a_malformed_one(tmp_path):
         out = run_mils(*command, env=env)
         assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
         assert f"Error: {path}:12: [scorers.broken]: unknown scorer 'clip:x'" in out.stderr, out.stderr
+
+
+def test_the_command_line_takes_registry_names_beside_raw_specs(tmp_path):
+    import json
+
+    path = tmp_path / "models.toml"
+    path.write_text('[generators.scripted]\nspec = "py:tests.support.fakes:worker_generator"\n')
+    env = mils_env(home=tmp_path / "home", database_url="", broker_url="", MILS_MODELS=str(path))
+    env = {k: v for k, v in env.items() if k not in ("MILS_DATABASE_URL", "MILS_BROKER_URL")}
+    out = run_mils("submit", "--sample", "chelsea", "--llm", "scripted", "--scorer",
+                   "py:tests.support.fakes:worker_scorer", "--steps", "1", env=env)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(run_mils("status", out.stdout.strip(), "--json", env=env).stdout)
+    assert (status["generator_name"], status["generator"]) == ("scripted", "py:tests.support.fakes:worker_generator")
+    assert (status["scorer_name"], status["scorer"]) == (None, "py:tests.support.fakes:worker_scorer")
