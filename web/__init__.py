@@ -11,13 +11,15 @@ queues steps for them; it never loads a model.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, redirect, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from worker.config import https, proxy_count, secret_key, web_auth
+from worker.config import https, models_path, proxy_count, secret_key, web_auth, web_raw_specs
 from worker.media import MAX_FILE_BYTES
+from worker.models.registry import load_registry
 from worker.store.batches import format_duration
 
 csrf = CSRFProtect()
@@ -40,11 +42,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SECURE=https(),
         # MILS_PROXY_COUNT: reverse proxies whose X-Forwarded-* headers are believed (web.headers).
         PROXY_COUNT=proxy_count(),
+        # MILS_MODELS: the registry of the models offered by name (worker.models.registry).
+        MODELS_FILE=models_path(),
+        # MILS_WEB_RAW_SPECS: with token auth, "admin" lets admin tokens send raw specs too.
+        RAW_SPECS=web_raw_specs(),
     )
     if config:
         app.config.update(config)
     if app.config["AUTH"] not in ("none", "token"):
         raise ValueError(f"MILS_WEB_AUTH must be 'none' or 'token', not {app.config['AUTH']!r}")
+    if app.config["RAW_SPECS"] not in ("none", "admin"):
+        raise ValueError(f"MILS_WEB_RAW_SPECS must be 'none' or 'admin', not {app.config['RAW_SPECS']!r}")
+    # A malformed registry stops the app here, its message naming the file and the line.
+    app.config["MODELS"] = load_registry(app.config["MODELS_FILE"] and Path(app.config["MODELS_FILE"]))
 
     from web import api, auth, batch_pages, db, errors, headers, ops, pages
     from web.params import IdConverter

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import text
 
 from web import auth
@@ -54,6 +54,17 @@ def jobs():
     page = list_jobs(get_session(), **job_list_args(request.args))
     return jsonify({"jobs": [s.to_dict() | {"links": _links(s.id)} for s in page.items],
                     "next_cursor": page.next_cursor})
+
+
+@bp.get("/models")
+def models():
+    """The models this server offers by name (MILS_MODELS). Their specs (which may name engine
+    URLs) only to a request that may send raw specs itself (web.auth.raw_specs_allowed)."""
+    show_spec = auth.raw_specs_allowed()
+    return jsonify({"models": [{"name": e.name, "role": e.role, "description": e.description, "queue": e.queue}
+                               | ({"spec": e.spec} if show_spec else {})
+                               for e in current_app.config["MODELS"].entries],
+                    "raw_specs": show_spec})
 
 
 @bp.get("/jobs/<int:job_id>")

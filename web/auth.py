@@ -37,6 +37,23 @@ def auth_enabled() -> bool:
     return current_app.config["AUTH"] == "token"
 
 
+def is_admin() -> bool:
+    """Whether the request acts as an admin's token (`current_token()`)."""
+    token = current_token()
+    return token is not None and token.role == "admin"
+
+
+def raw_specs_allowed() -> bool:
+    """Whether this request may name a model by a raw spec instead of a registry name
+    (worker.models.registry.resolve): always without auth (one user on 127.0.0.1, who could run
+    any code there anyway); with token auth only an admin's request, and only when the operator
+    allows it (MILS_WEB_RAW_SPECS=admin). A shared server still refuses such a spec when it
+    names a file, a py: factory or an engine URL the registry does not name."""
+    if not auth_enabled():
+        return True
+    return current_app.config["RAW_SPECS"] == "admin" and is_admin()
+
+
 def _bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")

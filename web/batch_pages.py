@@ -5,12 +5,12 @@ resume, exports). The page's live panel and items table are fragments htmx swaps
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from web import auth
 from web.db import get_session, session_factory
 from web.downloads import results_response
-from web.forms import BatchForm
+from web.forms import BatchForm, offer_models
 from web.params import batch_item_args, batch_list_args
 from web.submission import submit_batch_from
 from worker import config
@@ -50,6 +50,7 @@ def batches():
 @bp.route("/batches/new", methods=["GET", "POST"])
 def new_batch():
     form = BatchForm()
+    offer_models(form, current_app.config["MODELS"])
     if request.method == "POST":
         auth.check_may_submit((request.form.get("name") or "").strip())
     if form.validate_on_submit():
@@ -69,7 +70,8 @@ def new_batch():
                 flash(f"… and {len(report.rejected) - 20} more rejected: see the items marked rejected", "error")
             return redirect(url_for("batch_pages.batch", name=report.name))
     status = 400 if request.method == "POST" else 200
-    return render_template("batch_new.html", form=form, dataset_root=config.dataset_root()), status
+    return render_template("batch_new.html", form=form, dataset_root=config.dataset_root(),
+                           raw_specs=auth.raw_specs_allowed()), status
 
 
 def _items_context(batch_id: int) -> dict:

@@ -16,6 +16,8 @@ from worker.core.settings import Setting, shown_on
 from worker.kinds import TASK_KINDS, Option, all_options
 from worker.kinds.user_files import POOL_FILE_HELP, PROMPT_FILE_HELP, USER_FILE_TASKS
 from worker.media.samples import SAMPLES
+from worker.models import scorer_modality
+from worker.models.registry import Registry
 
 _IMAGE = TASK_KINDS["image-caption"]
 EMBEDDED, PAPER = _IMAGE.embedded_settings, _IMAGE.paper_settings
@@ -77,12 +79,16 @@ class SubmitForm(FlaskForm):
                                                 "50 MB at most.")
     sample = SelectField("…or a bundled sample photo (a video task pans across it)", choices=_sample_choices(),
                          default="")
-    llm = StringField("Generator (LLM)", default="embedded",
-                      description="'embedded' (Qwen2.5-Coder-0.5B on llama.cpp, CPU), openai:MODEL@BASE_URL (an OpenAI-compatible "
-                                  "server such as vLLM), gguf:PATH, a Hugging Face id or path, or py:MODULE:FACTORY. "
-                                  "The defaults above are the embedded model's; leave fields empty for the paper's.")
-    scorer = StringField("Scorer", default="embedded",
-                         description="'embedded' (EfficientNet-Lite0 + MiniLM), open_clip:ARCH[@PRETRAINED], "
+    llm_name = SelectField("Generator (LLM)", default="embedded", validate_choice=False,
+                           description="A model this server offers. The defaults above are the embedded model's; "
+                                       "leave fields empty for the paper's.")
+    llm = StringField("…or a generator spec", validators=[Optional()],
+                      description="Instead of the choice above: openai:MODEL@BASE_URL (an OpenAI-compatible "
+                                  "server such as vLLM), gguf:PATH, a Hugging Face id or path, or py:MODULE:FACTORY.")
+    scorer_name = SelectField("Scorer", default="embedded", validate_choice=False,
+                              description="A model this server offers.")
+    scorer = StringField("…or a scorer spec", validators=[Optional()],
+                         description="Instead of the choice above: open_clip:ARCH[@PRETRAINED], "
                                      "clap:ID_OR_PATH (audio), or py:MODULE:FACTORY.")
 
     prompt = TextAreaField("Prompt (text to image)", validators=[Optional()],
@@ -92,7 +98,9 @@ class SubmitForm(FlaskForm):
                               description="Images and sound recordings to combine; each is captioned by its own job.")
     text = TextAreaField("Text parts (arithmetic)", validators=[Optional()],
                          description="More parts as text, one per line.")
-    audio_scorer = StringField("Audio scorer (arithmetic)", validators=[Optional()],
+    audio_scorer_name = SelectField("Audio scorer (arithmetic)", default="", validate_choice=False,
+                                    description="For sound parts: an audio-text scorer this server offers.")
+    audio_scorer = StringField("…or an audio scorer spec", validators=[Optional()],
                                description="For sound parts: clap:ID_OR_PATH.")
 
     def settings_fields(self) -> list:
@@ -120,6 +128,22 @@ for _kind in TASK_KINDS.values():
                                                        description=f"{_what[:1].upper() + _what[1:]} ({_kind.name})."))
         setattr(SubmitForm, f"{_name}_sample", SelectField(f"…or a bundled photo as the {_name}", default="",
                                                            choices=_sample_choices()))
+
+
+def offer_models(form: FlaskForm, models: Registry) -> None:
+    """Fill the form's model drop-downs with the registry's names (and descriptions); a drop-down
+    that may be left unset (the batch's own models, no audio scorer) starts with an empty choice."""
+    def choices(role: str, unset: str | None = None, modality: str | None = None) -> list[SelectChoice]:
+        offered = [SelectChoice(e.name, f"{e.name}: {e.description}" if e.description else e.name)
+                   for e in models.of(role) if modality is None or scorer_modality(e.spec) != modality]
+        return ([SelectChoice("", unset)] if unset else []) + offered
+
+    batch = isinstance(form, BatchForm)
+    unset = "the batch's own, else embedded" if batch else None
+    form.llm_name.choices = choices("generator", unset)
+    form.scorer_name.choices = choices("scorer", unset)
+    if not batch:
+        form.audio_scorer_name.choices = choices("scorer", "(none)", modality="image")
 
 
 BATCH_TASKS = ("image-caption", "video-caption", "audio-caption")
@@ -160,8 +184,13 @@ class BatchForm(FlaskForm):
                                     description="Its columns of reference captions, comma-separated, patterns allowed "
                                                 "(e.g. caption_*; default reference...). Clotho's captions CSVs are "
                                                 "recognised without these.")
-    llm = StringField("Generator (LLM)", description="Default 'embedded'; e.g. openai:MODEL@BASE_URL for a vLLM server.")
-    scorer = StringField("Scorer", description="Default 'embedded'; e.g. open_clip:ViT-B-32@openai.")
+    llm_name = SelectField("Generator (LLM)", default="", validate_choice=False,
+                           description="A model this server offers; default the batch's own, else 'embedded'.")
+    llm = StringField("…or a generator spec", description="Instead of the choice above: e.g. "
+                                                         "openai:MODEL@BASE_URL for a vLLM server.")
+    scorer_name = SelectField("Scorer", default="", validate_choice=False,
+                              description="A model this server offers; default the batch's own, else 'embedded'.")
+    scorer = StringField("…or a scorer spec", description="Instead of the choice above: e.g. open_clip:ViT-B-32@openai.")
 
     def settings_fields(self) -> list:
         return [self[setting.name] for setting in shown_on("form")]

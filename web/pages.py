@@ -7,12 +7,12 @@ templates: the live panel (polled every second until the job finishes) and the h
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from web import auth
 from web.db import get_session, session_factory
 from web.downloads import add_download_routes
-from web.forms import SubmitForm
+from web.forms import SubmitForm, offer_models
 from web.params import candidate_args, job_list_args
 from web.submission import submit_from
 from worker.core import SettingsError
@@ -44,6 +44,7 @@ def jobs():
 @bp.route("/jobs/new", methods=["GET", "POST"])
 def submit():
     form = SubmitForm()
+    offer_models(form, current_app.config["MODELS"])
     if request.method == "POST":
         auth.check_may_submit()
     if form.validate_on_submit():
@@ -60,7 +61,7 @@ def submit():
             flash(f"job {job_id} submitted{parts}")
             return redirect(url_for("pages.job", job_id=job_id))
     status = 400 if request.method == "POST" else 200
-    return render_template("submit.html", form=form), status
+    return render_template("submit.html", form=form, raw_specs=auth.raw_specs_allowed()), status
 
 
 def _history_context(job_id: int, steps_total: int) -> dict:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from flask import current_app
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.utils import secure_filename
 
+from web import auth
 from web.db import session_factory
 from web.params import float_arg, int_arg
 from worker import config, submission
@@ -18,6 +20,7 @@ from worker.kinds import TaskKind, all_options, get_kind
 from worker.kinds.arithmetic import part_from_file, part_from_text
 from worker.kinds.user_files import MAX_POOL_BYTES, MAX_PROMPT_BYTES, USER_FILE_TASKS
 from worker.media import MAX_FILE_BYTES, Media, MediaError
+from worker.models.registry import resolve
 from worker.store.queries import QueryError
 
 
@@ -40,12 +43,30 @@ def settings_from(fields: Mapping[str, str], *, batch: bool = False) -> dict:
     return parsed
 
 
+def model_from(fields: Mapping[str, str], field: str, role: str, default: str | None = None
+               ) -> tuple[str | None, str | None]:
+    """(registry name, spec) of the model a submission names in `field` (a name, or a raw spec
+    where this request may send one: web.auth.raw_specs_allowed), or the form's drop-down
+    `FIELD_name` when the field is empty, else `default`; (None, None) when none of them is given.
+    ModelLoadError (400) for a raw spec this request may not send."""
+    given = (fields.get(field) or "").strip() or (fields.get(f"{field}_name") or "").strip() or default
+    if not given:
+        return None, None
+    return resolve(role, given, raw_allowed=auth.raw_specs_allowed(), shared=auth.auth_enabled(),
+                   models=current_app.config["MODELS"])
+
+
 def options_from(kind: TaskKind, fields: Mapping[str, str], *, others: str) -> dict:
     """The task options sent (as text; the kind checks and types them). Another kind's option:
     `others="refuse"` lets the kind refuse it (the API), "ignore" drops it (the form shows every
-    kind's fields)."""
+    kind's fields). An option naming a model (a renderer, an editor) takes a registry name too
+    and gives its spec (`model_from`)."""
     sent = {name: fields.get(name, "").strip() or None for name in all_options()}
-    return {k: v for k, v in sent.items() if others == "refuse" or k in kind.options}
+    sent = {k: v for k, v in sent.items() if others == "refuse" or k in kind.options}
+    for name, (option, _) in all_options().items():
+        if option.names_model and sent.get(name):
+            sent[name] = model_from(sent, name, name)[1]
+    return sent
 
 
 def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None:
@@ -111,21 +132,23 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     SettingsError, ModelLoadError (400, nothing stored), QuotaExceeded (429, nothing stored),
     BrokerError (503, stored and not queued)."""
     kind = get_kind(fields.get("task") or "image-caption")
-    llm = (fields.get("llm") or "").strip() or "embedded"
-    scorer = (fields.get("scorer") or "").strip() or "embedded"
+    llm_name, llm = model_from(fields, "llm", "generator", "embedded")
+    scorer_name, scorer = model_from(fields, "scorer", "scorer", "embedded")
     user_files = user_files_from(kind.name, files, others=others)
     if kind.name == "arithmetic":
+        audio_name, audio_scorer = model_from(fields, "audio_scorer", "scorer")
         parts = [part_from_file(*sent) for upload in files.getlist("parts") if (sent := uploaded(upload, "part"))]
         parts += [part_from_text(line) for text in fields.getlist("text") for line in text.splitlines() if line.strip()]
         request = submission.arithmetic_request(
-            parts, generator=llm, scorer=scorer, audio_scorer=(fields.get("audio_scorer") or "").strip() or None,
-            overrides=settings_from(fields), options=options_from(kind, fields, others="ignore"))
+            parts, generator=llm, scorer=scorer, audio_scorer=audio_scorer,
+            overrides=settings_from(fields), options=options_from(kind, fields, others="ignore"),
+            names={"generator": llm_name, "scorer": scorer_name, "audio_scorer": audio_name})
         return submission.submit_arithmetic(session_factory(), request, token_id=token_id)[0]
     media, info = _input(kind, fields, files, file_field)
     request = submission.job_request(kind.name, media, info, generator=llm, scorer=scorer,
                                      overrides=settings_from(fields), options=options_from(kind, fields, others=others),
                                      attachments=_attachments(kind, fields, files),
-                                     files=user_files)
+                                     files=user_files, generator_name=llm_name, scorer_name=scorer_name)
     return submission.submit(session_factory(), request, priority=(fields.get("priority") or "").strip() or None,
                              token_id=token_id)
 
@@ -155,6 +178,8 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str, token
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
     task = (fields.get("task") or "").strip() or None
     kind = get_kind(task or existing_task(name) or "image-caption")
+    llm_name, llm = model_from(fields, "llm", "generator")  # None: the batch's own (a new one: embedded)
+    scorer_name, scorer = model_from(fields, "scorer", "scorer")
     archive, manifest = files.get("archive"), files.get("manifest")
     archive = archive if archive is not None and archive.filename else None
     manifest = manifest if manifest is not None and manifest.filename else None
@@ -178,8 +203,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str, token
         dataset = open_manifest(data, label, config.dataset_root(), kind.input_kind, media_folder=media_folder,
                                 selection=selection, columns=columns)
     return submit_batch(session_factory(), name, dataset, task=task,
-                        generator=(fields.get("llm") or "").strip() or None,
-                        scorer=(fields.get("scorer") or "").strip() or None,
+                        generator=llm, scorer=scorer, names={"generator": llm_name, "scorer": scorer_name},
                         overrides=settings_from(fields, batch=True), options=options_from(kind, fields, others=others),
                         priority=(fields.get("priority") or "").strip() or None,
                         max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"), files=user_files,

@@ -93,7 +93,7 @@ def _given_differs(batch: Batch, task, generator, scorer, settings, options, fil
 
 def _batch_for(session: Session, name: str, task, generator, scorer, overrides, options,
                priority=None, max_in_flight=None, files: UserFiles = UserFiles(),
-               token_id: int | None = None) -> tuple[Batch, bool]:
+               names: Mapping[str, str | None] | None = None, token_id: int | None = None) -> tuple[Batch, bool]:
     """The batch called `name`, made now if new (the settings checked as for one job). An existing
     batch keeps its settings: anything given must agree with them; its priority and limit on jobs
     in flight (which change no result) take the values given."""
@@ -128,6 +128,7 @@ def _batch_for(session: Session, name: str, task, generator, scorer, overrides, 
     check_task(task, prompt=files.prompt_sha256 is not None, pool=files.pool_sha256 is not None)
     files.store(session)
     batch = Batch(name=check_name(name), task=task, settings=settings.to_dict(), generator=generator, scorer=scorer,
+                  generator_name=(names or {}).get("generator"), scorer_name=(names or {}).get("scorer"),
                   options=checked, sources={"submissions": []}, max_in_flight=max_in_flight,
                   priority=PRIORITY_DEFAULT if priority is None else priority,
                   prompt_sha256=files.prompt_sha256, pool_sha256=files.pool_sha256, token_id=token_id)
@@ -144,22 +145,25 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
                  overrides: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
                  priority: str | int | None = None, max_in_flight: int | None = None,
                  files: UserFiles = UserFiles(), on_item: Callable[[], None] | None = None,
-                 token_id: int | None = None) -> SubmitReport:
+                 names: Mapping[str, str | None] | None = None, token_id: int | None = None) -> SubmitReport:
     """Add the dataset's items the batch `name` lacks (making the batch if new) and queue them, as
     many as its limit on jobs in flight allows (the rest follow as jobs finish). Settings, models,
     options and the prompt and pool files (`files`, worker.submission.user_files) not given are the
-    batch's (a new one: the task's defaults; priority low). `token_id`: the API token that submits
-    (the owner of a new batch and of the jobs added; None: the CLI).
+    batch's (a new one: the task's defaults; priority low). `names`: the registry's names of the
+    generator and scorer specs (worker.models.registry.resolve), kept by a new batch and its jobs.
+    `token_id`: the API token that submits (the owner of a new batch and of the jobs added; None:
+    the CLI).
     Raises SettingsError / ModelLoadError / JobError before anything is stored, and QuotaExceeded
     when the items to add would take the token over MILS_TOKEN_MAX_ACTIVE (the whole submission is
     refused); BrokerError when the broker refused steps (the items stay stored; `mils batch
     resume` queues them)."""
     with sessions.begin() as session:
         batch, created = _batch_for(session, name, task, generator, scorer, overrides, options, priority,
-                                    max_in_flight, files, token_id)
+                                    max_in_flight, files, names, token_id)
         batch.sources = {"submissions": [*batch.sources.get("submissions", []), dataset.describe()]}
         batch_id, kind = batch.id, get_kind(batch.task)
         template = dict(task=batch.task, generator=batch.generator, scorer=batch.scorer,
+                        generator_name=batch.generator_name, scorer_name=batch.scorer_name,
                         overrides=dict(batch.settings), options=dict(batch.options), priority=batch.priority,
                         files=UserFiles(batch.prompt_sha256, batch.pool_sha256))  # stored with the batch
         known = item_states(session, batch_id)
@@ -198,7 +202,8 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
             media, info = checked
             request = job_request(template["task"], media, info, generator=template["generator"],
                                   scorer=template["scorer"], overrides=template["overrides"],
-                                  options=template["options"], files=template["files"])
+                                  options=template["options"], files=template["files"],
+                                  generator_name=template["generator_name"], scorer_name=template["scorer_name"])
             job, _ = store_job(session, request, priority=template["priority"], held=True,  # let in by `release`
                                token_id=token_id)
             row.job_id, row.error = job.id, None

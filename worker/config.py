@@ -27,6 +27,8 @@ test or a process that sets a variable before calling sees it. Defaults are in o
 | MILS_SECRET_KEY           | a key kept in $MILS_HOME          | the web app's sessions           |
 | MILS_HTTPS                | 0                                 | the web app's cookie: Secure     |
 | MILS_PROXY_COUNT          | 0 (no proxy trusted)              | the web app behind proxies       |
+| MILS_MODELS               | (none: only 'embedded')           | the model registry (web, workers)|
+| MILS_WEB_RAW_SPECS        | none                              | raw specs from admin tokens (web)|
 """
 
 from __future__ import annotations
@@ -171,6 +173,22 @@ def token_max_active() -> int | None:
 def web_auth() -> str:
     """'none' (anyone who reaches the port) or 'token' (`mils token create`)."""
     return os.environ.get("MILS_WEB_AUTH", "none")
+
+
+def web_raw_specs() -> str:
+    """`MILS_WEB_RAW_SPECS`: with token auth, who may send a raw model spec instead of a registry
+    name: 'none' (nobody) or 'admin' (admin tokens; never py: specs, file paths or unnamed URLs)."""
+    value = os.environ.get("MILS_WEB_RAW_SPECS", "none").strip().lower() or "none"
+    if value not in ("none", "admin"):
+        raise ValueError(f"MILS_WEB_RAW_SPECS must be 'none' or 'admin', not {value!r}")
+    return value
+
+
+def models_path() -> Path | None:
+    """`MILS_MODELS`: the operator's model registry, a TOML file (worker.models.registry); None:
+    only the built-in 'embedded' generator and scorer have names."""
+    raw = os.environ.get("MILS_MODELS", "").strip()
+    return Path(raw).expanduser() if raw else None
 
 
 def secret_key() -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from worker.celery_app import QUEUES, app
 from worker.kinds import TASK_KINDS
 from worker.models import runs_on_cpu
+from worker.models.registry import RegistryError, registry
 from worker.store.schema import PRIORITIES, PRIORITY_NAMES, Job
 
 RUN_STEP = "worker.tasks.run_step"
@@ -42,7 +43,16 @@ def queue_for(*specs: str) -> str:
 
 
 def job_queue(job: Job) -> str:
-    """The queue of the job's steps; its kind says which of its options name models."""
+    """The queue of the job's steps: the queue the model registry gives its generator's (else its
+    scorer's) name, if any; else by its specs (its kind says which of its options name models)."""
+    try:
+        models = registry()
+    except RegistryError:  # edited into a bad file since this process started: route by the specs
+        models = None
+    for role, name in (("generator", job.generator_name), ("scorer", job.scorer_name)):
+        entry = models.get(role, name) if models and name else None
+        if entry is not None and entry.queue and entry.spec == getattr(job, role):
+            return entry.queue
     return queue_for(job.generator, job.scorer, *TASK_KINDS[job.task].model_specs(job.options or {}))
 
 

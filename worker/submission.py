@@ -118,6 +118,8 @@ class JobRequest:
     scorer: str
     attachments: dict[str, Media] = field(default_factory=dict)
     files: UserFiles = UserFiles()
+    generator_name: str | None = None  # the registry's names the specs were chosen by (None: raw specs)
+    scorer_name: str | None = None
 
     @property
     def kind(self) -> TaskKind:
@@ -127,13 +129,16 @@ class JobRequest:
 def job_request(task: str, media: Media, input_info: dict, *, generator: str = "embedded",
                 scorer: str = "embedded", overrides: Mapping[str, Any] | None = None,
                 options: Mapping[str, Any] | None = None, attachments: Mapping[str, Media] | None = None,
-                files: UserFiles = UserFiles()) -> JobRequest:
+                files: UserFiles = UserFiles(), generator_name: str | None = None,
+                scorer_name: str | None = None) -> JobRequest:
     """Check a job's settings (`overrides`: None = the task's default for this generator), model
     specs and options against its kind; returns the request, or raises before anything is stored.
-    `files`: the user's prompt and pool (`user_files`)."""
+    `files`: the user's prompt and pool (`user_files`); `generator_name`, `scorer_name`: the
+    registry's names of the specs (worker.models.registry.resolve), recorded with the job."""
     attachments = dict(attachments or {})
     settings, checked = checked_settings(task, generator, scorer, overrides, options, attachments)
-    return JobRequest(task, media, input_info, settings, checked, generator, scorer, attachments, files)
+    return JobRequest(task, media, input_info, settings, checked, generator, scorer, attachments, files,
+                      generator_name, scorer_name)
 
 
 def checked_settings(task: str, generator: str, scorer: str, overrides: Mapping[str, Any] | None = None,
@@ -159,7 +164,8 @@ def store_job(session: Session, request: JobRequest, parents: Sequence[tuple[int
                      scorer=request.scorer, media=request.media, options=request.options,
                      input_info=request.input_info, attachments=request.attachments, parents=parents,
                      priority=priority, prompt_sha256=request.files.prompt_sha256,
-                     pool_sha256=request.files.pool_sha256, token_id=token_id)
+                     pool_sha256=request.files.pool_sha256, generator_name=request.generator_name,
+                     scorer_name=request.scorer_name, token_id=token_id)
     return job, jobs.submitted(session, job, held=held)
 
 
@@ -195,9 +201,12 @@ class ArithmeticRequest:
 
 def arithmetic_request(parts: Sequence[Part], *, generator: str = "embedded", scorer: str = "embedded",
                        audio_scorer: str | None = None, overrides: Mapping[str, Any] | None = None,
-                       options: Mapping[str, Any] | None = None) -> ArithmeticRequest:
+                       options: Mapping[str, Any] | None = None,
+                       names: Mapping[str, str | None] | None = None) -> ArithmeticRequest:
     """Check an arithmetic job of `parts` (images, recordings, texts, in order) and its parts'
-    captioning jobs (same LLM and seed; images scored by `scorer`, recordings by `audio_scorer`)."""
+    captioning jobs (same LLM and seed; images scored by `scorer`, recordings by `audio_scorer`).
+    `names`: the registry's names of the specs, by "generator", "scorer", "audio_scorer"."""
+    names = names or {}
     check_specs(generator, scorer)
     if audio_scorer:
         check_specs(generator, audio_scorer)
@@ -214,14 +223,18 @@ def arithmetic_request(parts: Sequence[Part], *, generator: str = "embedded", sc
         if part.kind == "text":
             manifest.append({"text": part.text})
             continue
+        image = part.kind == "image"
         parents.append((position, job_request(part.task, part.media, part.info, generator=generator,
-                                              scorer=scorer if part.kind == "image" else audio_scorer,
-                                              overrides={"seed": settings.seed})))
+                                              scorer=scorer if image else audio_scorer,
+                                              overrides={"seed": settings.seed},
+                                              generator_name=names.get("generator"),
+                                              scorer_name=names.get("scorer" if image else "audio_scorer"))))
         manifest.append({"kind": part.kind, "name": part.media.name})
     ARITHMETIC.check_scorer(scorer)
     # Its input, the manifest, names the parents' ids: it is made when they are stored.
     placeholder = Media(data=b"", media_type="application/json", name="arithmetic.json")
-    request = JobRequest(ARITHMETIC.name, placeholder, {}, settings, checked, generator, scorer)
+    request = JobRequest(ARITHMETIC.name, placeholder, {}, settings, checked, generator, scorer,
+                         generator_name=names.get("generator"), scorer_name=names.get("scorer"))
     return ArithmeticRequest(tuple(parents), tuple(manifest), request)
 
 

@@ -678,7 +678,8 @@ def test_with_token_auth_batches_need_a_token_and_strangers_get_no_larger_upload
     # The API refuses a stranger before it reads the body at all.
     assert "needs a token" in error_of(post_batch(client, "s", archive=(archive, "a.zip")), 401)
     good = {"Authorization": f"Bearer {token}"}
-    response = client.post("/api/batches", headers=good, data={"name": "mine", **SETTINGS,
+    response = client.post("/api/batches", headers=good, data={"name": "mine", **SETTINGS, "llm": "embedded",
+                                                                "scorer": "embedded",
                                                                 "archive": (io.BytesIO(archive), "a.zip")})
     assert created(response)["submission"]["added"] == 1
     with open_store(pg)() as session:

@@ -28,7 +28,15 @@ from worker.store.queries import job_detail
 from worker.store.schema import ApiToken, Batch, BatchItem, Job
 from worker.store.tokens import create_token
 
-FAKE_LLM, FAKE_SCORER = "py:tests.support.fakes:worker_generator", "py:tests.support.fakes:worker_scorer"
+# With token auth the web takes registry names only: the tests' fakes under names (MILS_MODELS).
+FAKE_LLM, FAKE_SCORER = "fake-llm", "fake-scorer"
+REGISTRY = """\
+[generators.fake-llm]
+spec = "py:tests.support.fakes:worker_generator"
+
+[scorers.fake-scorer]
+spec = "py:tests.support.fakes:worker_scorer"
+"""
 ROLES = {"admin": "admin", "alice": "user", "bob": "user", "rita": "reader"}
 # Who acts on what alice (a user) made: the admin, alice herself, another user, a reader.
 ACTORS = {"admin": "admin", "owner": "alice", "other user": "bob", "reader": "rita"}
@@ -36,7 +44,9 @@ MAY_ACT = {"admin": True, "owner": True, "other user": False, "reader": False}
 
 
 @pytest.fixture
-def app(pg, queue_db):
+def app(pg, queue_db, tmp_path, monkeypatch):
+    (tmp_path / "models.toml").write_text(REGISTRY)
+    monkeypatch.setenv("MILS_MODELS", str(tmp_path / "models.toml"))
     return create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False, "TESTING": True, "AUTH": "token"})
 
 

@@ -5,7 +5,7 @@
     run        running and submitting jobs: caption, caption-video, caption-audio, t2i, style, arithmetic, submit
     manage     status, cancel, resume, history, jobs
     batch      mils batch submit|list|status|cancel|resume|results|eval: MILS over a dataset
-    admin      worker, reap, web, token, db
+    admin      worker, reap, web, models, token, db
 """
 
 from __future__ import annotations

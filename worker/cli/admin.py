@@ -21,12 +21,15 @@ from worker.store.schema import TOKEN_ROLES
               help="Steps of different jobs run at once, in threads sharing one copy of each model. "
                    "Pays off when the LLM is a serving engine (openai:MODEL@URL) that batches their "
                    "requests; keep 1 for models computed in this process on a CPU.")
+@user_errors
 def worker(queues: str, name: str | None, loglevel: str, concurrency: int) -> None:
     """Run a worker: one process, models loaded once (one per GPU), CONCURRENCY steps at a time."""
     from worker.celery_app import app
+    from worker.models.registry import registry
     from worker.store.db import open_store
 
     open_store()  # refuse to start on a schema behind the code
+    registry()  # refuse to start on a malformed model registry (MILS_MODELS), naming its line
     quiet_libraries()
     # Threads, not processes: C processes would each load the models (C copies on one GPU).
     pool = "solo" if concurrency == 1 else "threads"
@@ -93,6 +96,7 @@ def reap() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--threads", type=int, default=8, show_default=True, help="Requests served at once.")
+@user_errors
 def web(host: str, port: int, threads: int) -> None:
     """Serve the web front end and the JSON API (waitress). It never loads a model."""
     import waitress
@@ -104,9 +108,22 @@ def web(host: str, port: int, threads: int) -> None:
     open_store(app.config["DATABASE_URL"])  # refuse to start on a schema behind the code
     if app.config["AUTH"] == "none" and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("warning: MILS_WEB_AUTH is not 'token': anyone who can reach this address can "
-                   "submit and cancel jobs", err=True)
+                   "submit and cancel jobs, and name any model spec (code, files, URLs)", err=True)
     click.echo(f"MILS web on http://{host}:{port}/ (API description: /api/openapi.json)", err=True)
     waitress.serve(app, host=host, port=port, threads=threads, ident="mils")
+
+
+@cli.command()
+@user_errors
+def models() -> None:
+    """The models this server offers by name (the registry file MILS_MODELS names): name, role,
+    spec, queue, description, tab-separated."""
+    from worker import config
+    from worker.models.registry import registry
+
+    click.echo(f"# {config.models_path() or 'no MILS_MODELS: the built-in names only'}")
+    for entry in registry().entries:
+        click.echo("\t".join((entry.name, entry.role, entry.spec, entry.queue or "-", entry.description)))
 
 
 @cli.group()

@@ -57,10 +57,15 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
 
     from worker.batches import submit_batch
     from worker.datasets import SUBSET_SEED, Columns, Selection, open_dataset
+    from worker.models.registry import resolve
     from worker.store.batches import get_batch
     from worker.store.db import open_store
     from worker.store.jobs import JobError
 
+    # A registry name (MILS_MODELS) or any raw spec: the operator's command line.
+    (llm_name, llm), (scorer_name, scorer) = [resolve(role, given, raw_allowed=True) if given else (None, None)
+                                              for role, given in (("generator", llm), ("scorer", scorer))]
+    names = {"generator": llm_name, "scorer": scorer_name}
     sessions = open_store()
     if task is None:
         with sessions() as session:
@@ -77,7 +82,7 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
     with tqdm(total=len(dataset.items), desc=f"batch {name}", unit="item", file=sys.stderr, disable=None) as bar:
         report = submit_batch(sessions, name, dataset, task=task, generator=llm, scorer=scorer, overrides=params,
                               options=options, priority=priority, max_in_flight=max_in_flight, files=files,
-                              on_item=lambda: bar.update(1))
+                              on_item=lambda: bar.update(1), names=names)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -25,6 +25,7 @@ def user_errors(fn):
     from worker.datasets import ManifestError
     from worker.evaluation import EvaluationError
     from worker.models import ModelLoadError
+    from worker.models.registry import RegistryError
     from worker.queue import BrokerError
     from worker.store.db import SchemaError
     from worker.store.jobs import JobError
@@ -35,7 +36,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (MediaError, SettingsError, ModelLoadError, JobError, QueryError, SchemaError,
-                BrokerError, ManifestError, EvaluationError) as exc:
+                BrokerError, ManifestError, EvaluationError, RegistryError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper

@@ -59,6 +59,7 @@ def _where(kind: TaskKind) -> str:
 def _request(kind: TaskKind, params: dict, where=_where):
     """The command's parameters as a checked worker.submission.JobRequest."""
     from worker.media import read_media_file
+    from worker.models.registry import resolve
     from worker.submission import attachment, job_request, task_input
 
     options, sources = split_given(kind, params, where)
@@ -81,9 +82,12 @@ def _request(kind: TaskKind, params: dict, where=_where):
             attachments[name] = (attachment(data=read_media_file(path), name=Path(path).name) if path
                                  else attachment(sample=sample_name))
     files = read_user_files(kind.name, params)
-    llm, scorer = params.pop("llm"), params.pop("scorer")
+    # The operator's command line: a registry name (MILS_MODELS) or any raw spec.
+    llm_name, llm = resolve("generator", params.pop("llm"), raw_allowed=True)
+    scorer_name, scorer = resolve("scorer", params.pop("scorer"), raw_allowed=True)
     return job_request(kind.name, media, info, generator=llm, scorer=scorer, overrides=params,
-                       options=options, attachments=attachments, files=files)
+                       options=options, attachments=attachments, files=files, generator_name=llm_name,
+                       scorer_name=scorer_name)
 
 
 def _run_here(request, as_json: bool) -> None:

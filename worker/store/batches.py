@@ -80,6 +80,8 @@ class BatchProgress:
     settings: dict
     generator: str
     scorer: str
+    generator_name: str | None = None  # the model registry's names of the specs (None: raw specs)
+    scorer_name: str | None = None
 
     @property
     def jobs(self) -> int:
@@ -136,7 +138,8 @@ def progress(session: Session, batch: Batch) -> BatchProgress:
         active = sum(n for status, n in by_status.items() if not JobStatus(status).finished)
         eta = max(active * per_job - steps_of_unfinished, 0) / rate if rate > 0 else None
     return BatchProgress(batch.name, batch.task, counts[0], counts[1], by_status, steps_done, steps_total,
-                         rate, eta, batch.created_at, dict(batch.settings), batch.generator, batch.scorer)
+                         rate, eta, batch.created_at, dict(batch.settings), batch.generator, batch.scorer,
+                         batch.generator_name, batch.scorer_name)
 
 
 def list_batches(session: Session, *, cursor: str | None = None, limit: int = 50) -> Page:

@@ -76,13 +76,15 @@ def create_job(
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
     attachments: dict[str, Media] | None = None, parents: Sequence[tuple[int, int]] = (),
     priority: int = 0, prompt_sha256: str | None = None, pool_sha256: str | None = None,
+    generator_name: str | None = None, scorer_name: str | None = None,
     token_id: int | None = None,
 ) -> Job:
     """Store a new job (status queued, not yet on the queue: worker.jobs.submitted puts it there)
     with already checked options. `attachments` are more input media (e.g. a style image), stored
     and named in the options by hash; `parents` are (position, job id) of the jobs this one is
     built on; `prompt_sha256` and `pool_sha256` name the user's prompt template (an artifact) and
-    initial pool (worker.store.pools), already stored; `token_id` the API token that submits it
+    initial pool (worker.store.pools), already stored. `generator_name`, `scorer_name`: the
+    registry's names the specs were chosen by (None: raw specs). `token_id`: the API token that submits it
     (its owner; None: the CLI)."""
     options = dict(options or {})
     for name, attachment in (attachments or {}).items():
@@ -95,6 +97,8 @@ def create_job(
         input_info=input_info or {},
         generator=generator,
         scorer=scorer,
+        generator_name=generator_name,
+        scorer_name=scorer_name,
         input_sha256=artifact.sha256,
         input_name=media.name,
         input_media_type=media.media_type,

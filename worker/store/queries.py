@@ -57,6 +57,9 @@ class JobSummary:
     # The user's prompt template and initial pool (their sha256); None: the task's own.
     prompt_sha256: str | None = None
     pool_sha256: str | None = None
+    # The model registry's names the specs were chosen by (worker.models.registry); None: raw specs.
+    generator_name: str | None = None
+    scorer_name: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -90,6 +93,7 @@ def summarize(session: Session, job: Job, steps_done: int | None = None) -> JobS
         priority=PRIORITY_NAMES.get(job.priority, str(job.priority)), worker=job.worker,
         queued_at=job.queued_at if job.status == JobStatus.QUEUED else None,
         prompt_sha256=job.prompt_sha256, pool_sha256=job.pool_sha256,
+        generator_name=job.generator_name, scorer_name=job.scorer_name,
     )
 
 

@@ -79,6 +79,9 @@ class Job(Base):
     settings: Mapped[dict[str, Any]]
     generator: Mapped[str] = mapped_column(String(500))
     scorer: Mapped[str] = mapped_column(String(500))
+    # The model registry's names (worker.models.registry) the specs were chosen by; None: raw specs.
+    generator_name: Mapped[str | None] = mapped_column(String(64))
+    scorer_name: Mapped[str | None] = mapped_column(String(64))
     # Names and versions (checksums, commit hashes) of the models that actually ran.
     model_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     input_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
@@ -263,6 +266,8 @@ class Batch(Base):
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     generator: Mapped[str] = mapped_column(String(500))
     scorer: Mapped[str] = mapped_column(String(500))
+    generator_name: Mapped[str | None] = mapped_column(String(64))  # registry names, as on Job
+    scorer_name: Mapped[str | None] = mapped_column(String(64))
     # What it was made from (worker.datasets.Dataset.describe() of each submission, in order).
     sources: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
