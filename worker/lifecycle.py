@@ -35,11 +35,12 @@ def cancel(session: Session, job_id: int) -> JobSummary:
     return summarize(session, job)
 
 
-def resume_job(sessions: sessionmaker[Session], job_id: int) -> int:
+def resume_job(sessions: sessionmaker[Session], job_id: int, steps: int | None = None) -> int:
     """A person's resume: queue the job again after its last committed step; returns that step.
+    `steps`: continue it to that many steps (a succeeded job too; worker.jobs.continue_to).
     BrokerError when the job is resumed in the store but the broker did not take the step."""
     with sessions.begin() as session:
-        messages = jobs.resume(session, get_job(session, job_id, for_update=True))
+        messages = jobs.resume(session, get_job(session, job_id, for_update=True), steps=steps)
     jobs.send(messages)
     return messages[0].step
 

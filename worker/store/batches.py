@@ -322,11 +322,13 @@ def cost_by_step(session: Session, batch_id: int) -> dict[int, dict] | None:
 
 def batch_detail(session: Session, name: str) -> dict:
     """Everything the batch page and `GET /api/batches/<name>` show, as plain data: the progress,
-    the mean best score per step, the latest evaluation and what it was made from."""
+    the mean best score per step, the latest evaluation and what it was made from (its sources;
+    `like`: the batch it is a variant of, or None)."""
     batch = get_batch(session, name)
     return {**progress(session, batch).to_dict(), "options": dict(batch.options or {}),
             **user_files_of(session, batch.prompt_sha256, batch.pool_sha256),
             "sources": list((batch.sources or {}).get("submissions", [])),
+            "like": (batch.sources or {}).get("like"),  # the batch this one is a variant of
             "score_per_step": mean_best_per_step(session, batch.id),
             "cost": batch_cost(session, batch.id),
             "evaluation": latest_evaluation(session, batch.id)}
