@@ -265,3 +265,19 @@ def test_a_batch_continues_every_job_to_more_steps_and_is_evaluated_over_them(cl
     assert response.status_code == 302
     assert "batch longer: 3 job(s) queued again, to 5 steps" in client.get("/batches/longer").get_data(as_text=True)
     assert client.get("/api/batches/longer").get_json()["settings"]["steps"] == 5
+
+
+def test_the_variant_and_continue_forms_need_their_csrf_token(pg, queue_db, Session):
+    from web import create_app
+
+    client = create_app({"DATABASE_URL": pg}).test_client()
+    created(post_batch(client, "guarded", archive=(three_images_archive(), "set.zip")))  # the API: a token
+    page = client.get("/batches/guarded").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    counts = table_counts(Session)
+    assert client.post("/batches/guarded/variant", data={"name": "guarded-2", "top_k": "2"}).status_code == 400
+    assert client.post("/batches/guarded/resume", data={"steps": "3"}).status_code == 400
+    assert table_counts(Session) == counts
+    accepted = client.post("/batches/guarded/variant", data={"csrf_token": token, "name": "guarded-2", "top_k": "2"})
+    assert accepted.status_code == 302 and accepted.headers["Location"] == "/batches/guarded-2"
+    assert client.get("/api/batches/guarded-2").get_json()["settings"]["top_k"] == 2
