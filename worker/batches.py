@@ -40,7 +40,7 @@ from worker import config, jobs
 from worker.media import MediaError
 from worker.queue import BrokerError, priority_value
 from worker.store.batches import (RESULT_COSTS, active_job_ids, cost_by_step, batch_of, batches_holding, best_texts_by_step, check_name,
-                                  get_batch, held_items, in_flight, item_states, next_position, references_of,
+                                  get_batch, held_items, in_flight, item_states, jobs_to_resume, next_position, references_of,
                                   results)
 from worker.store.jobs import JobError, StoredMedia, create_job, get_job
 from worker.store.queries import csv_chunks, json_array
@@ -473,19 +473,15 @@ def resume_batch(sessions: sessionmaker[Session], name: str, *, steps: int | Non
             Settings.from_dict({**batch.settings, "steps": steps})  # SettingsError past MAX_STEPS
             batch.settings = {**batch.settings, "steps": steps}  # a new dict: JSON columns track assignment
         batch_id, target = batch.id, batch.settings["steps"]
-        ids = active_job_ids(session, batch_id, (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED,
-                                                 JobStatus.SUCCEEDED))
+        ids = jobs_to_resume(session, batch_id, target)
     resumed: set[int] = set()
     for start in range(0, len(ids), chunk):
         with sessions.begin() as session:
             for job_id in ids[start:start + chunk]:
                 job = get_job(session, job_id, for_update=True)
-                longer = target if job.settings["steps"] < target else None
-                if job.status == JobStatus.SUCCEEDED and longer is None:
-                    continue  # done, at the batch's steps
                 try:
-                    jobs.resume(session, job, held=True, steps=longer)
-                except JobError:  # resumed or running meanwhile
+                    jobs.resume(session, job, held=True, steps=target if job.settings["steps"] < target else None)
+                except JobError:  # resumed, running or finished meanwhile
                     continue
                 resumed.add(job_id)
                 session.execute(update(BatchItem).where(BatchItem.job_id == job_id).values(queued=False))

@@ -244,6 +244,16 @@ def active_job_ids(session: Session, batch_id: int, statuses: tuple[JobStatus, .
                                 .order_by(BatchItem.position)))
 
 
+def jobs_to_resume(session: Session, batch_id: int, steps: int) -> list[int]:
+    """The batch's cancelled, failed or interrupted jobs, and its succeeded jobs whose settings have
+    fewer than `steps` steps (the batch's, after a continuation), in submission order."""
+    stopped = (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED)
+    shorter = (Job.status == JobStatus.SUCCEEDED) & (Job.settings["steps"].as_integer() < steps)
+    return list(session.scalars(select(Job.id).join(BatchItem, BatchItem.job_id == Job.id)
+                                .where(BatchItem.batch_id == batch_id, Job.status.in_(stopped) | shorter)
+                                .order_by(BatchItem.position)))
+
+
 def held_items(session: Session, batch_id: int, limit: int | None = None) -> list[tuple[BatchItem, Job]]:
     """Items whose queued job is not on the queue yet, in the order they were submitted: held back
     by the batch's limit on jobs in flight, or stored by a submission that was cut short."""
