@@ -81,6 +81,9 @@ def test_a_variant_runs_over_the_same_items_and_a_batch_continues_to_more_steps(
     # The batch continued to 4 steps: every job goes on from its step 2, which stays as it was.
     kept = {key: job_rows(stack, job_id) for key, (job_id, _, _) in old.items() if job_id}
     assert_one_error_line(stack.cli("batch", "resume", "base", "--steps", "2"), "has 2 steps; to continue it")
+    one = next(job_id for job_id, _, _ in old.values() if job_id)
+    assert_one_error_line(stack.cli("resume", str(one), "--steps", "4"),
+                          r"is an item of batch 'base'.*`mils batch resume base --steps 4`")
     out = stack.cli("batch", "resume", "base", "--steps", "4")
     assert out.returncode == 0 and "4 job(s) queued again, to 4 steps" in out.stdout, out.stderr
     done = wait_finished(stack, "base", timeout=120)

@@ -27,6 +27,7 @@ from worker.runner import JobModels, run_in_process
 from worker.store.schema import Artifact, Batch, Candidate, Job, JobEvent, Step, TopEntry
 
 TARGET = "a small orange square on a grey background"
+FAKE_LLM, FAKE_SCORER = "py:tests.support.fakes:worker_generator", "py:tests.support.fakes:worker_scorer"
 
 
 def run_jobs(Session, job_ids, generator: ScriptedGenerator | None = None) -> ScriptedGenerator:
@@ -159,9 +160,14 @@ def test_run_a_variant_from_the_batch_page(client, Session):
 # --------------------------------------------------------------------------- more steps
 
 
+def submit_job(client, **fields) -> int:
+    data = {"sample": "chelsea", "llm": FAKE_LLM, "scorer": FAKE_SCORER, "steps": "2", "candidates": "6",
+            "top_k": "5", **{k: str(v) for k, v in fields.items()}}
+    return created(client.post("/api/jobs", data=data))["id"]
+
+
 def test_a_succeeded_job_continues_from_its_stored_top_k_and_keeps_its_steps(client, Session, queue_db):
-    created(post_batch(client, "one", archive=(three_images_archive(), "set.zip")))
-    job_id = jobs_of(Session, "one")["a"].id
+    job_id = submit_job(client)
     run_jobs(Session, [job_id])
     assert job_statuses(Session, [job_id]) == {job_id: "succeeded"}
     kept, top_of_2 = snapshot(Session, job_id), stored_top(Session, job_id, 2)
@@ -203,8 +209,7 @@ def test_a_succeeded_job_continues_from_its_stored_top_k_and_keeps_its_steps(cli
 
 
 def test_a_job_that_patience_stopped_goes_on_to_the_steps_asked(client, Session):
-    created(post_batch(client, "patient", archive=(three_images_archive(), "set.zip"), patience=1, steps=6))
-    job_id = jobs_of(Session, "patient")["a"].id
+    job_id = submit_job(client, patience=1, steps=6)
 
     def stuck(_generator: str, _scorer: str) -> JobModels:  # never improves: patience stops it at step 1
         from tests.support.fakes import NonsenseGenerator
@@ -213,7 +218,11 @@ def test_a_job_that_patience_stopped_goes_on_to_the_steps_asked(client, Session)
     for _ in run_in_process(Session, job_id, stuck):
         pass
     assert [row.step for row in snapshot(Session, job_id)["steps"]] == [0, 1]
-    assert client.post(f"/api/jobs/{job_id}/resume", data={"steps": "8"}).status_code == 202
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)  # the job page's form
+    assert re.search(r'id="continue-job".*?name="steps" min="7"', page, re.S)
+    response = client.post(f"/jobs/{job_id}/resume", data={"steps": "8"})
+    assert response.status_code == 302
+    assert f"job {job_id} resumed at step 2, to 8 steps" in client.get(f"/jobs/{job_id}").get_data(as_text=True)
     for _ in run_in_process(Session, job_id, stuck):
         pass
     assert [row.step for row in snapshot(Session, job_id)["steps"]] == list(range(9))
@@ -232,6 +241,10 @@ def test_a_batch_continues_every_job_to_more_steps_and_is_evaluated_over_them(cl
     client.post("/api/batches/longer/cancel")  # the third: cancelled before its first step
     kept = {j: snapshot(Session, j) for j in job_ids}
     counts = table_counts(Session)
+
+    # A batch's job alone is not continued: its batch's jobs share their settings.
+    assert "is an item of batch 'longer', whose jobs share their settings" in error_of(
+        client.post(f"/api/jobs/{job_ids[0]}/resume", data={"steps": "3"}), 409)
 
     assert "has 2 steps; to continue it give more steps" in error_of(
         client.post("/api/batches/longer/resume", data={"steps": "2"}), 409)
