@@ -2,7 +2,8 @@
 models, submitted together, watched, cancelled or resumed together, exported and evaluated.
 
     submit_batch(sessions, name, dataset, ...)    store (and queue) the items a batch lacks
-    cancel_batch, resume_batch                    the lifecycle of every job of a batch
+    variant_of(sessions, like, name, ...)         a new batch over another's items, some settings changed
+    cancel_batch, resume_batch                    the lifecycle of every job of a batch (and more steps)
     results_coco / results_csv / results_jsonl    the final captions, streamed
     evaluate_batch(sessions, name, references)    caption metrics, final and per step, stored
 
@@ -249,9 +250,9 @@ def described_settings(batch: Batch) -> dict:
             "prompt_sha256": batch.prompt_sha256, "pool_sha256": batch.pool_sha256}
 
 
-def field_value(batch: dict, field: str) -> Any:
-    """A described batch's value of `field`: "scorer", or "settings.temperature" (None when unset)."""
-    group, _, key = field.partition(".")
+def field_value(batch: dict, path: str) -> Any:
+    """A described batch's value of the field `path`: "scorer", or "settings.temperature" (None when unset)."""
+    group, _, key = path.partition(".")
     return batch[group].get(key) if key else batch[group]
 
 
