@@ -10,9 +10,10 @@ from web import auth
 from web.db import get_session, session_factory
 from web.downloads import add_download_routes, results_response
 from web.openapi import openapi_description
-from web.params import batch_item_args, batch_list_args, candidate_args, job_list_args
-from web.submission import submit_batch_from, submit_from
+from web.params import batch_item_args, batch_list_args, candidate_args, int_arg, job_list_args
+from web.submission import submit_batch_from, submit_from, variant_from
 from worker.comparison import compare_batches
+from worker.core.settings import MAX_STEPS
 from worker.batches import cancel_batch, resume_batch
 from worker.lifecycle import cancel, resume_job
 from worker.ops import take_snapshot
@@ -98,7 +99,8 @@ def cancel_job(job_id: int):
 @bp.post("/jobs/<int:job_id>/resume")
 def resume(job_id: int):
     auth.check_may_act_on(get_job(get_session(), job_id).token_id, f"job {job_id}")
-    step = resume_job(session_factory(), job_id, token_id=auth.acting_token_id())
+    step = resume_job(session_factory(), job_id, int_arg(request.form, "steps", low=1, high=MAX_STEPS),
+                      token_id=auth.acting_token_id())
     session = get_session()
     summary = summarize(session, get_job(session, job_id))
     return jsonify(summary.to_dict() | {"resumed_at_step": step, "links": _links(job_id)}), 202
@@ -119,8 +121,14 @@ def _batch_links(name: str) -> dict:
 @bp.post("/batches")
 def create_batch():
     """A batch from an uploaded archive or manifest; 201 with the submission's report (items
-    added, already there, rejected one by one with the reason) and the batch."""
+    added, already there, rejected one by one with the reason) and the batch. With `like`: a new
+    batch, a variant of that one (its items; what changed in `variant`)."""
     auth.check_may_submit((request.form.get("name") or "").strip())
+    if (request.form.get("like") or "").strip():
+        variant = variant_from(request.form, request.files, others="refuse", token_id=auth.acting_token_id())
+        body = {"variant": variant.to_dict(), **batch_detail(get_session(), variant.name),
+                "links": _batch_links(variant.name)}
+        return jsonify(body), 201, {"Location": url_for("api.batch", name=variant.name)}
     report = submit_batch_from(request.form, request.files, others="refuse", token_id=auth.acting_token_id())
     body = {"submission": report.to_dict(), **batch_detail(get_session(), report.name),
             "links": _batch_links(report.name)}
@@ -169,7 +177,8 @@ def cancel_batch_(name: str):
 @bp.post("/batches/<name>/resume")
 def resume_batch_(name: str):
     auth.check_may_act_on(get_batch(get_session(), name).token_id, f"batch {name!r}")
-    resumed = resume_batch(session_factory(), name, token_id=auth.acting_token_id())
+    resumed = resume_batch(session_factory(), name, steps=int_arg(request.form, "steps", low=1, high=MAX_STEPS),
+                           token_id=auth.acting_token_id())
     return jsonify({"resumed": resumed, **batch_detail(get_session(), name), "links": _batch_links(name)}), 202
 
 

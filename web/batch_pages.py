@@ -1,6 +1,6 @@
 """HTML pages of batches: the list, the form that starts one from an uploaded archive or manifest,
 and the batch page (progress, counts by status, ETA, score and metric charts, the items, cancel,
-resume, exports). The page's live panel and items table are fragments htmx swaps in.
+resume or continue to more steps, run a variant, exports). The page's live panel and items table are fragments htmx swaps in.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from web import auth
 from web.db import get_session, session_factory
 from web.downloads import results_response
-from web.forms import BatchForm, offer_models
-from web.params import batch_item_args, batch_list_args
-from web.submission import submit_batch_from
+from web.forms import BatchForm, VariantForm, offer_models
+from web.params import batch_item_args, batch_list_args, int_arg
+from web.submission import submit_batch_from, variant_from
 from worker import config
 from worker.batches import cancel_batch, resume_batch
 from worker.comparison import compare_batches
 from worker.core import SettingsError
+from worker.core.settings import MAX_STEPS
 from worker.datasets import ManifestError
 from worker.media import MediaError
 from worker.models import ModelLoadError
@@ -83,8 +84,11 @@ def _items_context(batch_id: int) -> dict:
 def batch(name: str):
     detail = batch_detail(get_session(), name)
     batch = get_batch(get_session(), name)
+    # The models as the batch was given them: a registry name where it has one, else its spec.
+    variant_form = VariantForm(data={"llm": batch.generator_name or detail["generator"],
+                                     "scorer": batch.scorer_name or detail["scorer"], **detail["settings"]})
     return render_template("batch.html", batch=detail, can_act=auth.may_act_on(batch.token_id),
-                           **_items_context(batch.id))
+                           variant_form=variant_form, **_items_context(batch.id))
 
 
 @bp.get("/batches/<name>/live")
@@ -111,11 +115,40 @@ def cancel(name: str):
 def resume(name: str):
     auth.check_may_act_on(get_batch(get_session(), name).token_id, f"batch {name!r}")
     try:
-        resumed = resume_batch(session_factory(), name, token_id=auth.acting_token_id())
-        flash(f"batch {name}: {resumed} job(s) queued again")
-    except (JobError, BrokerError) as exc:
+        steps = int_arg(request.form, "steps", low=1, high=MAX_STEPS)  # continue it to that many
+        resumed = resume_batch(session_factory(), name, steps=steps, token_id=auth.acting_token_id())
+        flash(f"batch {name}: {resumed} job(s) queued again" + (f", to {steps} steps" if steps else ""))
+    except (JobError, BrokerError, QueryError, SettingsError) as exc:
         flash(str(exc), "error")
     return redirect(url_for("batch_pages.batch", name=name))
+
+
+@bp.post("/batches/<name>/variant")
+def variant(name: str):
+    """"Run a variant": a new batch over this one's items with the settings of the form
+    (worker.batches.variant_of, as `mils batch submit NEW --like NAME`)."""
+    get_batch(get_session(), name)
+    auth.check_may_submit()
+    form = VariantForm()
+    if not form.validate_on_submit():
+        for field_errors in form.errors.values():
+            for error in field_errors:
+                flash(f"variant: {error}", "error")
+        return redirect(url_for("batch_pages.batch", name=name))
+    fields = request.form.copy()
+    fields["like"] = name
+    try:
+        report = variant_from(fields, request.files, others="ignore", token_id=auth.acting_token_id())
+    except BrokerError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("batch_pages.batch", name=(request.form.get("name") or name).strip()))
+    except (MediaError, SettingsError, ModelLoadError, QueryError, JobError) as exc:
+        flash(f"variant: {exc}", "error")
+        return redirect(url_for("batch_pages.batch", name=name))
+    changed = ", ".join(f"{f} {before!r} -> {after!r}" for f, (before, after) in report.changes.items())
+    flash(f"batch {report.name}, a variant of {name}: {report.items} item(s); "
+          + (changed or report.note or ""))
+    return redirect(url_for("batch_pages.batch", name=report.name))
 
 
 @bp.get("/batches/<name>/results.<fmt>")

@@ -206,3 +206,19 @@ for _setting in shown_on("form"):
 for _name, (_option, _kinds) in all_options().items():
     if any(k in BATCH_TASKS for k in _kinds):
         setattr(BatchForm, _name, option_field(_name, _option))
+
+
+class VariantForm(FlaskForm):
+    """"Run a variant" on a batch's page: a new batch over its items (worker.batches.variant_of).
+    The page fills the fields with the batch's own values; an emptied field keeps them too."""
+
+    name = StringField("New batch name", description="A batch that does not exist yet.")
+    llm = StringField("Generator (LLM)")
+    scorer = StringField("Scorer")
+
+    def settings_fields(self) -> list:
+        return [self[setting.name] for setting in shown_on("form")]
+
+
+for _setting in shown_on("form"):
+    setattr(VariantForm, _setting.name, setting_field(_setting, batch=True))

@@ -13,9 +13,10 @@ from web import auth
 from web.db import get_session, session_factory
 from web.downloads import add_download_routes
 from web.forms import SubmitForm, offer_models
-from web.params import candidate_args, job_list_args
+from web.params import candidate_args, int_arg, job_list_args
 from web.submission import submit_from
 from worker.core import SettingsError
+from worker.core.settings import MAX_STEPS
 from worker.kinds import TASK_KINDS
 from worker.lifecycle import cancel as cancel_job
 from worker.lifecycle import resume_job
@@ -115,9 +116,10 @@ def cancel(job_id: int):
 def resume(job_id: int):
     auth.check_may_act_on(get_job(get_session(), job_id).token_id, f"job {job_id}")
     try:
-        step = resume_job(session_factory(), job_id, token_id=auth.acting_token_id())
-        flash(f"job {job_id} resumed at step {step}")
-    except (JobError, BrokerError) as exc:
+        steps = int_arg(request.form, "steps", low=1, high=MAX_STEPS)  # continue it to that many
+        step = resume_job(session_factory(), job_id, steps, token_id=auth.acting_token_id())
+        flash(f"job {job_id} resumed at step {step}" + (f", to {steps} steps" if steps else ""))
+    except (JobError, BrokerError, QueryError, SettingsError) as exc:
         flash(str(exc), "error")
     return redirect(url_for("pages.job", job_id=job_id))
 

@@ -13,7 +13,7 @@ from web import auth
 from web.db import session_factory
 from web.params import float_arg, int_arg
 from worker import config, submission
-from worker.batches import SubmitReport, submit_batch
+from worker.batches import SubmitReport, VariantReport, submit_batch, variant_of
 from worker.datasets import SUBSET_SEED, Columns, ManifestError, Selection, open_archive, open_manifest
 from worker.core.settings import shown_on
 from worker.kinds import TaskKind, all_options, get_kind
@@ -208,6 +208,35 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str, token
                         priority=(fields.get("priority") or "").strip() or None,
                         max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"), files=user_files,
                         token_id=token_id)
+
+
+DATASET_FIELDS = ("media_folder", "split", "subset", "subset_seed", "path_column", "key_column", "reference_columns")
+
+
+def variant_from(fields: MultiDict, files: MultiDict, *, others: str, token_id: int | None = None) -> VariantReport:
+    """Parse a variant of the batch named by `like` (worker.batches.variant_of): a new `name`, and
+    the settings, options, models (`llm`, `scorer`), priority, max_in_flight and prompt and pool
+    files to change; anything not sent is that batch's. An archive, a manifest or a field choosing
+    a dataset's items is refused (QueryError, 400): a variant takes that batch's items. Models are
+    registry names, or raw specs where this request may send them (`model_from`); `token_id`: the
+    API token that submits (the variant's owner)."""
+    name, like = (fields.get("name") or "").strip(), (fields.get("like") or "").strip()
+    if not name:
+        raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
+    sent = [k for k in ("archive", "manifest") if files.get(k) is not None and files[k].filename]
+    sent += [k for k in DATASET_FIELDS if (fields.get(k) or "").strip()]
+    if sent:
+        raise QueryError(f"a variant takes the items of batch {like!r}: send no {', '.join(sent)}")
+    task = (fields.get("task") or "").strip() or None
+    kind = get_kind(task or existing_task(like) or "image-caption")
+    llm_name, llm = model_from(fields, "llm", "generator")  # None: the batch's own
+    scorer_name, scorer = model_from(fields, "scorer", "scorer")
+    return variant_of(session_factory(), like, name, task=task, generator=llm, scorer=scorer,
+                      names={"generator": llm_name, "scorer": scorer_name}, token_id=token_id,
+                      overrides=settings_from(fields, batch=True), options=options_from(kind, fields, others=others),
+                      priority=(fields.get("priority") or "").strip() or None,
+                      max_in_flight=_whole_number(fields.get("max_in_flight"), "max_in_flight"),
+                      files=user_files_from(kind.name, files, others=others))
 
 
 def _selection(fields: Mapping[str, str]) -> Selection:

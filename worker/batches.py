@@ -2,7 +2,8 @@
 models, submitted together, watched, cancelled or resumed together, exported and evaluated.
 
     submit_batch(sessions, name, dataset, ...)    store (and queue) the items a batch lacks
-    cancel_batch, resume_batch                    the lifecycle of every job of a batch
+    variant_of(sessions, like, name, ...)         a new batch over another's items, some settings changed
+    cancel_batch, resume_batch                    the lifecycle of every job of a batch (and more steps)
     results_coco / results_csv / results_jsonl    the final captions, streamed
     evaluate_batch(sessions, name, references)    caption metrics, final and per step, stored
 
@@ -32,7 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.core import SettingsError
+from worker.core import Settings, SettingsError
 from worker.datasets import Dataset, Item
 from worker.evaluation import METRICS, caption_metrics, spice_unavailable
 from worker.kinds import get_kind
@@ -40,9 +41,9 @@ from worker import config, jobs
 from worker.media import MediaError
 from worker.queue import BrokerError, priority_value
 from worker.store.batches import (RESULT_COSTS, active_job_ids, cost_by_step, batch_of, batches_holding, best_texts_by_step, check_name,
-                                  get_batch, held_items, in_flight, item_states, next_position, references_of,
+                                  get_batch, held_items, in_flight, item_states, jobs_to_resume, next_position, references_of,
                                   results)
-from worker.store.jobs import JobError, get_job
+from worker.store.jobs import JobError, StoredMedia, create_job, get_job
 from worker.store.queries import csv_chunks, json_array
 from worker.store.schema import Batch, BatchEvaluation, BatchItem, Job, JobStatus
 from worker.store.tokens import check_quota
@@ -253,6 +254,115 @@ def submit_batch(sessions: sessionmaker[Session], name: str, dataset: Dataset, *
     return report
 
 
+# --------------------------------------------------------------------------- variants
+
+
+def described_settings(batch: Batch) -> dict:
+    """What makes a batch's results what they are: task, models, settings, options, prompt and pool."""
+    return {"task": batch.task, "generator": batch.generator, "scorer": batch.scorer,
+            "settings": dict(batch.settings), "options": dict(batch.options or {}),
+            "prompt_sha256": batch.prompt_sha256, "pool_sha256": batch.pool_sha256}
+
+
+def field_value(batch: dict, path: str) -> Any:
+    """A described batch's value of the field `path`: "scorer", or "settings.temperature" (None when unset)."""
+    group, _, key = path.partition(".")
+    return batch[group].get(key) if key else batch[group]
+
+
+def setting_differences(batches: list[dict]) -> list[str]:
+    """The fields (`described_settings`) whose values are not the same in every batch
+    ("settings.temperature", "scorer", ...)."""
+    fields = ["task", "generator", "scorer", "prompt_sha256", "pool_sha256"]
+    for group in ("settings", "options"):
+        fields += sorted({f"{group}.{key}" for b in batches for key in b[group]})
+    return [f for f in fields if len({repr(field_value(b, f)) for b in batches}) > 1]
+
+
+@dataclass
+class VariantReport:
+    name: str
+    like: str
+    items: int  # items with a job, queued or held for room
+    rejected: int  # the old batch's unreadable items, kept as such (no job)
+    queued: int  # jobs on the queue now (the rest follow as jobs finish)
+    changes: dict[str, list] = field(default_factory=dict)  # field -> [the old batch's value, this one's]
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def variant_of(sessions: sessionmaker[Session], like: str, name: str, *, task: str | None = None,
+               generator: str | None = None, scorer: str | None = None,
+               overrides: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+               priority: str | int | None = None, max_in_flight: int | None = None,
+               files: UserFiles = UserFiles(), names: Mapping[str, str | None] | None = None,
+               token_id: int | None = None) -> VariantReport:
+    """A new batch `name` over the items of batch `like` (the same keys, references and stored
+    inputs, by content hash: nothing is read or uploaded again) with `like`'s task, models,
+    settings, options, prompt and pool files, priority and limit on jobs in flight, but for those
+    given. Stored in one transaction (all or nothing), then queued as its limit allows. A variant
+    that changes nothing is made too, with a note: a replicate (another --seed draws again).
+    `names`, `token_id` as for `submit_batch` (the registry's names of the models given; the
+    token that submits, owner of the variant, its quota counting the items).
+    UnknownBatch for `like`; JobError when `name` exists (a variant is always a new batch);
+    SettingsError / ModelLoadError for what is given; QuotaExceeded as for `submit_batch`;
+    BrokerError when the broker refused steps (stored; `mils batch resume` queues them)."""
+    given_settings = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given_options = {k: v for k, v in (options or {}).items() if v is not None}
+    with sessions.begin() as session:
+        old = get_batch(session, like)
+        if session.scalar(select(Batch.id).where(Batch.name == name)) is not None:
+            raise JobError(f"batch {name!r} already exists; a variant is a new batch: give it a new name")
+        if task is not None and task != old.task:
+            raise SettingsError(f"batch {like!r} runs {old.task}; a variant of it runs the same task, not {task!r}")
+        files = UserFiles(files.prompt_sha256 or old.prompt_sha256, files.pool_sha256 or old.pool_sha256,
+                          files.prompt, files.pool)
+        names = dict(names or {})
+        kept = {"generator": old.generator_name if generator is None else names.get("generator"),
+                "scorer": old.scorer_name if scorer is None else names.get("scorer")}
+        batch, _ = _batch_for(session, name, old.task, generator or old.generator, scorer or old.scorer,
+                              {**old.settings, **given_settings}, {**(old.options or {}), **given_options},
+                              old.priority if priority is None else priority, max_in_flight or old.max_in_flight,
+                              files, kept, token_id)
+        batch.sources = {"submissions": list(old.sources.get("submissions", [])), "like": old.name}
+        settings = Settings.from_dict(batch.settings)
+        items = rejected = 0
+        rows = session.execute(select(BatchItem, Job).outerjoin(Job, Job.id == BatchItem.job_id)
+                               .where(BatchItem.batch_id == old.id).order_by(BatchItem.position)).all()
+        check_quota(session, token_id, sum(job is not None for _, job in rows), config.token_max_active())
+        for item, job in rows:
+            copy = BatchItem(batch_id=batch.id, item_key=item.item_key, position=item.position, source=item.source,
+                             references=item.references, error=item.error)
+            if job is None:
+                copy.error = item.error or f"its job in batch {like!r} was deleted"
+                rejected += 1
+            else:
+                media_type = job.input_media_type or job.input.media_type
+                new_job = create_job(session, task=batch.task, settings=settings, generator=batch.generator,
+                                     scorer=batch.scorer, media=StoredMedia(job.input_sha256, media_type, job.input_name),
+                                     options=dict(batch.options), input_info=dict(job.input_info or {}),
+                                     priority=batch.priority, prompt_sha256=batch.prompt_sha256,
+                                     pool_sha256=batch.pool_sha256, generator_name=batch.generator_name,
+                                     scorer_name=batch.scorer_name, token_id=token_id)
+                jobs.submitted(session, new_job, held=True)  # let in by `release`
+                copy.job_id = new_job.id
+                items += 1
+            session.add(copy)
+        before, after = described_settings(old), described_settings(batch)
+        changes = {f: [field_value(before, f), field_value(after, f)] for f in setting_differences([before, after])}
+        batch_id = batch.id
+    note = None
+    if not changes:
+        note = (f"nothing differs from batch {like!r}: a replicate (the same seed and deterministic models give "
+                "the same captions; give another --seed to draw again)")
+    broker = _Broker(sessions, batch_id)
+    queued = len(broker.release())
+    broker.raise_refused(name)
+    return VariantReport(name, like, items, rejected, queued, changes, note)
+
+
 PRIORITY_DEFAULT = -1  # a batch's jobs run at low priority unless it is given: single jobs go first
 
 
@@ -366,21 +476,39 @@ def cancel_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500
     return cancelled
 
 
-def resume_batch(sessions: sessionmaker[Session], name: str, *, chunk: int = 500, token_id: int | None = None) -> int:
+def resume_batch(sessions: sessionmaker[Session], name: str, *, steps: int | None = None, chunk: int = 500,
+                 token_id: int | None = None) -> int:
     """Resume every cancelled, failed or interrupted job of the batch (held, then let in under
     the batch's limit like new ones), and queue what its limit allows of the jobs held (e.g. by a
-    submission cut short); returns how many jobs it resumed or queued. `token_id` as for
-    `cancel_batch`. BrokerError when the broker is down."""
-    with sessions() as session:
-        batch_id = get_batch(session, name).id
-        ids = active_job_ids(session, batch_id, (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED))
+    submission cut short); returns how many jobs it resumed or queued. `steps`: the batch runs
+    that many steps from now on (more than it has, and none of its jobs queued or running:
+    JobError otherwise), and its succeeded jobs go on too, each from its last committed step
+    (worker.jobs.continue_to). Any job with fewer steps than its batch is continued, so a
+    continuation cut short is finished by resuming again. `token_id` as for `cancel_batch`.
+    BrokerError when the broker is down."""
+    with sessions.begin() as session:
+        batch = session.get(Batch, get_batch(session, name).id, with_for_update=True)
+        if steps is not None:
+            if steps <= batch.settings["steps"]:
+                raise JobError(f"batch {name!r} has {batch.settings['steps']} steps; to continue it give more "
+                               f"steps than that, not {steps}")
+            busy = active_job_ids(session, batch.id, (JobStatus.QUEUED, JobStatus.RUNNING))
+            if busy:
+                raise JobError(f"batch {name!r} has {len(busy)} job(s) queued or running; continue it to more "
+                               "steps once they are done (or cancel it first)")
+            Settings.from_dict({**batch.settings, "steps": steps})  # SettingsError past MAX_STEPS
+            batch.settings = {**batch.settings, "steps": steps}  # a new dict: JSON columns track assignment
+        batch_id, target = batch.id, batch.settings["steps"]
+        ids = jobs_to_resume(session, batch_id, target)
     resumed: set[int] = set()
     for start in range(0, len(ids), chunk):
         with sessions.begin() as session:
             for job_id in ids[start:start + chunk]:
+                job = get_job(session, job_id, for_update=True)
                 try:
-                    jobs.resume(session, get_job(session, job_id, for_update=True), held=True, token_id=token_id)
-                except JobError:  # resumed or finished meanwhile
+                    jobs.resume(session, job, held=True, steps=target if job.settings["steps"] < target else None,
+                                token_id=token_id)
+                except JobError:  # resumed, running or finished meanwhile
                     continue
                 resumed.add(job_id)
                 session.execute(update(BatchItem).where(BatchItem.job_id == job_id).values(queued=False))

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.batches import batch_references, captions_by_step
+from worker.batches import batch_references, captions_by_step, described_settings, setting_differences
 from worker.core import SettingsError
 from worker.datasets import Dataset
 from worker.evaluation import caption_metrics
@@ -50,24 +50,8 @@ def paired_interval(differences: Sequence[float], *, confidence: float = CONFIDE
 def _described(session: Session, name: str) -> dict:
     batch = get_batch(session, name)
     state = progress(session, batch)
-    return {"name": batch.name, "task": batch.task, "generator": batch.generator, "scorer": batch.scorer,
-            "settings": dict(batch.settings), "options": dict(batch.options or {}),
-            "prompt_sha256": batch.prompt_sha256, "pool_sha256": batch.pool_sha256, "items": state.items,
+    return {"name": batch.name, **described_settings(batch), "items": state.items,
             "succeeded": state.by_status.get("succeeded", 0), "cost": batch_cost(session, batch.id)}
-
-
-def field_value(batch: dict, field: str) -> Any:
-    """A compared batch's value of `field`: "scorer", or "settings.temperature" (None when unset)."""
-    group, _, key = field.partition(".")
-    return batch[group].get(key) if key else batch[group]
-
-
-def _differences(batches: list[dict]) -> list[str]:
-    """The fields whose values are not the same in every batch ("settings.temperature", "scorer", ...)."""
-    fields = ["task", "generator", "scorer", "prompt_sha256", "pool_sha256"]
-    for group in ("settings", "options"):
-        fields += sorted({f"{group}.{key}" for b in batches for key in b[group]})
-    return [f for f in fields if len({repr(field_value(b, f)) for b in batches}) > 1]
 
 
 def compare_batches(sessions: sessionmaker[Session], names: Sequence[str], references: Dataset | None = None, *,
@@ -111,6 +95,6 @@ def compare_batches(sessions: sessionmaker[Session], names: Sequence[str], refer
                 "difference": sum(differences) / len(keys), "low": low, "high": high,
                 "beyond_noise": low > 0 or high < 0, "per_item": dict(zip(keys, differences))}
         paired.append(entry)
-    return {"batches": batches, "differences": _differences(batches), "metrics": metrics, "paired": paired,
+    return {"batches": batches, "differences": setting_differences(batches), "metrics": metrics, "paired": paired,
             "references": "the baseline's own" if references is None else references.name,
             "confidence": confidence, "resamples": resamples, "seed": seed, "method": "BCa"}

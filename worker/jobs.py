@@ -16,6 +16,7 @@ always finds its job.
                                            │  └─fail─▶ failed
                                            └─interrupt (the reaper: no heartbeat)─▶ interrupted
     cancelled, failed, interrupted, queued ─resume─▶ queued     queued ─requeue_lost─▶ queued
+    succeeded, cancelled, failed, interrupted ─resume with more steps─▶ queued
     queued, interrupted ─cancel─▶ cancelled                      running ─cancel─▶ (the flag)
 
 Liveness: a job is `running` only while a worker holds its step, and only then is it judged by its
@@ -33,8 +34,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from worker import config
+from worker.core import Settings
+from worker.core.optimizer import should_stop
 from worker.queue import BrokerError, enqueue, job_queue
-from worker.store.jobs import JobError, add_event, next_step_number
+from worker.store.jobs import JobError, add_event, load_state, next_step_number
 from worker.store.purge import purge_record
 from worker.store.schema import Job, JobEvent, JobStatus, utcnow
 
@@ -229,21 +232,28 @@ def cancel(session: Session, job: Job, *, token_id: int | None = None) -> None:
 
 
 def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = False,
-           token_id: int | None = None) -> list[StepMessage]:
+           steps: int | None = None, token_id: int | None = None) -> list[StepMessage]:
     """Queue a cancelled, failed or interrupted job again, after its last committed step. A queued
     job may be resumed too: that re-sends a message the broker lost (a duplicate is dropped).
     `automatic`: the reaper's resume (counted against MILS_MAX_AUTO_RESUMES); a person's gives the
     step its full number of attempts again. `held`: not put on the queue now (a batch's job waits
-    for room, `let_in`). `token_id`: the API token that asks (None: the CLI, the reaper), named in
-    the event. JobError for a job that succeeded, runs, or whose candidates were archived."""
-    if job.status == JobStatus.SUCCEEDED:
-        raise JobError(f"job {job.id} already succeeded; nothing to resume")
+    for room, `let_in`). `steps`: continue it to that many steps (`continue_to`), a succeeded job
+    too. `token_id`: the API token that asks (None: the CLI, the reaper), named in the event.
+    JobError for a job that succeeded (without `steps`), runs, is queued (with `steps`), or
+    whose candidates were archived."""
+    if job.status == JobStatus.SUCCEEDED and steps is None:
+        raise JobError(f"job {job.id} already succeeded; nothing to resume (give more steps to continue it)")
     if job.status == JobStatus.RUNNING:
         raise JobError(f"job {job.id} is running; only queued, cancelled, failed or interrupted jobs resume")
+    if job.status == JobStatus.QUEUED and steps is not None:
+        raise JobError(f"job {job.id} is queued; more steps are for a job that is not on its way "
+                       "(succeeded, cancelled, failed or interrupted)")
     archived = purge_record(session, job.id)
     if archived is not None:  # its state (the candidates) is in the archive, not here
         raise JobError(f"job {job.id}'s candidates were archived by `mils purge` ({archived['detail']}); "
                        "it cannot be resumed")
+    if steps is not None:
+        continue_to(session, job, steps, token_id=token_id)
     step = next_step_number(session, job.id)
     _set_status(session, job, JobStatus.QUEUED,
                 f"{'automatically ' if automatic else ''}from step {step} (was {job.status.value})", event="resumed",
@@ -257,6 +267,27 @@ def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = 
     else:
         job.attempts = 0
     return [] if held else [message(job, step)]
+
+
+def continue_to(session: Session, job: Job, steps: int, *, token_id: int | None = None) -> None:
+    """The job's settings say `steps` steps from now on (more than it had: JobError otherwise), with
+    an event "continued". Its committed steps stay as they are; the next one starts from the
+    stored top K of its last. A patience that had stopped it early is turned off (it would stop
+    it again at once): continuing runs it to `steps`, and the event says so."""
+    settings = Settings.from_dict(job.settings)
+    if steps <= settings.steps:
+        raise JobError(f"job {job.id} has {settings.steps} steps; to continue it give more steps than that, "
+                       f"not {steps}")
+    longer = settings.replace(steps=steps)  # SettingsError past MAX_STEPS
+    detail = f"to {steps} steps (was {settings.steps})"
+    if settings.patience is not None:
+        state = load_state(session, job.id)
+        if state is not None and should_stop(state, longer):
+            longer = longer.replace(patience=None)
+            detail += (f"; patience {settings.patience} is off from now on: it had stopped the job early, "
+                       f"after step {state.step}")
+    job.settings = longer.to_dict()
+    add_event(session, job, "continued", detail, token_id=token_id)
 
 
 def interrupt(session: Session, job: Job) -> None:

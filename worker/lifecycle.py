@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import config, jobs
 from worker.queue import BrokerError, jobs_on_broker
-from worker.store.jobs import get_job
+from worker.store.batches import batch_of
+from worker.store.jobs import JobError, get_job
 from worker.store.queries import JobSummary, summarize
-from worker.store.schema import Job, JobStatus, utcnow
+from worker.store.schema import Batch, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,20 @@ def cancel(session: Session, job_id: int, *, token_id: int | None = None) -> Job
     return summarize(session, job)
 
 
-def resume_job(sessions: sessionmaker[Session], job_id: int, *, token_id: int | None = None) -> int:
+def resume_job(sessions: sessionmaker[Session], job_id: int, steps: int | None = None, *,
+               token_id: int | None = None) -> int:
     """A person's resume: queue the job again after its last committed step; returns that step.
-    `token_id`: the API token that asks (None: the CLI). BrokerError when the job is resumed in
-    the store but the broker did not take the step."""
+    `steps`: continue it to that many steps (a succeeded job too; worker.jobs.continue_to); not
+    a batch's job (JobError): its batch is continued whole, so that its jobs keep one set of
+    settings. `token_id`: the API token that asks (None: the CLI). BrokerError when the job is resumed in the store but the broker did not take the step."""
     with sessions.begin() as session:
-        messages = jobs.resume(session, get_job(session, job_id, for_update=True), token_id=token_id)
+        job = get_job(session, job_id, for_update=True)
+        batch_id = batch_of(session, job_id) if steps is not None else None
+        if batch_id is not None:
+            name = session.get(Batch, batch_id).name
+            raise JobError(f"job {job_id} is an item of batch {name!r}, whose jobs share their settings: continue "
+                           f"the batch (`mils batch resume {name} --steps {steps}`)")
+        messages = jobs.resume(session, job, steps=steps, token_id=token_id)
     jobs.send(messages)
     return messages[0].step
 

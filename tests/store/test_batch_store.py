@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from worker.core import Settings
 from worker.media import Media
@@ -88,3 +89,15 @@ def test_a_job_that_stopped_early_keeps_its_last_best_in_later_steps(filled, mon
     with filled() as session:
         stored = latest_evaluation(session, get_batch(session, "b").id)
     assert stored["items"] == 2 and stored["final"]["CIDEr"] == 0.5
+
+
+def test_jobs_to_resume_are_the_stopped_ones_and_the_succeeded_ones_with_fewer_steps(filled):
+    """The JSON path into the settings (steps) reads alike on SQLite and PostgreSQL."""
+    from worker.store.batches import get_batch, jobs_to_resume
+    from worker.store.schema import Job
+
+    with filled() as session:
+        batch_id = get_batch(session, "b").id
+        keys = dict(session.execute(select(Job.id, BatchItem.item_key).join(BatchItem, BatchItem.job_id == Job.id)).all())
+        assert [keys[j] for j in jobs_to_resume(session, batch_id, STEPS)] == ["k4"]
+        assert [keys[j] for j in jobs_to_resume(session, batch_id, STEPS + 1)] == ["k1", "k2", "k4"]

@@ -362,3 +362,38 @@ def test_screenshot_of_an_evaluated_batch(page, stack, dataset_root):
     page.screenshot(path=str(path), full_page=True)
     with Image.open(path) as image:
         assert image.width == VIEWPORT["width"] and image.height >= VIEWPORT["height"], image.size
+
+
+def test_run_a_variant_and_continue_it_from_the_batch_page(page, stack, tmp_path):
+    from playwright.sync_api import expect
+
+    name = "varied"
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(2):
+            zf.writestr(f"img{i}.png", png(i, size=(40 + i, 30)))
+    fill_batch_form(page, name, steps=1, archive=archive)
+    wait_done(page, stack, name, 2)
+
+    expect(page.locator("#variant-form #top_k")).to_be_hidden()  # inside the closed "Run a variant"
+    page.click("#batch-variant > summary")
+    expect(page.locator("#variant-form #top_k")).to_have_value("5")  # the batch's own values
+    page.fill("#variant-form #name", f"{name}-k3")
+    page.fill("#variant-form #top_k", "3")
+    page.click("#submit-variant")
+    page.wait_for_url(f"**/batches/{name}-k3")
+    expect(page.locator("p.flash")).to_contain_text(f"batch {name}-k3, a variant of {name}: 2 item(s); "
+                                                    "settings.top_k 5 -> 3")
+    expect(page.locator("#batch-like")).to_have_text(name)
+    wait_done(page, stack, f"{name}-k3", 2)
+
+    page.fill("#continue-batch input[name=steps]", "2")
+    page.click("#continue-batch button")
+    page.wait_for_url(f"**/batches/{name}-k3")
+    expect(page.locator("p.flash")).to_contain_text(f"batch {name}-k3: 2 job(s) queued again, to 2 steps")
+    expect(page.locator("#batch-live")).to_have_attribute("data-finished", "true", timeout=BATCH_TIMEOUT_MS)
+    for _, job_id, status, _ in batch_items(stack, f"{name}-k3"):
+        steps = [r[0] for r in query(stack.url, "SELECT step FROM steps WHERE job_id = %s ORDER BY step", (job_id,))]
+        assert status == "succeeded" and steps == [0, 1, 2], (job_id, status, steps)
+    kept = {k: s for k, _, s, _ in batch_items(stack, name)}
+    assert kept == {k: "succeeded" for k in kept}

@@ -37,7 +37,7 @@ def describe(p) -> str:
             f"steps {p.steps_done}/{p.steps_total} · {rate} · ETA {_duration(p.eta_seconds)}")
 
 
-def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flight, as_json, split, subset,
+def _submit(name, dataset_path, like, task, images, llm, scorer, priority, max_in_flight, as_json, split, subset,
             subset_seed, path_column, key_column, reference_columns, **params) -> None:
     """Submit the items of DATASET to batch NAME (made if new) and queue them for the workers.
 
@@ -52,7 +52,14 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
     mils batch submit coco-test dataset_coco.json --media coco/ --split test
     mils batch submit coco-1k dataset_coco.json --media coco/ --split test --subset 1000
     mils batch submit msrvtt test_videodatainfo.json --media TestVideo/ --task video-caption
-    mils batch submit clotho clotho_captions_evaluation.csv --media evaluation/ --task audio-caption"""
+    mils batch submit clotho clotho_captions_evaluation.csv --media evaluation/ --task audio-caption
+
+    With --like OLD instead of DATASET, NEW is a variant of batch OLD: its items (the same keys,
+    references and stored inputs), task, models, settings, options and prompt and pool files, but for
+    the options given; what differs from OLD is printed.
+
+    \b
+    mils batch submit coco-test-k10 --like coco-test --top-k 10"""
     from tqdm import tqdm
 
     from worker.batches import submit_batch
@@ -67,6 +74,16 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
                                               for role, given in (("generator", llm), ("scorer", scorer))]
     names = {"generator": llm_name, "scorer": scorer_name}
     sessions = open_store()
+    if like is not None:
+        chosen = {"DATASET": dataset_path, "--media": images, "--split": split, "--subset": subset,
+                  "--subset-seed": subset_seed, "--path-column": path_column, "--key-column": key_column,
+                  "--reference-columns": reference_columns}
+        given = [what for what, value in chosen.items() if value is not None]
+        if given:
+            raise click.UsageError(f"--like takes the items of batch {like!r}: give no {', '.join(given)}")
+        return _variant(sessions, name, like, task, llm, scorer, priority, max_in_flight, as_json, params)
+    if dataset_path is None:
+        raise click.UsageError("give a DATASET, or --like OLD for a variant of batch OLD")
     if task is None:
         with sessions() as session:
             try:
@@ -94,6 +111,28 @@ def _submit(name, dataset_path, task, images, llm, scorer, priority, max_in_flig
     click.echo(f"batch {name} ({made}): {report.added} item(s) queued, {report.already} already in it, "
                f"{len(report.rejected)} rejected" + (f", {report.requeued} queued again" if report.requeued else "")
                + (f"; {chosen}" if chosen else ""))
+
+
+def _variant(sessions, name, like, task, llm, scorer, priority, max_in_flight, as_json, params) -> None:
+    """`mils batch submit NEW --like OLD ...` (worker.batches.variant_of)."""
+    from worker.batches import variant_of
+    from worker.store.batches import get_batch
+
+    with sessions() as session:
+        kind = TASK_KINDS[task or get_batch(session, like).task]
+    options, _ = split_given(kind, params, lambda k: f"--task {k.name}")
+    files = read_user_files(kind.name, params)
+    report = variant_of(sessions, like, name, task=task, generator=llm, scorer=scorer, overrides=params,
+                        options=options, priority=priority, max_in_flight=max_in_flight, files=files)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for field, (before, after) in report.changes.items():
+        click.echo(f"{field}: {before!r} -> {after!r}")
+    if report.note:
+        click.echo(f"note: {report.note}", err=True)
+    click.echo(f"batch {name} (like {like}): {report.items} item(s), {report.queued} queued now"
+               + (f", {report.rejected} rejected as in {like}" if report.rejected else ""))
 
 
 def describe_cost(cost: dict | None) -> str:
@@ -125,7 +164,9 @@ _COLUMNS_HELP = " of a CSV or JSON Lines manifest (Clotho's captions CSVs are re
 
 batch.command("submit")(apply(user_errors(_submit), [
     click.argument("name"),
-    click.argument("dataset_path", metavar="DATASET", type=click.Path()),
+    click.argument("dataset_path", metavar="[DATASET]", type=click.Path(), required=False),
+    click.option("--like", metavar="OLD", help="Make NEW a variant of batch OLD: its items, task, models, settings, "
+                                               "options, prompt and pool, but for the options given (no DATASET)."),
     click.option("--task", type=click.Choice(["image-caption", "video-caption", "audio-caption"]),
                  help="The task of every item (a new batch: default image-caption)."),
     click.option("--media", "--images", "images", type=click.Path(file_okay=False), metavar="DIR",
@@ -234,13 +275,17 @@ def cancel(name: str) -> None:
 
 @batch.command()
 @click.argument("name")
+@click.option("--steps", type=click.IntRange(1), metavar="N",
+              help="Continue the batch to N steps, more than it has: its succeeded jobs go on from their last step "
+                   "too (see `mils resume --steps`).")
 @user_errors
-def resume(name: str) -> None:
+def resume(name: str, steps: int | None) -> None:
     """Queue again the batch's cancelled, failed and interrupted jobs (and any not yet queued)."""
     from worker.batches import resume_batch
     from worker.store.db import open_store
 
-    click.echo(f"batch {name}: {resume_batch(open_store(), name)} job(s) queued again")
+    resumed = resume_batch(open_store(), name, steps=steps)
+    click.echo(f"batch {name}: {resumed} job(s) queued again" + (f", to {steps} steps" if steps else ""))
 
 
 @batch.command()
@@ -353,7 +398,7 @@ def compare(names: tuple[str, ...], references: str | None, confidence: float, r
 
 
 def _field(batch: dict, field: str):
-    from worker.comparison import field_value
+    from worker.batches import field_value
 
     value = field_value(batch, field)
     return value[:12] if isinstance(value, str) and field.endswith("sha256") else value

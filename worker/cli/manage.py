@@ -66,14 +66,17 @@ def cancel(job_id: int) -> None:
 
 @cli.command()
 @click.argument("job_id", type=int)
+@click.option("--steps", type=click.IntRange(1), metavar="N",
+              help="Continue the job (a succeeded one too) to N steps, more than it has: its steps stay, the next "
+                   "starts from the stored top K of its last. A patience that stopped it early is turned off.")
 @user_errors
-def resume(job_id: int) -> None:
+def resume(job_id: int, steps: int | None) -> None:
     """Continue a cancelled, failed or interrupted job after its last committed step."""
     from worker.lifecycle import resume_job
     from worker.store.db import open_store
 
-    step = resume_job(open_store(), job_id)
-    click.echo(f"job {job_id}: resumed at step {step}")
+    step = resume_job(open_store(), job_id, steps)
+    click.echo(f"job {job_id}: resumed at step {step}" + (f", to {steps} steps" if steps else ""))
 
 
 @cli.command()

@@ -247,6 +247,16 @@ def active_job_ids(session: Session, batch_id: int, statuses: tuple[JobStatus, .
                                 .order_by(BatchItem.position)))
 
 
+def jobs_to_resume(session: Session, batch_id: int, steps: int) -> list[int]:
+    """The batch's cancelled, failed or interrupted jobs, and its succeeded jobs whose settings have
+    fewer than `steps` steps (the batch's, after a continuation), in submission order."""
+    stopped = (JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.INTERRUPTED)
+    shorter = (Job.status == JobStatus.SUCCEEDED) & (Job.settings["steps"].as_integer() < steps)
+    return list(session.scalars(select(Job.id).join(BatchItem, BatchItem.job_id == Job.id)
+                                .where(BatchItem.batch_id == batch_id, Job.status.in_(stopped) | shorter)
+                                .order_by(BatchItem.position)))
+
+
 def held_items(session: Session, batch_id: int, limit: int | None = None) -> list[tuple[BatchItem, Job]]:
     """Items whose queued job is not on the queue yet, in the order they were submitted: held back
     by the batch's limit on jobs in flight, or stored by a submission that was cut short."""
@@ -325,11 +335,13 @@ def cost_by_step(session: Session, batch_id: int) -> dict[int, dict] | None:
 
 def batch_detail(session: Session, name: str) -> dict:
     """Everything the batch page and `GET /api/batches/<name>` show, as plain data: the progress,
-    the mean best score per step, the latest evaluation and what it was made from."""
+    the mean best score per step, the latest evaluation and what it was made from (its sources;
+    `like`: the batch it is a variant of, or None)."""
     batch = get_batch(session, name)
     return {**progress(session, batch).to_dict(), "options": dict(batch.options or {}),
             **user_files_of(session, batch.prompt_sha256, batch.pool_sha256),
             "sources": list((batch.sources or {}).get("submissions", [])),
+            "like": (batch.sources or {}).get("like"),  # the batch this one is a variant of
             "score_per_step": mean_best_per_step(session, batch.id),
             "cost": batch_cost(session, batch.id),
             "evaluation": latest_evaluation(session, batch.id), "owner": token_name(session, batch.token_id)}

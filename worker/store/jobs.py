@@ -10,6 +10,7 @@ job's options mean is checked before it gets here (worker.submission).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -71,8 +72,18 @@ def store_artifact(session: Session, media: Media) -> Artifact:
     return artifact
 
 
+@dataclass(frozen=True)
+class StoredMedia:
+    """Input media already stored (an Artifact), named by its hash: a batch's variant gives its
+    jobs the inputs of the batch it is made like, never reading or storing them again."""
+
+    sha256: str
+    media_type: str
+    name: str
+
+
 def create_job(
-    session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media,
+    session: Session, *, task: str, settings: Settings, generator: str, scorer: str, media: Media | StoredMedia,
     options: dict[str, Any] | None = None, input_info: dict[str, Any] | None = None,
     attachments: dict[str, Media] | None = None, parents: Sequence[tuple[int, int]] = (),
     priority: int = 0, prompt_sha256: str | None = None, pool_sha256: str | None = None,
@@ -89,7 +100,7 @@ def create_job(
     options = dict(options or {})
     for name, attachment in (attachments or {}).items():
         options[name + ATTACHMENT_SUFFIX] = store_artifact(session, attachment).sha256
-    artifact = store_artifact(session, media)
+    artifact = media if isinstance(media, StoredMedia) else store_artifact(session, media)
     job = Job(
         task=task,
         settings=settings.to_dict(),
