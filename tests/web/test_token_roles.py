@@ -176,6 +176,27 @@ def test_only_an_admin_and_the_owner_may_add_items_to_a_batch(app, Session, toke
         assert response.status_code == 403 and items == 2
 
 
+@pytest.mark.parametrize("actor", list(ACTORS))
+def test_a_variant_is_a_submission_owned_by_its_token_and_continuing_is_acting(app, Session, tokens, made, actor):
+    """Any role but reader may run a variant of a batch it can read (a new batch, its own); only an
+    admin and the owner may continue the owner's job to more steps."""
+    client, name = app.test_client(), ACTORS[actor]
+    variant = client.post("/api/batches", headers=tokens[name], data={"name": "again", "like": "squares",
+                                                                      "top_k": "2"})
+    with Session() as session:
+        copies = session.scalar(select(func.count()).select_from(BatchItem).join(Batch).where(Batch.name == "again"))
+    if actor == "reader":
+        assert variant.status_code == 403 and copies == 0
+    else:
+        assert variant.status_code == 201, variant.get_data(True)
+        assert variant.get_json()["owner"] == name and copies == 2
+    assert client.post(url("job", made, "cancel"), headers=tokens["alice"]).status_code == 200
+    longer = client.post(url("job", made, "resume"), headers=tokens[name], data={"steps": "5"})
+    with Session() as session:
+        steps = session.get(Job, made["job"]).settings["steps"]
+    assert (longer.status_code, steps) == ((202, 5) if MAY_ACT[actor] else (403, 2)), longer.get_data(True)
+
+
 # --------------------------------------------------------------------------- who acted
 
 
