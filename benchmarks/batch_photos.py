@@ -6,10 +6,13 @@ pycocoevalcap: the metrics of the step-0 best caption and of the final one.
     python benchmarks/batch_photos.py [--home /tmp/mils-batch-photos] [--seed 0] [--name photos]
         [--references benchmarks/data/heldout_photo_references.json]
         [--prompt-file benchmarks/data/own_prompt.txt] [--pool-file benchmarks/data/own_pool.txt]
+    python benchmarks/batch_photos.py --home SAME_HOME --name NEW --like OLD -- --top-k-overlap 1
 
 --references runs another set of photos: a COCO captions file whose images name a bundled
 sample ("sample") or a file inside an installed package ("package_file": "skimage.data/brick.png").
 --prompt-file and --pool-file run the batch with a prompt template and an initial pool of one's own.
+--like runs a variant of a batch already in the same home: its photos, references and settings,
+with the options after `--` changed.
 
 It uses the commands a user would: `mils batch submit NAME captions.json` (a COCO captions file
 beside the exported photos), `mils worker`, `mils batch eval NAME --json`. Results go to
@@ -43,6 +46,9 @@ def main() -> None:
     parser.add_argument("--out", help="results file name (default batch_photos, or batch_<references file's name>)")
     parser.add_argument("--prompt-file", help="the batch's prompt template (default: the task's own)")
     parser.add_argument("--pool-file", help="the batch's initial pool (default: the task's own)")
+    parser.add_argument("--like", help="a variant of this batch (already in --home): its photos and settings, "
+                                       "with the options after -- changed (`mils batch submit NAME --like OLD`)")
+    parser.add_argument("changes", nargs="*", help="with --like: the options that differ, e.g. -- --top-k-overlap 1")
     args = parser.parse_args()
     own = [arg for flag, path in (("--prompt-file", args.prompt_file), ("--pool-file", args.pool_file)) if path
            for arg in (flag, str(Path(path).resolve()))]
@@ -70,7 +76,10 @@ def main() -> None:
 
     mils("db", "upgrade")
     submitted = time.time()
-    print(mils("batch", "submit", args.name, str(photos / "captions.json"), "--seed", str(args.seed), *own))
+    if args.like:
+        print(mils("batch", "submit", args.name, "--like", args.like, *own, *args.changes))
+    else:
+        print(mils("batch", "submit", args.name, str(photos / "captions.json"), "--seed", str(args.seed), *own))
     worker = subprocess.Popen(["mils", "worker"], stdout=open(home / "worker.log", "w"), stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
