@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, help="K, default 50 (paper); tiny: 4")
     parser.add_argument("--home", default="/tmp/mils-gpu-e2e", help="MILS_HOME: store, queue, model folders, logs")
     parser.add_argument("--tokenizer", default=str(TOKENIZER), help="a tokenizer folder with a chat template "
-                        "(made from the embedded GGUF when missing)")
+                        "(made from the embedded GGUF, joined in MILS_HOME or /tmp/mils-bench, when missing)")
     parser.add_argument("--export-tokenizer", metavar="DIR", help="only save the tokenizer to DIR (to carry it)")
     parser.add_argument("--database-url", help="MILS_DATABASE_URL (default: SQLite in --home)")
     parser.add_argument("--broker-url", help="MILS_BROKER_URL (default: the SQLite queue in --home)")
@@ -264,7 +264,7 @@ def main() -> None:
                         "gpu_e2e_tiny), or a path ending in .json")
     args = parser.parse_args()
     if args.export_tokenizer:
-        _common.use_home(_common.DEFAULT_HOME)  # where the GGUF is joined
+        _common.use_home(os.environ.get("MILS_HOME", _common.DEFAULT_HOME))  # where the GGUF is joined
         print(export_tokenizer(Path(args.export_tokenizer).resolve()))
         return
     tiny = args.tiny
@@ -278,8 +278,7 @@ def main() -> None:
 
     tokenizer = Path(args.tokenizer).resolve()
     if not (tokenizer / "tokenizer.json").is_file():
-        subprocess.run([sys.executable, __file__, "--export-tokenizer", str(tokenizer)], check=True,
-                       env=dict(os.environ, MILS_HOME=_common.DEFAULT_HOME))
+        subprocess.run([sys.executable, __file__, "--export-tokenizer", str(tokenizer)], check=True)
     home = Path(args.home).resolve()
     for stale in ("mils.db", "queue.db"):  # a fresh store and queue; the model folders stay
         (home / stale).unlink(missing_ok=True)
