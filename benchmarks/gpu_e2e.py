@@ -51,6 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from gpu_step import LLAMA_31_8B  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+# The CLI of this checkout (not of wherever the package was installed from): `mils ARGS`.
+MILS = [sys.executable, "-c", "import sys; from worker.cli import main; sys.argv[0] = 'mils'; main()"]
+
 TOKENIZER = Path(_common.DEFAULT_HOME) / "gpu-e2e-tokenizer"
 PHOTOS = ["chelsea", "coffee", "rocket", "camera", "motorcycle", "horse", "coins", "astronaut", "china", "flower",
           "moon", "hubble", "page", "retina"]
@@ -113,7 +117,8 @@ def build_llm(target: Path, tokenizer_dir: Path, tiny: bool) -> Path:
 def start_server(model_dir: Path, port: int, tiny: bool, log: Path) -> subprocess.Popen:
     """`transformers serve DIR --continuous-batching` on 127.0.0.1:port, answering once (the first
     request sets up the paged KV cache: not measured)."""
-    command = [str(Path(sys.executable).with_name("transformers")), "serve", str(model_dir), "--continuous-batching",
+    command = [sys.executable, "-c", "import sys; from transformers.cli.transformers import main; sys.argv[0] = "
+               "'transformers'; sys.exit(main())", "serve", str(model_dir), "--continuous-batching",
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu" if tiny else "cuda"]
     if tiny:  # a small KV cache: the default sizes it from the memory, minutes on a CPU
         command += ["--cb-num-blocks", "64", "--cb-block-size", "32"]
@@ -147,7 +152,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def mils(*argv: str) -> str:
-    out = subprocess.run([str(Path(sys.executable).with_name("mils")), *argv], capture_output=True, text=True)
+    out = subprocess.run([*MILS, *argv], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"mils {' '.join(argv)}: exit {out.returncode}\n{out.stderr[-3000:]}")
     return out.stdout
@@ -168,7 +173,7 @@ def run_level(home: Path, in_flight: int, jobs: int, llm: str, scorer: str, sett
     mils("batch", "submit", name, str(folder), "--llm", llm, "--scorer", scorer, "--max-in-flight", str(in_flight),
          "--seed", "0", *settings)
     started = time.perf_counter()
-    worker = subprocess.Popen([str(Path(sys.executable).with_name("mils")), "worker", "--concurrency", str(in_flight),
+    worker = subprocess.Popen([*MILS, "worker", "--concurrency", str(in_flight),
                                "--name", f"{name}@bench"], stdout=(home / f"{name}-worker.log").open("w"),
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -263,6 +268,8 @@ def main() -> None:
     parser.add_argument("--out", help="results file name in benchmarks/results (default gpu_e2e, tiny: "
                         "gpu_e2e_tiny), or a path ending in .json")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))  # this checkout's worker package, here and in the children
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if args.export_tokenizer:
         _common.use_home(os.environ.get("MILS_HOME", _common.DEFAULT_HOME))  # where the GGUF is joined
         print(export_tokenizer(Path(args.export_tokenizer).resolve()))
