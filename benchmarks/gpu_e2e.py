@@ -24,12 +24,19 @@ Per level it reports images per hour, tokens and seconds per image, and per step
 store's step records: LLM seconds, scoring seconds, the rest of the step (other), and the wait
 between a job's steps (queue). Writes benchmarks/results/gpu_e2e.json (tiny: gpu_e2e_tiny.json).
 
-    # once, here (the tokenizer comes from the embedded GGUF's wheels, which do not travel):
+On a GPU machine with torch, CUDA and transformers but no weights and no network, the rest travels
+in one ignored folder (about 38 MiB: the tokenizer, 11, and the wheels of WHEELS, 27). Here, once:
+
     python benchmarks/gpu_e2e.py --export-tokenizer .gpu-e2e/tokenizer
-    pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl  (BENCHMARKS.md)
-    # on the GPU machine (carry .gpu-e2e and .whl; about 11 + 40 MiB):
-    pip install --no-index --no-deps --target /tmp/site .whl/*.whl && pip install --no-deps --no-build-isolation -e . --target ...
-    python benchmarks/gpu_e2e.py --tokenizer .gpu-e2e/tokenizer [--in-flight 1 16 64] [--rounds 1]
+    python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .gpu-e2e/whl $(python benchmarks/gpu_e2e.py --wheels)
+
+There (the working tree and .gpu-e2e carried; this checkout's worker runs from the tree, uninstalled):
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-e2e/whl/*.whl
+    PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 benchmarks/gpu_e2e.py --tokenizer .gpu-e2e/tokenizer \
+        --home /tmp/mils-gpu-e2e --in-flight 1 16 64
 
     python benchmarks/gpu_e2e.py --tiny    # tiny models on the CPU, 1 and 2 in flight: checks the script
 """
@@ -56,6 +63,16 @@ ROOT = Path(__file__).resolve().parents[1]
 MILS = [sys.executable, "-c", "import sys; from worker.cli import main; sys.argv[0] = 'mils'; main()"]
 
 TOKENIZER = Path(_common.DEFAULT_HOME) / "gpu-e2e-tokenizer"
+# What a GPU machine with torch, transformers' needs and scikit-image/-learn lacks, for the CLI, the
+# worker (Celery, SQLAlchemy, open_clip, openai) and `transformers serve` (as pinned here; this
+# transformers over an older one there).
+WHEELS = ["transformers==5.24.0", "celery==5.7.0", "kombu==5.7.0", "billiard==4.3.2", "vine==5.1.0", "amqp==5.4.2",
+          "click-didyoumean==0.3.1", "click-repl==0.4.1", "click-plugins==1.1.1.2", "prompt_toolkit==3.0.52",
+          "wcwidth==0.7.0", "tzlocal==5.4.5", "SQLAlchemy==2.1.9", "alembic==1.20.1", "Mako==1.4.3",
+          "open_clip_torch==3.3.0", "ftfy==6.3.1", "openai==3.57.0", "httpx2==2.17.0", "httpcore2==2.17.0",
+          "truststore==0.10.5", "jiter==0.19.0", "sniffio==1.3.1", "pydantic==2.13.4", "pydantic_core==2.46.4",
+          "annotated-types==0.7.0", "typing-inspection==0.4.2", "fastapi==0.165.0", "starlette==1.10.0",
+          "uvicorn==0.55.0", "opentelemetry-api==1.45.3"]
 PHOTOS = ["chelsea", "coffee", "rocket", "camera", "motorcycle", "horse", "coins", "astronaut", "china", "flower",
           "moon", "hubble", "page", "retina"]
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -101,16 +118,23 @@ def build_llm(target: Path, tokenizer_dir: Path, tiny: bool) -> Path:
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     shape = dict(LLAMA_31_8B, **TINY_LLAMA) if tiny else dict(LLAMA_31_8B)
     # Untied embeddings (as Llama-3.1-8B): tied random ones make the model repeat its last token.
-    config = LlamaConfig(**dict(shape, vocab_size=len(tokenizer), tie_word_embeddings=False), bos_token_id=
-                         tokenizer.pad_token_id, eos_token_id=end, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(**dict(shape, vocab_size=len(tokenizer), tie_word_embeddings=False), dtype="bfloat16",
+                         bos_token_id=tokenizer.pad_token_id, eos_token_id=end, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    with torch.device("cpu" if tiny else "cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    torch.set_default_dtype(torch.bfloat16)  # made in bfloat16: 16 GB on the GPU, not 32 first
+    try:
+        with torch.device("cpu" if tiny else "cuda"):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(torch.float32)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
+    del model
+    if not tiny:
+        torch.cuda.empty_cache()  # the server and the worker need the GPU's memory, not this process
     return target
 
 
@@ -122,6 +146,8 @@ def start_server(model_dir: Path, port: int, tiny: bool, log: Path) -> subproces
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu" if tiny else "cuda"]
     if tiny:  # a small KV cache: the default sizes it from the memory, minutes on a CPU
         command += ["--cb-num-blocks", "64", "--cb-block-size", "32"]
+    else:  # the KV cache takes up to 90% of the free memory by default: leave room for the worker's scorer
+        command += ["--cb-max-memory-percent", "0.7"]
     server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 900
@@ -262,6 +288,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=str(TOKENIZER), help="a tokenizer folder with a chat template "
                         "(made from the embedded GGUF, joined in MILS_HOME or /tmp/mils-bench, when missing)")
     parser.add_argument("--export-tokenizer", metavar="DIR", help="only save the tokenizer to DIR (to carry it)")
+    parser.add_argument("--wheels", action="store_true", help="only print the packages a GPU machine lacks")
     parser.add_argument("--database-url", help="MILS_DATABASE_URL (default: SQLite in --home)")
     parser.add_argument("--broker-url", help="MILS_BROKER_URL (default: the SQLite queue in --home)")
     parser.add_argument("--port", type=int, default=18440)
@@ -270,6 +297,9 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))  # this checkout's worker package, here and in the children
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    if args.wheels:
+        print(" ".join(WHEELS))
+        return
     if args.export_tokenizer:
         _common.use_home(os.environ.get("MILS_HOME", _common.DEFAULT_HOME))  # where the GGUF is joined
         print(export_tokenizer(Path(args.export_tokenizer).resolve()))
