@@ -52,7 +52,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -87,7 +89,8 @@ SIGLIP_SO400M = {
                  "mlp_ratio": 3.7362, "no_causal_mask": True, "proj_bias": True, "pool_type": "last",
                  "norm_kwargs": {"eps": 1e-06}},
 }
-TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 64, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
@@ -216,6 +219,26 @@ def run_level(home: Path, in_flight: int, jobs: int, llm: str, scorer: str, sett
             **summarize(name)}
 
 
+class StepRecord(NamedTuple):
+    """What the store recorded of one step (counts None before migration 0014 read as 0)."""
+
+    job_id: int
+    step: int
+    started_at: datetime
+    finished_at: datetime
+    llm_seconds: float
+    scoring_seconds: float
+    llm_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    rejected_lines: int
+    candidates: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
 def summarize(batch: str) -> dict:
     """From the store's step records of `batch`: images per hour over the span from its first step's
     start to its last step's end, tokens and seconds per image, and per optimization step (step 0,
@@ -228,44 +251,46 @@ def summarize(batch: str) -> dict:
     with open_store().begin() as session:
         job_ids = session.scalars(select(BatchItem.job_id).join(Batch).where(Batch.name == batch)).all()
         statuses = session.scalars(select(Job.status).where(Job.id.in_(job_ids))).all()
-        steps = session.scalars(select(Step).where(Step.job_id.in_(job_ids)).order_by(Step.job_id, Step.step)).all()
-        rows = [(s.job_id, s.step, s.started_at, s.finished_at, s.generation_seconds, s.scoring_seconds,
-                 s.llm_requests or 0, s.prompt_tokens or 0, s.completion_tokens or 0, s.rejected_lines or 0,
-                 s.n_candidates) for s in steps]
+        steps = [StepRecord(s.job_id, s.step, s.started_at, s.finished_at, s.generation_seconds, s.scoring_seconds,
+                            s.llm_requests or 0, s.prompt_tokens or 0, s.completion_tokens or 0, s.rejected_lines or 0,
+                            s.n_candidates)
+                 for s in session.scalars(select(Step).where(Step.job_id.in_(job_ids))
+                                          .order_by(Step.job_id, Step.step))]
     n = len(job_ids)
-    if not rows or len(statuses) < n or any(s != JobStatus.SUCCEEDED for s in statuses):
+    if not steps or len(statuses) < n or any(s != JobStatus.SUCCEEDED for s in statuses):
         raise SystemExit(f"batch {batch}: not every job succeeded ({sorted(map(str, statuses))}); see `mils jobs`")
-    span = (max(r[3] for r in rows) - min(r[2] for r in rows)).total_seconds()
-    optimization = [r for r in rows if r[1] > 0]
-    waits = [(r[2] - before[3]).total_seconds() for before, r in zip(rows, rows[1:]) if before[0] == r[0]]
-    seconds = [(r[3] - r[2]).total_seconds() for r in optimization]
-    llm, scoring = [r[4] for r in optimization], [r[5] for r in optimization]
+    span = (max(s.finished_at for s in steps) - min(s.started_at for s in steps)).total_seconds()
+    optimization = [s for s in steps if s.step > 0]
+    waits = [(s.started_at - before.finished_at).total_seconds()
+             for before, s in zip(steps, steps[1:]) if before.job_id == s.job_id]
     mean = lambda values: round(sum(values) / len(values), 3) if values else 0.0  # noqa: E731
-    prompt, completion = sum(r[7] for r in rows), sum(r[8] for r in rows)
+    completion = sum(s.completion_tokens for s in steps)
     return {
-        "succeeded": sum(s == JobStatus.SUCCEEDED for s in statuses), "steps_recorded": len(rows),
+        "succeeded": len(statuses), "steps_recorded": len(steps),
         "span_seconds": round(span, 1), "images_per_hour": round(n * 3600 / span, 1),
-        "seconds_per_image": round(span / n, 2),
-        "job_seconds_mean": round(span_per_job(rows), 1),
-        "prompt_tokens_per_image": round(prompt / n), "completion_tokens_per_image": round(completion / n),
+        "seconds_per_image": round(span / n, 2), "job_seconds_mean": round(span_per_job(steps), 1),
+        "prompt_tokens_per_image": round(sum(s.prompt_tokens for s in steps) / n),
+        "completion_tokens_per_image": round(completion / n),
         "completion_tokens_per_second": round(completion / span, 1),
-        "llm_requests_per_step": mean([r[6] for r in optimization]),
-        "rejected_lines_per_step": mean([r[9] for r in optimization]),
-        "candidates_per_step": mean([r[10] for r in optimization]),
-        "bootstrap_seconds_mean": mean([(r[3] - r[2]).total_seconds() for r in rows if r[1] == 0]),
-        "per_step": {"step_seconds": mean(seconds), "llm_seconds": mean(llm), "scoring_seconds": mean(scoring),
-                     "other_seconds": mean([s - a - b for s, a, b in zip(seconds, llm, scoring)]),
+        "llm_requests_per_step": mean([s.llm_requests for s in optimization]),
+        "rejected_lines_per_step": mean([s.rejected_lines for s in optimization]),
+        "candidates_per_step": mean([s.candidates for s in optimization]),
+        "bootstrap_seconds_mean": mean([s.seconds for s in steps if s.step == 0]),
+        "per_step": {"step_seconds": mean([s.seconds for s in optimization]),
+                     "llm_seconds": mean([s.llm_seconds for s in optimization]),
+                     "scoring_seconds": mean([s.scoring_seconds for s in optimization]),
+                     "other_seconds": mean([s.seconds - s.llm_seconds - s.scoring_seconds for s in optimization]),
                      "queue_seconds": mean(waits)},
     }
 
 
-def span_per_job(rows: list[tuple]) -> float:
+def span_per_job(steps: list[StepRecord]) -> float:
     """The mean of each job's first step start to last step end (its latency once running)."""
-    spans: dict[int, list] = {}
-    for job, _, started, finished, *_ in rows:
-        first, last = spans.get(job, (started, finished))
-        spans[job] = [min(first, started), max(last, finished)]
-    return sum((b - a).total_seconds() for a, b in spans.values()) / len(spans)
+    spans: dict[int, tuple] = {}
+    for s in steps:
+        first, last = spans.get(s.job_id, (s.started_at, s.finished_at))
+        spans[s.job_id] = (min(first, s.started_at), max(last, s.finished_at))
+    return sum((last - first).total_seconds() for first, last in spans.values()) / len(spans)
 
 
 def save(out: str, data: dict) -> Path:
@@ -359,7 +384,8 @@ def main() -> None:
         ["in flight", "jobs", "images/h", "s/image", "tokens/image (prompt+answer)", "answer tok/s",
          "step s", "LLM s", "scoring s", "other s", "queue s", "requests/step", "rejected lines/step"],
         [[r["in_flight"], r["jobs"], f"{r['images_per_hour']:.0f}", f"{r['seconds_per_image']:.1f}",
-          f"{r['prompt_tokens_per_image']}+{r['completion_tokens_per_image']}", f"{r['completion_tokens_per_second']:.0f}",
+          f"{r['prompt_tokens_per_image']}+{r['completion_tokens_per_image']}",
+          f"{r['completion_tokens_per_second']:.0f}",
           *(f"{r['per_step'][k]:.2f}" for k in ("step_seconds", "llm_seconds", "scoring_seconds", "other_seconds",
                                                    "queue_seconds")),
           f"{r['llm_requests_per_step']:.1f}", f"{r['rejected_lines_per_step']:.1f}"] for r in data["levels"]]))
