@@ -1,8 +1,9 @@
 """The benchmark scripts (benchmarks/*.py) cannot rot unseen: each one imports without running,
 imports no heavy library at import time (torch, transformers, numpy, psycopg, ... are imported
-inside the functions that use them), and answers `--help` with its usage, exit status 0. Nothing
-here runs a benchmark. `_common.throwaway_database`, which the scripts share to make their
-PostgreSQL databases, is checked against the real local server like the rest of the suite."""
+inside the functions that use them), and answers `--help` with its usage, exit status 0. One
+benchmark runs, in its tiny mode: gpu_e2e.py, whose GPU run happens where no test can watch it.
+`_common.throwaway_database`, which the scripts share to make their PostgreSQL databases, is
+checked against the real local server like the rest of the suite."""
 
 from __future__ import annotations
 
@@ -115,3 +116,28 @@ def test_throwaway_database_is_made_and_dropped():
         with psycopg.connect(_common.libpq_url(url)) as conn:
             assert conn.execute("SELECT to_regclass('jobs')").fetchone()[0] == "jobs"
     assert not exists()
+
+
+@pytest.mark.slow
+def test_gpu_e2e_tiny_runs_a_real_worker_against_transformers_serve(tmp_path, mils_home):
+    """gpu_e2e.py --tiny: `transformers serve` with a tiny random Llama, real `mils worker`s at 1 and
+    2 jobs in flight; every level reports throughput and a step's time split, from the store."""
+    out = tmp_path / "gpu_e2e.json"
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_e2e.py"), "--tiny", "--home", str(tmp_path / "home"),
+                          "--tokenizer", str(mils_home / "gpu-e2e-tokenizer"), "--port", "18449", "--out", str(out)],
+                         cwd=ROOT, env=dict(_env(), MILS_HOME=str(mils_home)), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["tiny"] and data["llm"].startswith("openai:") and data["scorer"].endswith("@random")
+    assert [level["in_flight"] for level in data["levels"]] == [1, 2]
+    for level in data["levels"]:
+        assert level["jobs"] == level["succeeded"] == level["in_flight"]
+        assert level["steps_recorded"] == 2 * level["jobs"]  # the bootstrap and one step each
+        for field in ("images_per_hour", "seconds_per_image", "prompt_tokens_per_image",
+                      "completion_tokens_per_image", "completion_tokens_per_second", "llm_requests_per_step"):
+            assert level[field] > 0, (field, level)
+        split = level["per_step"]
+        assert split["step_seconds"] > 0 and split["llm_seconds"] > 0
+        assert split["llm_seconds"] + split["scoring_seconds"] <= split["step_seconds"] + 1e-3, split
+    assert "| in flight |" in run.stdout
