@@ -12,7 +12,7 @@ from web.downloads import add_download_routes, results_response
 from web.openapi import openapi_description
 from web.params import batch_item_args, batch_list_args, candidate_args, int_arg, job_list_args
 from web.submission import submit_batch_from, submit_from, variant_from
-from worker.comparison import compare_batches
+from worker.comparison import cached_comparison
 from worker.core.settings import MAX_STEPS
 from worker.batches import cancel_batch, resume_batch
 from worker.lifecycle import cancel, resume_job
@@ -164,7 +164,7 @@ def batch_results(name: str):
 def compare():
     """Batches side by side (worker.comparison): `?name=BASELINE&name=OTHER...`, against the
     baseline's own references."""
-    return jsonify(compare_batches(session_factory(), request.args.getlist("name")))
+    return jsonify(cached_comparison(session_factory(), request.args.getlist("name")))
 
 
 @bp.post("/batches/<name>/cancel")

@@ -15,7 +15,7 @@ from web.params import batch_item_args, batch_list_args, int_arg
 from web.submission import submit_batch_from, variant_from
 from worker import config
 from worker.batches import cancel_batch, resume_batch
-from worker.comparison import compare_batches
+from worker.comparison import cached_comparison
 from worker.core import SettingsError
 from worker.core.settings import MAX_STEPS
 from worker.datasets import ManifestError
@@ -159,5 +159,5 @@ def results(name: str, fmt: str):
 @bp.get("/compare")
 def compare():
     """Batches side by side (worker.comparison): `?name=BASELINE&name=OTHER...`."""
-    found = compare_batches(session_factory(), request.args.getlist("name"))
+    found = cached_comparison(session_factory(), request.args.getlist("name"))
     return render_template("compare.html", found=found)

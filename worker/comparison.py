@@ -3,6 +3,7 @@ caption metrics per step against the same references, what an item cost, and, ov
 share, whether a difference in the final captions' CIDEr or METEOR is beyond noise.
 
     compare_batches(sessions, names, references=None)     the comparison, as plain data
+    cached_comparison(sessions, names)                    the same, kept while no batch changes
 
 The first batch is the baseline. For each other batch and metric, the paired per-item
 differences (that batch's score of an item minus the baseline's, items matched by key) get a
@@ -16,9 +17,12 @@ per batch over the shared items, so an item's two CIDEr-D values are comparable.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.batches import batch_references, captions_by_step, described_settings, setting_differences
@@ -26,6 +30,7 @@ from worker.core import SettingsError
 from worker.datasets import Dataset
 from worker.evaluation import caption_metrics
 from worker.store.batches import batch_cost, get_batch, progress
+from worker.store.schema import BatchItem, Step
 
 PAIRED_METRICS = ("CIDEr", "METEOR")
 RESAMPLES = 9999
@@ -98,3 +103,45 @@ def compare_batches(sessions: sessionmaker[Session], names: Sequence[str], refer
     return {"batches": batches, "differences": setting_differences(batches), "metrics": metrics, "paired": paired,
             "references": "the baseline's own" if references is None else references.name,
             "confidence": confidence, "resamples": resamples, "seed": seed, "method": "BCa"}
+
+
+# The web's comparisons: each costs seconds of pycocoevalcap (Java) per batch, and a page view or a
+# script polling the API would pay them again for the same answer.
+_CACHE_SIZE = 16
+_cache: OrderedDict[tuple, dict] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def batches_state(session: Session, names: Sequence[str]) -> tuple:
+    """What a comparison of `names` is made of, as a key: per batch its id, settings, items and
+    the number and last id of its jobs' committed steps (a step is never changed once committed,
+    so a new step, item or setting, e.g. a batch continued to more steps, changes the key)."""
+    state = []
+    for name in names:
+        batch = get_batch(session, name)
+        items, steps, last = session.execute(
+            select(func.count(func.distinct(BatchItem.id)), func.count(Step.id), func.max(Step.id))
+            .select_from(BatchItem).outerjoin(Step, Step.job_id == BatchItem.job_id)
+            .where(BatchItem.batch_id == batch.id)).one()
+        state.append((batch.id, repr(sorted(batch.settings.items())), items, steps, last))
+    return tuple(state)
+
+
+def cached_comparison(sessions: sessionmaker[Session], names: Sequence[str]) -> dict:
+    """`compare_batches(sessions, names)` (the baseline's own references), computed once while none
+    of the batches changes (`batches_state`); the last 16 comparisons are kept in this process.
+    Errors as compare_batches (an unknown batch: JobError, before anything is computed)."""
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise SettingsError("compare two or more different batches (the first is the baseline)")
+    with sessions() as session:
+        key = (tuple(names), batches_state(session, names))
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    found = compare_batches(sessions, names)
+    with _cache_lock:
+        _cache[key] = found
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return found

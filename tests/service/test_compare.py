@@ -97,3 +97,36 @@ def test_the_cli_the_api_and_the_page(batches, pg):
     page = client.get("/compare?name=a&name=b").get_data(as_text=True)
     assert "Paired differences from a" in page and 'class="differs"' in page and "compare-chart-data" in page
     assert 'action="/compare"' in client.get("/batches/a").get_data(as_text=True)
+
+
+def test_the_web_computes_a_comparison_once_until_a_batch_changes(batches, pg, monkeypatch):
+    """The page and the API share one computation while the batches stand still; a batch continued
+    to more steps is compared again, its new step included."""
+    import worker.comparison
+    from worker.batches import resume_batch
+
+    worker.comparison._cache.clear()
+    computed = []
+
+    def counting(sessions, names, *args, **kwargs):
+        computed.append(tuple(names))
+        return compare_batches(sessions, names, *args, **kwargs)
+
+    monkeypatch.setattr(worker.comparison, "compare_batches", counting)
+    client = create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False, "TESTING": True}).test_client()
+    first = client.get("/api/compare?name=a&name=b").get_json()
+    assert client.get("/compare?name=a&name=b").status_code == 200
+    assert client.get("/api/compare?name=a&name=b").get_json() == first
+    assert computed == [("a", "b")]
+    assert client.get("/api/compare?name=b&name=a").status_code == 200  # another baseline: another comparison
+    assert len(computed) == 2
+
+    resume_batch(batches, "b", steps=3)
+    with batches() as session:
+        job_ids = session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id)).all()
+    for job_id in job_ids:
+        list(run_in_process(batches, job_id))
+    again = client.get("/api/compare?name=a&name=b").get_json()
+    assert len(computed) == 3
+    assert [row["step"] for row in again["metrics"]["b"]["per_step"]][-1] == 3
+    assert [row["step"] for row in first["metrics"]["b"]["per_step"]][-1] == 2
