@@ -301,6 +301,19 @@ def test_numbers_in_queries_beyond_the_database_range_are_400s(client):
         assert response.status_code == 400, (url, response.status_code, response.get_data(as_text=True)[:300])
 
 
+def test_a_parameter_sent_twice_is_a_400_naming_it(client):
+    job_id = submit(client)["id"]
+    batch = make_batch(client)
+    for url, name in [("/api/jobs?limit=&limit=x", "limit"), ("/api/jobs?status=queued&status=nope", "status"),
+                      (f"/api/jobs/{job_id}/candidates?sort=step&sort=-score", "sort"),
+                      (f"/api/jobs/{job_id}/history?format=csv&format=json", "format"),
+                      (f"/api/batches/{batch}/items?cursor=&cursor=x", "cursor"),
+                      (f"/api/batches/{batch}/results?format=coco&format=csv", "format"), ("/jobs?q=a&q=b", "q")]:
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.status_code)
+        assert f"{name} is sent 2 times; send it once" in response.get_data(as_text=True), url
+
+
 def test_a_cursor_the_app_gave_still_pages(client, finished_job):
     first = client.get(f"/api/jobs/{finished_job}/candidates?limit=5&sort=-score").get_json()
     second = client.get(f"/api/jobs/{finished_job}/candidates?limit=5&sort=-score&cursor={first['next_cursor']}")
