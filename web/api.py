@@ -133,7 +133,7 @@ def batch_items(name: str):
 
 @bp.get("/batches/<name>/results")
 def batch_results(name: str):
-    return results_response(name, str_arg(request.args, "format") or "coco")
+    return results_response(name, str_arg(request.args, "format", "coco"))
 
 
 @bp.get("/compare")

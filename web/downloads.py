@@ -26,7 +26,7 @@ def add_download_routes(bp: Blueprint, history_rule: str) -> None:
 
 
 def _history(job_id: int, fmt: str | None = None) -> Response:
-    return history_response(job_id, fmt or str_arg(request.args, "format") or "csv")
+    return history_response(job_id, fmt or str_arg(request.args, "format", "csv"))
 
 
 def input_response(job_id: int) -> Response:

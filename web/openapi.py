@@ -14,6 +14,7 @@ import yaml
 from worker.core.settings import Setting, shown_on
 from worker.kinds import TASK_KINDS, Option, all_options
 from worker.kinds.user_files import POOL_FILE_HELP, PROMPT_FILE_HELP
+from worker.media.samples import SAMPLES
 
 _JSON_TYPES = {int: "integer", float: "number", str: "string"}
 
@@ -49,6 +50,26 @@ def setting_schema(setting: Setting, *, batch: bool) -> dict:
     return schema
 
 
+def input_schemas() -> list[dict]:
+    """What a new job's input is, per kind (POST /api/jobs, one of them): a media kind's upload
+    `file` or bundled `sample`, exactly one (an empty `sample` is none); a text kind's `prompt`
+    (not blank); arithmetic's `parts` and `text` lines. Only what web.submission refuses, so a
+    request outside all of them is a 400."""
+    media = [kind.name for kind in TASK_KINDS.values() if kind.input_kind not in ("text", "parts")]
+    by_input = {what: [kind.name for kind in TASK_KINDS.values() if kind.input_kind == what] for what in ("text", "parts")}
+    return [
+        {"title": "file", "description": f"{', '.join(media)} (task left out: image-caption): an upload.",
+         "required": ["file"], "properties": {"task": {"enum": media}, "sample": {"const": ""}}},
+        {"title": "sample", "description": f"{', '.join(media)}: a bundled sample.",
+         "required": ["sample"], "properties": {"task": {"enum": media}, "sample": {"enum": list(SAMPLES)}, "file": False}},
+        {"title": "prompt", "description": f"{', '.join(by_input['text'])}: a prompt.",
+         "required": ["task", "prompt"], "properties": {"task": {"enum": by_input["text"]}, "prompt": {"pattern": r"\S"}}},
+        {"title": "parts", "description": f"{', '.join(by_input['parts'])}: parts, text lines or both.",
+         "required": ["task"], "properties": {"task": {"enum": by_input["parts"]}},
+         "anyOf": [{"required": ["parts"]}, {"required": ["text"]}]},
+    ]
+
+
 def _request_form(spec: dict, path: str) -> dict:
     return spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
 
@@ -65,6 +86,8 @@ def openapi_description() -> dict:
                                                              "description": help_text}
     form = _request_form(spec, "/api/jobs")
     form["properties"]["task"]["enum"] = list(TASK_KINDS)
+    form["properties"]["sample"]["enum"] = ["", *SAMPLES]
+    form["oneOf"] = input_schemas()
     for name, (option, kinds) in all_options().items():
         form["properties"][name] = option_schema(option, kinds)
     for kind in TASK_KINDS.values():

@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
+from flask import request
 from sqlalchemy import BigInteger, ColumnElement, Integer
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
@@ -36,15 +37,28 @@ class IdConverter(IntegerConverter):
         return number
 
 
-def str_arg(args: Mapping[str, str], name: str) -> str:
-    """The one value of parameter `name` ("" when it is not sent). A parameter sent more than once
+def refuse_nul_bytes() -> None:
+    """before_request of the app: a NUL character in a path segment, a query parameter or a form
+    field is a 400 naming it. Nothing we take holds one, and PostgreSQL's text can't even be
+    compared with one (the query fails: a 500 after the fact)."""
+    fields = [("path parameter", (request.view_args or {}).items()), ("query parameter", request.args.items(multi=True))]
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        fields.append(("form field", request.form.items(multi=True)))
+    for where, items in fields:
+        for name, value in items:
+            if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+                raise QueryError(f"the {where} {name!r} holds a NUL character")
+
+
+def str_arg(args: Mapping[str, str], name: str, default: str = "") -> str:
+    """The one value of parameter `name` (`default` when it is not sent). A parameter sent more than once
     (`?limit=5&limit=x`) is a QueryError: which one was meant can't be told, and taking the first
     would let the others pass unchecked. `args` is a MultiDict (request.args, request.form) or a
     plain mapping (one value each)."""
     values = args.getlist(name) if hasattr(args, "getlist") else [args.get(name, "")]
     if len(values) > 1:
         raise QueryError(f"{name} is sent {len(values)} times; send it once")
-    return values[0] if values else ""
+    return values[0] if values else default
 
 
 def int_arg(args: Mapping[str, str], name: str, default: int | None = None, *,

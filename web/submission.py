@@ -14,7 +14,7 @@ from worker import config, submission
 from worker.batches import SubmitReport, submit_batch
 from worker.datasets import SUBSET_SEED, Columns, ManifestError, Selection, open_archive, open_manifest
 from worker.core.settings import shown_on
-from worker.kinds import TaskKind, all_options, get_kind
+from worker.kinds import TASK_KINDS, TaskKind, all_options, get_kind
 from worker.kinds.arithmetic import part_from_file, part_from_text
 from worker.kinds.user_files import MAX_POOL_BYTES, MAX_PROMPT_BYTES, USER_FILE_TASKS
 from worker.media import MAX_FILE_BYTES, Media, MediaError
@@ -59,6 +59,14 @@ def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None
     if len(data) > MAX_FILE_BYTES:
         raise MediaError(f"{name}: over the {MAX_FILE_BYTES}-byte limit")
     return data, name
+
+
+def refuse_text_for_uploads(fields: Mapping[str, str], names: list[str]) -> None:
+    """A field that takes an upload sent as text instead (`curl -F file=photo.png`, without the @)
+    is a QueryError naming it, rather than no upload at all."""
+    for name in names:
+        if name in fields:
+            raise QueryError(f"{name} must be a file upload (curl -F '{name}=@PATH'), not a text field")
 
 
 def user_files_from(task: str, files: MultiDict, *, others: str = "refuse") -> submission.UserFiles:
@@ -109,6 +117,8 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     parents are queued with it). Errors: QueryError, MediaError, SettingsError, ModelLoadError
     (400, nothing stored), BrokerError (503, stored and not queued)."""
     kind = get_kind(fields.get("task") or "image-caption")
+    refuse_text_for_uploads(fields, [file_field, "parts", "prompt_file", "pool_file",
+                                     *(f"{name}_file" for kind in TASK_KINDS.values() for name in kind.attachments)])
     llm = (fields.get("llm") or "").strip() or "embedded"
     scorer = (fields.get("scorer") or "").strip() or "embedded"
     user_files = user_files_from(kind.name, files, others=others)
@@ -151,6 +161,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
     task = (fields.get("task") or "").strip() or None
     kind = get_kind(task or existing_task(name) or "image-caption")
+    refuse_text_for_uploads(fields, ["archive", "manifest", "prompt_file", "pool_file"])
     archive, manifest = files.get("archive"), files.get("manifest")
     archive = archive if archive is not None and archive.filename else None
     manifest = manifest if manifest is not None and manifest.filename else None
