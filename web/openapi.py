@@ -1,8 +1,8 @@
 """The OpenAPI description served at /api/openapi.json: web/openapi.yaml, with the settings added
 to both request bodies from their declarations (worker.core.settings), the prompt and pool file
-uploads to both, and the task enum and every kind's options and attachments from theirs
-(worker.kinds), so a setting or an option declared once
-is described here without another edit."""
+uploads to both, and the task enum, the input each kind takes (one of them), the bundled samples'
+names and every kind's options and attachments from theirs (worker.kinds, worker.media.samples),
+so a setting or an option declared once is described here without another edit."""
 
 from __future__ import annotations
 
@@ -56,16 +56,17 @@ def input_schemas() -> list[dict]:
     (not blank); arithmetic's `parts` and `text` lines. Only what web.submission refuses, so a
     request outside all of them is a 400."""
     media = [kind.name for kind in TASK_KINDS.values() if kind.input_kind not in ("text", "parts")]
-    by_input = {what: [kind.name for kind in TASK_KINDS.values() if kind.input_kind == what] for what in ("text", "parts")}
+    text, parts = ([kind.name for kind in TASK_KINDS.values() if kind.input_kind == what] for what in ("text", "parts"))
     return [
         {"title": "file", "description": f"{', '.join(media)} (task left out: image-caption): an upload.",
          "required": ["file"], "properties": {"task": {"enum": media}, "sample": {"const": ""}}},
         {"title": "sample", "description": f"{', '.join(media)}: a bundled sample.",
-         "required": ["sample"], "properties": {"task": {"enum": media}, "sample": {"enum": list(SAMPLES)}, "file": False}},
-        {"title": "prompt", "description": f"{', '.join(by_input['text'])}: a prompt.",
-         "required": ["task", "prompt"], "properties": {"task": {"enum": by_input["text"]}, "prompt": {"pattern": r"\S"}}},
-        {"title": "parts", "description": f"{', '.join(by_input['parts'])}: parts, text lines or both.",
-         "required": ["task"], "properties": {"task": {"enum": by_input["parts"]}},
+         "required": ["sample"],
+         "properties": {"task": {"enum": media}, "sample": {"enum": list(SAMPLES)}, "file": False}},
+        {"title": "prompt", "description": f"{', '.join(text)}: a prompt.",
+         "required": ["task", "prompt"], "properties": {"task": {"enum": text}, "prompt": {"pattern": r"\S"}}},
+        {"title": "parts", "description": f"{', '.join(parts)}: parts, text lines or both.",
+         "required": ["task"], "properties": {"task": {"enum": parts}},
          "anyOf": [{"required": ["parts"]}, {"required": ["text"]}]},
     ]
 

@@ -41,7 +41,8 @@ def refuse_nul_bytes() -> None:
     """before_request of the app: a NUL character in a path segment, a query parameter or a form
     field is a 400 naming it. Nothing we take holds one, and PostgreSQL's text can't even be
     compared with one (the query fails: a 500 after the fact)."""
-    fields = [("path parameter", (request.view_args or {}).items()), ("query parameter", request.args.items(multi=True))]
+    fields = [("path parameter", (request.view_args or {}).items()),
+              ("query parameter", request.args.items(multi=True))]
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields.append(("form field", request.form.items(multi=True)))
     for where, items in fields:
