@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from flask import request
 from sqlalchemy import BigInteger, ColumnElement, Integer
@@ -38,17 +38,18 @@ class IdConverter(IntegerConverter):
 
 
 def refuse_nul_bytes() -> None:
-    """before_request of the app: a NUL character in a path segment, a query parameter or a form
-    field is a 400 naming it. Nothing we take holds one, and PostgreSQL's text can't even be
-    compared with one (the query fails: a 500 after the fact)."""
-    fields = [("path parameter", (request.view_args or {}).items()),
-              ("query parameter", request.args.items(multi=True))]
-    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        fields.append(("form field", request.form.items(multi=True)))
-    for where, items in fields:
-        for name, value in items:
-            if "\x00" in name or (isinstance(value, str) and "\x00" in value):
-                raise QueryError(f"the {where} {name!r} holds a NUL character")
+    """before_request of the app: a NUL character in a path segment or a query parameter is a 400
+    naming it (forms: `refuse_nul`, where they are read, after the token check). Nothing we take
+    holds one, and PostgreSQL's text can't even be compared with one (the query fails: a 500)."""
+    refuse_nul((request.view_args or {}).items(), "path parameter")
+    refuse_nul(request.args.items(multi=True), "query parameter")
+
+
+def refuse_nul(items: Iterable[tuple[str, object]], where: str) -> None:
+    """QueryError naming the first of the (name, value) `items` that holds a NUL character."""
+    for name, value in items:
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+            raise QueryError(f"the {where} {name!r} holds a NUL character")
 
 
 def str_arg(args: Mapping[str, str], name: str, default: str = "") -> str:

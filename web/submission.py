@@ -9,7 +9,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.utils import secure_filename
 
 from web.db import session_factory
-from web.params import float_arg, int_arg
+from web.params import float_arg, int_arg, refuse_nul
 from worker import config, submission
 from worker.batches import SubmitReport, submit_batch
 from worker.datasets import SUBSET_SEED, Columns, ManifestError, Selection, open_archive, open_manifest
@@ -116,6 +116,7 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     """Parse a submission and submit it; returns the job id (an arithmetic job's own id; its
     parents are queued with it). Errors: QueryError, MediaError, SettingsError, ModelLoadError
     (400, nothing stored), BrokerError (503, stored and not queued)."""
+    refuse_nul(fields.items(multi=True), "form field")
     kind = get_kind(fields.get("task") or "image-caption")
     refuse_text_for_uploads(fields, [file_field, "parts", "prompt_file", "pool_file",
                                      *(f"{name}_file" for kind in TASK_KINDS.values() for name in kind.attachments)])
@@ -156,6 +157,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str) -> Su
     `key_column`, `reference_columns`), and the settings; submit the items the batch lacks. A bad
     item is reported in the result; a malformed manifest or archive, an unknown split, or a media
     folder outside MILS_DATASET_ROOT is a ManifestError (400, nothing stored)."""
+    refuse_nul(fields.items(multi=True), "form field")
     name = (fields.get("name") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
