@@ -53,20 +53,21 @@ def setting_schema(setting: Setting, *, batch: bool) -> dict:
 def input_schemas() -> list[dict]:
     """What a new job's input is, per kind (POST /api/jobs, one of them): a media kind's upload
     `file` or bundled `sample`, exactly one (an empty `sample` is none); a text kind's `prompt`
-    (not blank); arithmetic's `parts` and `text` lines. Only what web.submission refuses, so a
-    request outside all of them is a 400."""
+    (not blank), and arithmetic's `parts` and `text` lines, neither with a file or a sample. Only
+    what web.submission refuses, so a request outside all of them is a 400."""
     media = [kind.name for kind in TASK_KINDS.values() if kind.input_kind not in ("text", "parts")]
     text, parts = ([kind.name for kind in TASK_KINDS.values() if kind.input_kind == what] for what in ("text", "parts"))
+    neither = {"file": False, "sample": {"const": ""}}
     return [
         {"title": "file", "description": f"{', '.join(media)} (task left out: image-caption): an upload.",
          "required": ["file"], "properties": {"task": {"enum": media}, "sample": {"const": ""}}},
         {"title": "sample", "description": f"{', '.join(media)}: a bundled sample.",
          "required": ["sample"],
          "properties": {"task": {"enum": media}, "sample": {"enum": list(SAMPLES)}, "file": False}},
-        {"title": "prompt", "description": f"{', '.join(text)}: a prompt.",
-         "required": ["task", "prompt"], "properties": {"task": {"enum": text}, "prompt": {"pattern": r"\S"}}},
+        {"title": "prompt", "description": f"{', '.join(text)}: a prompt.", "required": ["task", "prompt"],
+         "properties": {"task": {"enum": text}, "prompt": {"pattern": r"\S"}, **neither}},
         {"title": "parts", "description": f"{', '.join(parts)}: parts, text lines or both.",
-         "required": ["task"], "properties": {"task": {"enum": parts}},
+         "required": ["task"], "properties": {"task": {"enum": parts}, **neither},
          "anyOf": [{"required": ["parts"]}, {"required": ["text"]}]},
     ]
 

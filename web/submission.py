@@ -48,6 +48,11 @@ def options_from(kind: TaskKind, fields: Mapping[str, str], *, others: str) -> d
     return {k: v for k, v in sent.items() if others == "refuse" or k in kind.options}
 
 
+def uploaded_name(upload: FileStorage | None) -> str | None:
+    """The name of an upload that was sent (a file input left empty sends one without a name)."""
+    return upload.filename if upload is not None and upload.filename else None
+
+
 def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None:
     """An upload's bytes and its name made safe (only a label, never a path); None when none was sent."""
     if upload is None or not upload.filename:
@@ -119,7 +124,11 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     refuse_nul(fields.items(multi=True), "form field")
     kind = get_kind(fields.get("task") or "image-caption")
     refuse_text_for_uploads(fields, [file_field, "parts", "prompt_file", "pool_file",
-                                     *(f"{name}_file" for kind in TASK_KINDS.values() for name in kind.attachments)])
+                                     *(f"{name}_file" for other in TASK_KINDS.values() for name in other.attachments)])
+    if others == "refuse" and kind.input_kind in ("text", "parts") and (uploaded_name(files.get(file_field))
+                                                                        or fields.get("sample")):
+        takes = "a prompt" if kind.input_kind == "text" else "parts and text lines"
+        raise QueryError(f"{kind.name} takes {takes}, not a {file_field} or a sample")
     llm = (fields.get("llm") or "").strip() or "embedded"
     scorer = (fields.get("scorer") or "").strip() or "embedded"
     user_files = user_files_from(kind.name, files, others=others)

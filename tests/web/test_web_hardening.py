@@ -350,6 +350,18 @@ def test_an_upload_field_sent_as_text_is_a_400_naming_it(client, Session):
     assert jobs_stored(Session) == 0
 
 
+def test_a_prompt_or_parts_job_sent_a_file_or_a_sample_is_a_400(client, Session):
+    for data, message in [
+            ({"task": "text-to-image", "prompt": "a red boat", "sample": "chelsea"}, "text-to-image takes a prompt"),
+            ({"task": "text-to-image", "prompt": "a red boat", "file": (io.BytesIO(png((9, 9, 9))), "a.png")},
+             "text-to-image takes a prompt"),
+            ({"task": "arithmetic", "text": "a cat\na hat", "sample": "coffee"}, "arithmetic takes parts and text lines")]:
+        response = client.post("/api/jobs", data=data)
+        assert response.status_code == 400 and response.get_json()["error"]["message"] == \
+            f"{message}, not a file or a sample", data
+    assert jobs_stored(Session) == 0
+
+
 def test_a_cursor_the_app_gave_still_pages(client, finished_job):
     first = client.get(f"/api/jobs/{finished_job}/candidates?limit=5&sort=-score").get_json()
     second = client.get(f"/api/jobs/{finished_job}/candidates?limit=5&sort=-score&cursor={first['next_cursor']}")
