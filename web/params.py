@@ -45,9 +45,11 @@ def refuse_nul_bytes() -> None:
     refuse_nul(request.args.items(multi=True), "query parameter")
 
 
-def refuse_nul(items: Iterable[tuple[str, object]], where: str) -> None:
+def refuse_nul(items: Iterable[tuple[str | None, object]], where: str) -> None:
     """QueryError naming the first of the (name, value) `items` that holds a NUL character."""
     for name, value in items:
+        if name is None:  # a form part without a name: nothing reads it
+            continue
         if "\x00" in name or (isinstance(value, str) and "\x00" in value):
             raise QueryError(f"the {where} {name!r} holds a NUL character")
 

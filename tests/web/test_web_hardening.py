@@ -350,6 +350,14 @@ def test_an_upload_field_sent_as_text_is_a_400_naming_it(client, Session):
     assert jobs_stored(Session) == 0
 
 
+def test_a_form_part_without_a_name_is_passed_over(client, Session):
+    body = (b'--b\r\nContent-Disposition: form-data\r\n\r\nx\x00\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="sample"\r\n\r\nchelsea\r\n--b--\r\n')
+    response = client.post("/api/jobs", data=body, content_type="multipart/form-data; boundary=b")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert jobs_stored(Session) == 1
+
+
 def test_a_prompt_or_parts_job_sent_a_file_or_a_sample_is_a_400(client, Session):
     for data, message in [
             ({"task": "text-to-image", "prompt": "a red boat", "sample": "chelsea"}, "text-to-image takes a prompt"),
