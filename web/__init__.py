@@ -57,7 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["MODELS"] = load_registry(app.config["MODELS_FILE"] and Path(app.config["MODELS_FILE"]))
 
     from web import api, auth, batch_pages, db, errors, headers, ops, pages
-    from web.params import IdConverter
+    from web.params import IdConverter, refuse_nul_bytes
 
     # Before the blueprints: their rules take their converters when they are added.
     app.url_map.converters["int"] = IdConverter
@@ -65,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     headers.init_app(app)
     app.before_request(batch_pages.larger_uploads)  # before CSRFProtect's hook reads the body
     csrf.init_app(app)
+    app.before_request(refuse_nul_bytes)
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)

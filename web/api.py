@@ -10,7 +10,7 @@ from web import auth
 from web.db import get_session, session_factory
 from web.downloads import add_download_routes, results_response
 from web.openapi import openapi_description
-from web.params import batch_item_args, batch_list_args, candidate_args, int_arg, job_list_args
+from web.params import batch_item_args, batch_list_args, candidate_args, int_arg, job_list_args, str_arg
 from web.submission import submit_batch_from, submit_from, variant_from
 from worker.comparison import cached_comparison
 from worker.core.settings import MAX_STEPS
@@ -157,7 +157,7 @@ def batch_items(name: str):
 
 @bp.get("/batches/<name>/results")
 def batch_results(name: str):
-    return results_response(name, request.args.get("format", "coco"))
+    return results_response(name, str_arg(request.args, "format", "coco"))
 
 
 @bp.get("/compare")

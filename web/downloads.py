@@ -10,6 +10,7 @@ from flask import Blueprint, Response, abort, request
 from sqlalchemy.orm import Session
 
 from web.db import get_session, session_factory
+from web.params import str_arg
 from worker.batches import export_results
 from worker.store.jobs import get_job
 from worker.store.queries import QueryError, history, history_csv, history_json
@@ -25,7 +26,7 @@ def add_download_routes(bp: Blueprint, history_rule: str) -> None:
 
 
 def _history(job_id: int, fmt: str | None = None) -> Response:
-    return history_response(job_id, fmt or request.args.get("format", "csv"))
+    return history_response(job_id, fmt or str_arg(request.args, "format", "csv"))
 
 
 def input_response(job_id: int) -> Response:

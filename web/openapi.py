@@ -1,8 +1,8 @@
 """The OpenAPI description served at /api/openapi.json: web/openapi.yaml, with the settings added
 to both request bodies from their declarations (worker.core.settings), the prompt and pool file
-uploads to both, and the task enum and every kind's options and attachments from theirs
-(worker.kinds), so a setting or an option declared once
-is described here without another edit."""
+uploads to both, and the task enum, the input each kind takes (one of them), the bundled samples'
+names and every kind's options and attachments from theirs (worker.kinds, worker.media.samples),
+so a setting or an option declared once is described here without another edit."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import yaml
 from worker.core.settings import Setting, shown_on
 from worker.kinds import TASK_KINDS, Option, all_options
 from worker.kinds.user_files import POOL_FILE_HELP, PROMPT_FILE_HELP
+from worker.media.samples import SAMPLES
 
 _JSON_TYPES = {int: "integer", float: "number", str: "string"}
 
@@ -49,6 +50,28 @@ def setting_schema(setting: Setting, *, batch: bool) -> dict:
     return schema
 
 
+def input_schemas() -> list[dict]:
+    """What a new job's input is, per kind (POST /api/jobs, one of them): a media kind's upload
+    `file` or bundled `sample`, exactly one (an empty `sample` is none); a text kind's `prompt`
+    (not blank), and arithmetic's `parts` and `text` lines, neither with a file or a sample. Only
+    what web.submission refuses, so a request outside all of them is a 400."""
+    media = [kind.name for kind in TASK_KINDS.values() if kind.input_kind not in ("text", "parts")]
+    text, parts = ([kind.name for kind in TASK_KINDS.values() if kind.input_kind == what] for what in ("text", "parts"))
+    neither = {"file": False, "sample": {"const": ""}}
+    return [
+        {"title": "file", "description": f"{', '.join(media)} (task left out: image-caption): an upload.",
+         "required": ["file"], "properties": {"task": {"enum": media}, "sample": {"const": ""}}},
+        {"title": "sample", "description": f"{', '.join(media)}: a bundled sample.",
+         "required": ["sample"],
+         "properties": {"task": {"enum": media}, "sample": {"enum": list(SAMPLES)}, "file": False}},
+        {"title": "prompt", "description": f"{', '.join(text)}: a prompt.", "required": ["task", "prompt"],
+         "properties": {"task": {"enum": text}, "prompt": {"pattern": r"\S"}, **neither}},
+        {"title": "parts", "description": f"{', '.join(parts)}: parts, text lines or both.",
+         "required": ["task"], "properties": {"task": {"enum": parts}, **neither},
+         "anyOf": [{"required": ["parts"]}, {"required": ["text"]}]},
+    ]
+
+
 def _request_form(spec: dict, path: str) -> dict:
     return spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
 
@@ -65,6 +88,8 @@ def openapi_description() -> dict:
                                                              "description": help_text}
     form = _request_form(spec, "/api/jobs")
     form["properties"]["task"]["enum"] = list(TASK_KINDS)
+    form["properties"]["sample"]["enum"] = ["", *SAMPLES]
+    form["oneOf"] = input_schemas()
     for name, (option, kinds) in all_options().items():
         form["properties"][name] = option_schema(option, kinds)
     for kind in TASK_KINDS.values():

@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from flask import request
 from sqlalchemy import BigInteger, ColumnElement, Integer
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter
@@ -36,9 +37,37 @@ class IdConverter(IntegerConverter):
         return number
 
 
+def refuse_nul_bytes() -> None:
+    """before_request of the app: a NUL character in a path segment or a query parameter is a 400
+    naming it (forms: `refuse_nul`, where they are read, after the token check). Nothing we take
+    holds one, and PostgreSQL's text can't even be compared with one (the query fails: a 500)."""
+    refuse_nul((request.view_args or {}).items(), "path parameter")
+    refuse_nul(request.args.items(multi=True), "query parameter")
+
+
+def refuse_nul(items: Iterable[tuple[str | None, object]], where: str) -> None:
+    """QueryError naming the first of the (name, value) `items` that holds a NUL character."""
+    for name, value in items:
+        if name is None:  # a form part without a name: nothing reads it
+            continue
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+            raise QueryError(f"the {where} {name!r} holds a NUL character")
+
+
+def str_arg(args: Mapping[str, str], name: str, default: str = "") -> str:
+    """The one value of parameter `name` (`default` when it is not sent). A parameter sent more than once
+    (`?limit=5&limit=x`) is a QueryError: which one was meant can't be told, and taking the first
+    would let the others pass unchecked. `args` is a MultiDict (request.args, request.form) or a
+    plain mapping (one value each)."""
+    values = args.getlist(name) if hasattr(args, "getlist") else [args.get(name, "")]
+    if len(values) > 1:
+        raise QueryError(f"{name} is sent {len(values)} times; send it once")
+    return values[0] if values else default
+
+
 def int_arg(args: Mapping[str, str], name: str, default: int | None = None, *,
             low: int | None = None, high: int | None = None) -> int | None:
-    raw = args.get(name, "")
+    raw = str_arg(args, name)
     if raw.strip() == "":
         return default
     try:
@@ -57,7 +86,7 @@ def int_arg(args: Mapping[str, str], name: str, default: int | None = None, *,
 
 
 def float_arg(args: Mapping[str, str], name: str) -> float | None:
-    raw = args.get(name, "")
+    raw = str_arg(args, name)
     if raw.strip() == "":
         return None
     try:
@@ -67,7 +96,7 @@ def float_arg(args: Mapping[str, str], name: str) -> float | None:
 
 
 def bool_arg(args: Mapping[str, str], name: str) -> bool:
-    raw = args.get(name, "").strip().lower()
+    raw = str_arg(args, name).strip().lower()
     if raw in ("", "0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
@@ -81,7 +110,7 @@ def cursor_arg(args: Mapping[str, str], columns: Sequence[ColumnElement] | None 
     None for a list ordered by INTEGER columns only (jobs, batches, a batch's items). A cursor
     that is not such a list, or holds a value its column can't hold, is a QueryError (400)
     here rather than a type or range error of the database (500)."""
-    cursor = args.get("cursor") or None
+    cursor = str_arg(args, "cursor") or None
     if cursor is None:
         return None
     try:
@@ -110,13 +139,13 @@ def _fits(value, kind) -> bool:
 
 def candidate_args(args: Mapping[str, str], default_limit: int = 100) -> dict:
     """Filters, sort and page of a candidate history request (see worker.store.queries.candidates_page)."""
-    sort = args.get("sort") or "step"
+    sort = str_arg(args, "sort") or "step"
     if sort not in CANDIDATE_SORTS:
         raise QueryError(f"unknown sort {sort!r}; known: {', '.join(CANDIDATE_SORTS)}")
     return {
         "step": int_arg(args, "step", low=0, high=MAX_ID),
         "top_only": bool_arg(args, "top"),
-        "q": args.get("q", "").strip() or None,
+        "q": str_arg(args, "q").strip() or None,
         "sort": sort,
         "cursor": cursor_arg(args, [column for column, _ in CANDIDATE_SORTS[sort]]),
         "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE),
@@ -125,9 +154,9 @@ def candidate_args(args: Mapping[str, str], default_limit: int = 100) -> dict:
 
 def job_list_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
     return {
-        "status": args.get("status") or None,
-        "task": args.get("task") or None,
-        "q": args.get("q", "").strip() or None,
+        "status": str_arg(args, "status") or None,
+        "task": str_arg(args, "task") or None,
+        "q": str_arg(args, "q").strip() or None,
         "cursor": cursor_arg(args),
         "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE),
     }
@@ -139,5 +168,5 @@ def batch_list_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
 
 def batch_item_args(args: Mapping[str, str], default_limit: int = 50) -> dict:
     """Filter and page of a batch's items (see worker.store.batches.items_page)."""
-    return {"status": args.get("status", "").strip() or None, "cursor": cursor_arg(args),
+    return {"status": str_arg(args, "status").strip() or None, "cursor": cursor_arg(args),
             "limit": int_arg(args, "limit", default_limit, low=1, high=MAX_PAGE)}

@@ -11,12 +11,12 @@ from werkzeug.utils import secure_filename
 
 from web import auth
 from web.db import session_factory
-from web.params import float_arg, int_arg
+from web.params import float_arg, int_arg, refuse_nul
 from worker import config, submission
 from worker.batches import SubmitReport, VariantReport, submit_batch, variant_of
 from worker.datasets import SUBSET_SEED, Columns, ManifestError, Selection, open_archive, open_manifest
 from worker.core.settings import shown_on
-from worker.kinds import TaskKind, all_options, get_kind
+from worker.kinds import TASK_KINDS, TaskKind, all_options, get_kind
 from worker.kinds.arithmetic import part_from_file, part_from_text
 from worker.kinds.user_files import MAX_POOL_BYTES, MAX_PROMPT_BYTES, USER_FILE_TASKS
 from worker.media import MAX_FILE_BYTES, Media, MediaError
@@ -69,6 +69,11 @@ def options_from(kind: TaskKind, fields: Mapping[str, str], *, others: str) -> d
     return sent
 
 
+def uploaded_name(upload: FileStorage | None) -> str | None:
+    """The name of an upload that was sent (a file input left empty sends one without a name)."""
+    return upload.filename if upload is not None and upload.filename else None
+
+
 def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None:
     """An upload's bytes and its name made safe (only a label, never a path); None when none was sent."""
     if upload is None or not upload.filename:
@@ -80,6 +85,14 @@ def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None
     if len(data) > MAX_FILE_BYTES:
         raise MediaError(f"{name}: over the {MAX_FILE_BYTES}-byte limit")
     return data, name
+
+
+def refuse_text_for_uploads(fields: Mapping[str, str], names: list[str]) -> None:
+    """A field that takes an upload sent as text instead (`curl -F file=photo.png`, without the @)
+    is a QueryError naming it, rather than no upload at all."""
+    for name in names:
+        if name in fields:
+            raise QueryError(f"{name} must be a file upload (curl -F '{name}=@PATH'), not a text field")
 
 
 def user_files_from(task: str, files: MultiDict, *, others: str = "refuse") -> submission.UserFiles:
@@ -131,7 +144,14 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     (an arithmetic job's own id; its parents are queued with it). Errors: QueryError, MediaError,
     SettingsError, ModelLoadError (400, nothing stored), QuotaExceeded (429, nothing stored),
     BrokerError (503, stored and not queued)."""
+    refuse_nul(fields.items(multi=True), "form field")
     kind = get_kind(fields.get("task") or "image-caption")
+    refuse_text_for_uploads(fields, [file_field, "parts", "prompt_file", "pool_file",
+                                     *(f"{name}_file" for other in TASK_KINDS.values() for name in other.attachments)])
+    if others == "refuse" and kind.input_kind in ("text", "parts") and (uploaded_name(files.get(file_field))
+                                                                        or fields.get("sample")):
+        takes = "a prompt" if kind.input_kind == "text" else "parts and text lines"
+        raise QueryError(f"{kind.name} takes {takes}, not a {file_field} or a sample")
     llm_name, llm = model_from(fields, "llm", "generator", "embedded")
     scorer_name, scorer = model_from(fields, "scorer", "scorer", "embedded")
     user_files = user_files_from(kind.name, files, others=others)
@@ -173,11 +193,13 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str, token
     item is reported in the result; a malformed manifest or archive, an unknown split, or a media
     folder outside MILS_DATASET_ROOT is a ManifestError (400, nothing stored). `token_id`: the API
     token that submits (see worker.batches.submit_batch)."""
+    refuse_nul(fields.items(multi=True), "form field")
     name = (fields.get("name") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
     task = (fields.get("task") or "").strip() or None
     kind = get_kind(task or existing_task(name) or "image-caption")
+    refuse_text_for_uploads(fields, ["archive", "manifest", "prompt_file", "pool_file"])
     llm_name, llm = model_from(fields, "llm", "generator")  # None: the batch's own (a new one: embedded)
     scorer_name, scorer = model_from(fields, "scorer", "scorer")
     archive, manifest = files.get("archive"), files.get("manifest")

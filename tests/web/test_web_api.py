@@ -538,7 +538,9 @@ def test_the_openapi_description_is_valid_and_lists_every_api_route(app, client)
     from openapi_spec_validator import validate
 
     from worker.core.settings import shown_on
+    from web.openapi import input_schemas
     from worker.kinds import TASK_KINDS, all_options
+    from worker.media.samples import SAMPLES
 
     spec = client.get("/api/openapi.json").get_json()
     validate(spec)
@@ -552,6 +554,8 @@ def test_the_openapi_description_is_valid_and_lists_every_api_route(app, client)
     settings = {setting.name for setting in shown_on("api")}
     served, own = form(spec)["properties"], form(written)["properties"]
     assert served.pop("task") == {**own.pop("task"), "enum": list(TASK_KINDS)}
+    assert served.pop("sample") == {**own.pop("sample"), "enum": ["", *SAMPLES]}
+    assert form(spec).pop("oneOf") == input_schemas()  # the input each kind takes, one of them
     user_files = {"prompt_file", "pool_file"}
     assert set(served) - set(own) == set(all_options()) | {"style_file", "style_sample"} | settings | user_files
     assert {name: served.pop(name) for name in list(own)} == own

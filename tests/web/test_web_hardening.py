@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import io
 import json
 import re
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask import request
 from PIL import Image
+from sqlalchemy import func, select
 
 from tests.support.fakes import HiddenCaptionScorer, ScriptedGenerator
 from tests.support.media import make_zip
@@ -27,6 +29,7 @@ from web import create_app
 from web.params import MAX_ID
 from worker.runner import JobModels, run_in_process
 from worker.store.db import open_store
+from worker.store.schema import Job
 from worker.store.tokens import create_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,6 +302,72 @@ def test_numbers_in_queries_beyond_the_database_range_are_400s(client):
                 f"/api/jobs?limit={TOO_LARGE}", f"/api/batches?limit=-{TOO_LARGE}"]:
         response = client.get(url)
         assert response.status_code == 400, (url, response.status_code, response.get_data(as_text=True)[:300])
+
+
+def test_a_parameter_sent_twice_is_a_400_naming_it(client):
+    job_id = submit(client)["id"]
+    batch = make_batch(client)
+    for url, name in [("/api/jobs?limit=&limit=x", "limit"), ("/api/jobs?status=queued&status=nope", "status"),
+                      (f"/api/jobs/{job_id}/candidates?sort=step&sort=-score", "sort"),
+                      (f"/api/jobs/{job_id}/history?format=csv&format=json", "format"),
+                      (f"/api/batches/{batch}/items?cursor=&cursor=x", "cursor"),
+                      (f"/api/batches/{batch}/results?format=coco&format=csv", "format"), ("/jobs?q=a&q=b", "q")]:
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.status_code)
+        assert f"{name} is sent 2 times; send it once" in response.get_data(as_text=True), url
+
+
+def jobs_stored(Session) -> int:
+    with Session() as session:
+        return session.scalar(select(func.count()).select_from(Job))
+
+
+def test_a_nul_character_in_a_path_query_or_form_is_a_400_naming_it(client, Session):
+    batch = make_batch(client)
+    before = jobs_stored(Session)
+    for method, url, data, where in [
+            ("get", f"/api/batches/{batch}%00", None, "path parameter 'name'"),
+            ("get", f"/batches/{batch}%00x", None, "path parameter 'name'"),
+            ("get", "/api/compare?name=a%00&name=b", None, "query parameter 'name'"),
+            ("get", "/api/jobs?q=%00", None, "query parameter 'q'"),
+            ("post", "/api/jobs", {"task": "text-to-image", "prompt": "a cat\x00"}, "form field 'prompt'"),
+            ("post", "/api/batches", {"name": "x\x00"}, "form field 'name'")]:
+        response = getattr(client, method)(url, data=data)
+        assert response.status_code == 400, (url, response.status_code)
+        assert f"the {where} holds a NUL character" in html.unescape(response.get_data(as_text=True)), url
+    assert jobs_stored(Session) == before
+
+
+def test_an_upload_field_sent_as_text_is_a_400_naming_it(client, Session):
+    for url, data, name in [("/api/jobs", {"sample": "chelsea", "file": "photo.png"}, "file"),
+                            ("/api/jobs", {"task": "arithmetic", "parts": "a.png", "text": "a\nb"}, "parts"),
+                            ("/api/jobs", {"sample": "chelsea", "pool_file": "pool.txt"}, "pool_file"),
+                            ("/api/batches", {"name": "b", "archive": "photos.zip"}, "archive")]:
+        response = client.post(url, data=data)
+        assert response.status_code == 400, (url, response.status_code)
+        assert response.get_json()["error"]["message"] == \
+            f"{name} must be a file upload (curl -F '{name}=@PATH'), not a text field"
+    assert jobs_stored(Session) == 0
+
+
+def test_a_form_part_without_a_name_is_passed_over(client, Session):
+    body = (b'--b\r\nContent-Disposition: form-data\r\n\r\nx\x00\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="sample"\r\n\r\nchelsea\r\n--b--\r\n')
+    response = client.post("/api/jobs", data=body, content_type="multipart/form-data; boundary=b")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert jobs_stored(Session) == 1
+
+
+def test_a_prompt_or_parts_job_sent_a_file_or_a_sample_is_a_400(client, Session):
+    for data, message in [
+            ({"task": "text-to-image", "prompt": "a red boat", "sample": "chelsea"}, "text-to-image takes a prompt"),
+            ({"task": "text-to-image", "prompt": "a red boat", "file": (io.BytesIO(png((9, 9, 9))), "a.png")},
+             "text-to-image takes a prompt"),
+            ({"task": "arithmetic", "text": "a cat\na hat", "sample": "coffee"}, "arithmetic takes parts and text lines")]:
+        response = client.post("/api/jobs", data=data)
+        assert response.status_code == 400 and response.get_json()["error"]["message"] == \
+            f"{message}, not a file or a sample", data
+    assert jobs_stored(Session) == 0
 
 
 def test_a_cursor_the_app_gave_still_pages(client, finished_job):
