@@ -10,7 +10,7 @@ from web import auth
 from web.db import get_session, session_factory
 from web.downloads import add_download_routes, results_response
 from web.openapi import openapi_description
-from web.params import batch_item_args, batch_list_args, candidate_args, int_arg, job_list_args, str_arg
+from web.params import batch_item_args, batch_list_args, candidate_args, form_fields, int_arg, job_list_args, str_arg
 from web.submission import submit_batch_from, submit_from, variant_from
 from worker.comparison import cached_comparison
 from worker.core.settings import MAX_STEPS
@@ -99,7 +99,7 @@ def cancel_job(job_id: int):
 @bp.post("/jobs/<int:job_id>/resume")
 def resume(job_id: int):
     auth.check_may_act_on(get_job(get_session(), job_id).token_id, f"job {job_id}")
-    step = resume_job(session_factory(), job_id, int_arg(request.form, "steps", low=1, high=MAX_STEPS),
+    step = resume_job(session_factory(), job_id, int_arg(form_fields(), "steps", low=1, high=MAX_STEPS),
                       token_id=auth.acting_token_id())
     session = get_session()
     summary = summarize(session, get_job(session, job_id))
@@ -177,7 +177,7 @@ def cancel_batch_(name: str):
 @bp.post("/batches/<name>/resume")
 def resume_batch_(name: str):
     auth.check_may_act_on(get_batch(get_session(), name).token_id, f"batch {name!r}")
-    resumed = resume_batch(session_factory(), name, steps=int_arg(request.form, "steps", low=1, high=MAX_STEPS),
+    resumed = resume_batch(session_factory(), name, steps=int_arg(form_fields(), "steps", low=1, high=MAX_STEPS),
                            token_id=auth.acting_token_id())
     return jsonify({"resumed": resumed, **batch_detail(get_session(), name), "links": _batch_links(name)}), 202
 

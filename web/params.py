@@ -54,6 +54,25 @@ def refuse_nul(items: Iterable[tuple[str | None, object]], where: str) -> None:
             raise QueryError(f"the {where} {name!r} holds a NUL character")
 
 
+def refuse_repeated(fields, multi: Iterable[str] = ()) -> None:
+    """QueryError naming the first form field sent more than once (a MultiDict), but those in
+    `multi` (fields that are lists, e.g. an arithmetic job's text lines): which value was meant
+    can't be told, and taking the first would let the others pass unchecked (as `str_arg`)."""
+    lists = set(multi)
+    for name, values in fields.lists():
+        if len(values) > 1 and name not in lists:
+            raise QueryError(f"the form field {name!r} was sent {len(values)} times; send it once")
+
+
+def form_fields() -> Mapping[str, str]:
+    """The request's form fields, for an endpoint whose body is optional: a body sent that is not
+    a form (a multipart body without one readable part) is a QueryError, not taken for none."""
+    if request.content_length and not request.form and not request.files:
+        raise QueryError("the request's body is not a form (multipart/form-data or "
+                         "application/x-www-form-urlencoded fields); send the fields, or no body")
+    return request.form
+
+
 def str_arg(args: Mapping[str, str], name: str, default: str = "") -> str:
     """The one value of parameter `name` (`default` when it is not sent). A parameter sent more than once
     (`?limit=5&limit=x`) is a QueryError: which one was meant can't be told, and taking the first

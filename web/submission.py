@@ -11,7 +11,7 @@ from werkzeug.utils import secure_filename
 
 from web import auth
 from web.db import session_factory
-from web.params import float_arg, int_arg, refuse_nul
+from web.params import float_arg, int_arg, refuse_nul, refuse_repeated
 from worker import config, submission
 from worker.batches import SubmitReport, VariantReport, submit_batch, variant_of
 from worker.datasets import SUBSET_SEED, Columns, ManifestError, Selection, open_archive, open_manifest
@@ -145,6 +145,8 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     SettingsError, ModelLoadError (400, nothing stored), QuotaExceeded (429, nothing stored),
     BrokerError (503, stored and not queued)."""
     refuse_nul(fields.items(multi=True), "form field")
+    if others == "refuse":  # the API (the form's fields are the page's own)
+        refuse_repeated(fields, multi=("text",))
     kind = get_kind(fields.get("task") or "image-caption")
     refuse_text_for_uploads(fields, [file_field, "parts", "prompt_file", "pool_file",
                                      *(f"{name}_file" for other in TASK_KINDS.values() for name in other.attachments)])
@@ -194,6 +196,8 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str, token
     folder outside MILS_DATASET_ROOT is a ManifestError (400, nothing stored). `token_id`: the API
     token that submits (see worker.batches.submit_batch)."""
     refuse_nul(fields.items(multi=True), "form field")
+    if others == "refuse":
+        refuse_repeated(fields)
     name = (fields.get("name") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
@@ -242,6 +246,9 @@ def variant_from(fields: MultiDict, files: MultiDict, *, others: str, token_id: 
     a dataset's items is refused (QueryError, 400): a variant takes that batch's items. Models are
     registry names, or raw specs where this request may send them (`model_from`); `token_id`: the
     API token that submits (the variant's owner)."""
+    refuse_nul(fields.items(multi=True), "form field")
+    if others == "refuse":
+        refuse_repeated(fields)
     name, like = (fields.get("name") or "").strip(), (fields.get("like") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")

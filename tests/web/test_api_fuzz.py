@@ -14,6 +14,7 @@ tests that load real models.
 from __future__ import annotations
 
 import io
+import os
 import json
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ import pytest
 from tests.support.services import RedisServer, mils_env, run_mils, scalar
 from tests.web.test_web_browser import WebServer, database  # noqa: F401 - fixture
 
-SEED = 20260507
+SEED = int(os.environ.get("MILS_FUZZ_SEED", "20260507"))  # another seed: MILS_FUZZ_SEED
 MAX_EXAMPLES = 50  # per operation, in the fuzzing phase
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "negative_data_rejection"]
