@@ -87,7 +87,7 @@ def main() -> None:
                                   "--llm", f"openai:embedded@http://127.0.0.1:{args.port}/v1", "--json"],
                                  env=env, check=True, capture_output=True, text=True).stdout
             wall = time.perf_counter() - started
-            job_id = json.loads(out)["id"]
+            job_id = json.loads(out)["job_id"]
             jobs.append(_job_figures(_status(job_id, env), sample, wall))
             cost = jobs[-1]
             print(f"{sample}: {cost['llm_requests']} requests, {cost['prompt_tokens']} + {cost['completion_tokens']} "
