@@ -25,6 +25,7 @@ from wtforms import PasswordField
 from wtforms.validators import InputRequired
 
 from web.db import get_session
+from web.params import refuse_nul
 from worker.store.batches import get_batch
 from worker.store.jobs import JobError
 from worker.store.schema import ApiToken, utcnow
@@ -146,6 +147,7 @@ def check_may_submit(batch_name: str | None = None) -> None:
         _refuse_without_token()
         abort(403, f"token {current_token().name!r} is a reader: it may read jobs and batches, not submit them")
     if batch_name:
+        refuse_nul([("name", batch_name)], "form field")  # before the name reaches the database
         try:
             check_may_act_on(get_batch(get_session(), batch_name).token_id, f"batch {batch_name!r}")
         except JobError:  # no such batch: a new one
