@@ -127,7 +127,10 @@ def acting_token_id() -> int | None:
 
 def may_submit() -> bool:
     """May this request submit jobs and batches (every role but reader)?"""
-    token = current_token()
+    return _submits(current_token())
+
+
+def _submits(token: ApiToken | None) -> bool:
     return not auth_enabled() or (token is not None and token.role != "reader")
 
 
@@ -175,8 +178,7 @@ def _refuse_without_token() -> None:
 def _roles() -> dict:
     # The pages show the submit links only to those who may submit: as the login check found the
     # token (an error page rendered before it, e.g. with the database down, looks nothing up).
-    token = g.get("mils_token")
-    return {"may_submit": not auth_enabled() or (token is not None and token.role != "reader")}
+    return {"may_submit": _submits(g.get("mils_token"))}
 
 
 class LoginForm(FlaskForm):

@@ -87,6 +87,14 @@ def uploaded(upload: FileStorage | None, label: str) -> tuple[bytes, str] | None
     return data, name
 
 
+def _check_fields(fields: MultiDict, others: str, multi: tuple[str, ...] = ()) -> None:
+    """A NUL character in any field is a 400; so is, through the API (`others="refuse"`), a field
+    sent twice but those in `multi` (the form's fields are the page's own)."""
+    refuse_nul(fields.items(multi=True), "form field")
+    if others == "refuse":
+        refuse_repeated(fields, multi)
+
+
 def refuse_text_for_uploads(fields: Mapping[str, str], names: list[str]) -> None:
     """A field that takes an upload sent as text instead (`curl -F file=photo.png`, without the @)
     is a QueryError naming it, rather than no upload at all."""
@@ -144,9 +152,7 @@ def submit_from(fields: MultiDict, files: MultiDict, *, file_field: str, others:
     (an arithmetic job's own id; its parents are queued with it). Errors: QueryError, MediaError,
     SettingsError, ModelLoadError (400, nothing stored), QuotaExceeded (429, nothing stored),
     BrokerError (503, stored and not queued)."""
-    refuse_nul(fields.items(multi=True), "form field")
-    if others == "refuse":  # the API (the form's fields are the page's own)
-        refuse_repeated(fields, multi=("text",))
+    _check_fields(fields, others, multi=("text",))
     kind = get_kind(fields.get("task") or "image-caption")
     refuse_text_for_uploads(fields, [file_field, "parts", "prompt_file", "pool_file",
                                      *(f"{name}_file" for other in TASK_KINDS.values() for name in other.attachments)])
@@ -195,9 +201,7 @@ def submit_batch_from(fields: MultiDict, files: MultiDict, *, others: str, token
     item is reported in the result; a malformed manifest or archive, an unknown split, or a media
     folder outside MILS_DATASET_ROOT is a ManifestError (400, nothing stored). `token_id`: the API
     token that submits (see worker.batches.submit_batch)."""
-    refuse_nul(fields.items(multi=True), "form field")
-    if others == "refuse":
-        refuse_repeated(fields)
+    _check_fields(fields, others)
     name = (fields.get("name") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")
@@ -246,9 +250,7 @@ def variant_from(fields: MultiDict, files: MultiDict, *, others: str, token_id: 
     a dataset's items is refused (QueryError, 400): a variant takes that batch's items. Models are
     registry names, or raw specs where this request may send them (`model_from`); `token_id`: the
     API token that submits (the variant's owner)."""
-    refuse_nul(fields.items(multi=True), "form field")
-    if others == "refuse":
-        refuse_repeated(fields)
+    _check_fields(fields, others)
     name, like = (fields.get("name") or "").strip(), (fields.get("like") or "").strip()
     if not name:
         raise QueryError("a batch needs a name (letters, digits, '.', '_', '-')")

@@ -489,15 +489,12 @@ def resume_batch(sessions: sessionmaker[Session], name: str, *, steps: int | Non
     with sessions.begin() as session:
         batch = session.get(Batch, get_batch(session, name).id, with_for_update=True)
         if steps is not None:
-            if steps <= batch.settings["steps"]:
-                raise JobError(f"batch {name!r} has {batch.settings['steps']} steps; to continue it give more "
-                               f"steps than that, not {steps}")
+            longer = jobs.more_steps(batch.settings, steps, f"batch {name!r}")
             busy = active_job_ids(session, batch.id, (JobStatus.QUEUED, JobStatus.RUNNING))
             if busy:
                 raise JobError(f"batch {name!r} has {len(busy)} job(s) queued or running; continue it to more "
                                "steps once they are done (or cancel it first)")
-            Settings.from_dict({**batch.settings, "steps": steps})  # SettingsError past MAX_STEPS
-            batch.settings = {**batch.settings, "steps": steps}  # a new dict: JSON columns track assignment
+            batch.settings = {**batch.settings, "steps": longer.steps}  # a new dict: JSON columns track assignment
         batch_id, target = batch.id, batch.settings["steps"]
         ids = jobs_to_resume(session, batch_id, target)
     resumed: set[int] = set()

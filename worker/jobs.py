@@ -269,22 +269,28 @@ def resume(session: Session, job: Job, *, automatic: bool = False, held: bool = 
     return [] if held else [message(job, step)]
 
 
+def more_steps(settings: dict, steps: int, what: str) -> Settings:
+    """`settings` (a stored Settings dict) with `steps` steps: JobError unless that is more than it
+    has (`what` names the job or batch in the message), SettingsError past MAX_STEPS."""
+    current = Settings.from_dict(settings)
+    if steps <= current.steps:
+        raise JobError(f"{what} has {current.steps} steps; to continue it give more steps than that, not {steps}")
+    return current.replace(steps=steps)
+
+
 def continue_to(session: Session, job: Job, steps: int, *, token_id: int | None = None) -> None:
     """The job's settings say `steps` steps from now on (more than it had: JobError otherwise), with
     an event "continued". Its committed steps stay as they are; the next one starts from the
     stored top K of its last. A patience that had stopped it early is turned off (it would stop
     it again at once): continuing runs it to `steps`, and the event says so."""
-    settings = Settings.from_dict(job.settings)
-    if steps <= settings.steps:
-        raise JobError(f"job {job.id} has {settings.steps} steps; to continue it give more steps than that, "
-                       f"not {steps}")
-    longer = settings.replace(steps=steps)  # SettingsError past MAX_STEPS
-    detail = f"to {steps} steps (was {settings.steps})"
-    if settings.patience is not None:
+    longer = more_steps(job.settings, steps, f"job {job.id}")
+    detail = f"to {steps} steps (was {job.settings['steps']})"
+    patience = longer.patience
+    if patience is not None:
         state = load_state(session, job.id)
         if state is not None and should_stop(state, longer):
             longer = longer.replace(patience=None)
-            detail += (f"; patience {settings.patience} is off from now on: it had stopped the job early, "
+            detail += (f"; patience {patience} is off from now on: it had stopped the job early, "
                        f"after step {state.step}")
     job.settings = longer.to_dict()
     add_event(session, job, "continued", detail, token_id=token_id)
