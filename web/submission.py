@@ -258,6 +258,7 @@ def variant_from(fields: MultiDict, files: MultiDict, *, others: str, token_id: 
     sent += [k for k in DATASET_FIELDS if (fields.get(k) or "").strip()]
     if sent:
         raise QueryError(f"a variant takes the items of batch {like!r}: send no {', '.join(sent)}")
+    refuse_text_for_uploads(fields, ["prompt_file", "pool_file"])
     task = (fields.get("task") or "").strip() or None
     kind = get_kind(task or existing_task(like) or "image-caption")
     llm_name, llm = model_from(fields, "llm", "generator")  # None: the batch's own

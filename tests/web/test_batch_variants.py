@@ -124,6 +124,8 @@ def test_a_variant_takes_the_items_and_stored_inputs_and_changes_only_what_is_se
     ({"name": "v", "like": "base"}, {"archive": "set.zip"}, 400, "a variant takes the items of batch 'base': "
                                                                  "send no archive"),
     ({"name": "v", "like": "base", "split": "test"}, {}, 400, "send no split"),
+    ({"name": "v", "like": "base", "pool_file": "pool.txt"}, {}, 400,
+     "pool_file must be a file upload (curl -F 'pool_file=@PATH'), not a text field"),
     ({"name": "v", "like": "base", "top_k": "0"}, {}, 400, "top_k must be"),
     ({"name": "v", "like": "base", "task": "audio-caption"}, {}, 400, "a variant of it runs the same task"),
     ({"name": "bad name", "like": "base"}, {}, 400, "a batch name is"),
