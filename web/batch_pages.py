@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from web import auth
 from web.db import get_session, session_factory
 from web.downloads import results_response
+from web.errors import form_refused
 from web.forms import BatchForm, VariantForm, offer_models
 from web.params import batch_item_args, batch_list_args, int_arg
 from web.submission import submit_batch_from, variant_from
@@ -25,6 +26,7 @@ from worker.queue import BrokerError
 from worker.store.batches import ITEM_STATUSES, batch_detail, get_batch, items_page, list_batches
 from worker.store.jobs import JobError
 from worker.store.queries import QueryError
+from worker.store.tokens import QuotaExceeded
 
 bp = Blueprint("batch_pages", __name__)
 bp.before_request(auth.require_login)
@@ -60,6 +62,10 @@ def new_batch():
         except BrokerError as exc:
             flash(str(exc), "error")
             return redirect(url_for("batch_pages.batches"))
+        except QuotaExceeded as exc:  # beside the form, which keeps what was typed
+            form.form_errors.append(str(exc))
+            return form_refused(render_template("batch_new.html", form=form, dataset_root=config.dataset_root(),
+                                                raw_specs=auth.raw_specs_allowed()), exc)
         except (ManifestError, MediaError, SettingsError, ModelLoadError, QueryError, JobError) as exc:
             form.form_errors.append(str(exc))
         else:
@@ -142,7 +148,7 @@ def variant(name: str):
     except BrokerError as exc:
         flash(str(exc), "error")
         return redirect(url_for("batch_pages.batch", name=(request.form.get("name") or name).strip()))
-    except (MediaError, SettingsError, ModelLoadError, QueryError, JobError) as exc:
+    except (MediaError, SettingsError, ModelLoadError, QueryError, JobError, QuotaExceeded) as exc:
         flash(f"variant: {exc}", "error")
         return redirect(url_for("batch_pages.batch", name=name))
     changed = ", ".join(f"{f} {before!r} -> {after!r}" for f, (before, after) in report.changes.items())

@@ -75,6 +75,12 @@ def _known_error(exc: Exception):
     return body, status, headers
 
 
+def form_refused(page: str, exc: QuotaExceeded):
+    """A form page shown again with the over-limit message beside it: 429 with Retry-After, as the
+    API answers (the message is in the form's errors already)."""
+    return page, 429, {"Retry-After": str(exc.retry_after)}
+
+
 def _unexpected_error(exc: Exception):
     log.exception("unhandled error in %s %s", request.method, request.path)
     return error_response(500, "internal error; the server log has the details")

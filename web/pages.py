@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from web import auth
 from web.db import get_session, session_factory
 from web.downloads import add_download_routes
+from web.errors import form_refused
 from web.forms import SubmitForm, offer_models
 from web.params import candidate_args, int_arg, job_list_args
 from web.submission import submit_from
@@ -27,6 +28,7 @@ from worker.store.jobs import JobError, get_job
 from worker.store.purge import purge_record
 from worker.store.queries import QueryError, candidates_page, count_candidates, job_detail, list_jobs
 from worker.store.schema import JobStatus
+from worker.store.tokens import QuotaExceeded
 
 bp = Blueprint("pages", __name__)
 bp.before_request(auth.require_login)
@@ -55,6 +57,9 @@ def submit():
         except BrokerError as exc:  # stored, not queued: its page says so
             flash(str(exc), "error")
             return redirect(url_for("pages.job", job_id=exc.job_id))
+        except QuotaExceeded as exc:  # beside the form, which keeps what was typed
+            form.form_errors.append(str(exc))
+            return form_refused(render_template("submit.html", form=form, raw_specs=auth.raw_specs_allowed()), exc)
         except (MediaError, SettingsError, ModelLoadError, QueryError) as exc:
             form.form_errors.append(str(exc))
         else:

@@ -9,6 +9,7 @@ worker runs, so a submitted job stays queued.
 
 from __future__ import annotations
 
+import html
 import io
 from datetime import datetime, timezone
 
@@ -286,6 +287,30 @@ def test_a_user_token_over_its_jobs_in_flight_is_a_429_and_nothing_is_stored(app
         assert submit_job(client, tokens["admin"]).status_code == 201
     assert client.post(f"/api/jobs/{first}/cancel", headers=tokens["alice"]).status_code == 200
     assert submit_job(client, tokens["alice"]).status_code == 201
+
+
+def test_a_form_over_the_limit_is_shown_again_with_the_message_beside_it(app, Session, tokens, monkeypatch):
+    monkeypatch.setenv("MILS_TOKEN_MAX_ACTIVE", "1")
+    client = app.test_client()
+    login(client, tokens, "alice")
+    assert submit_job(client, tokens["alice"]).status_code == 201
+    with Session() as session:
+        before = session.scalar(select(func.count()).select_from(Job))
+    refused = client.post("/jobs/new", data={"task": "image-caption", "sample": "chelsea", "llm": FAKE_LLM,
+                                             "scorer": FAKE_SCORER, "steps": "3", "candidates": "4"})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+    page = html.unescape(refused.get_data(True))
+    assert "'alice' has 1 job(s) queued or running" in page and "limit of 1" in page
+    assert '<form' in page and 'value="chelsea"' in page  # the form, with what was typed
+    members = {"manifest.csv": b"id,path\na,a.png\n", "a.png": png((0, 200, 40))}
+    refused = client.post("/batches/new", data={
+        "name": "over", "llm": FAKE_LLM, "scorer": FAKE_SCORER, "steps": "1", "candidates": "4",
+        "archive": (io.BytesIO(make_zip(members)), "over.zip")})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+    assert "limit of 1" in html.unescape(refused.get_data(True)) and 'value="over"' in refused.get_data(True)
+    with Session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == before
+        assert session.scalar(select(func.count()).select_from(Batch)) == 0
 
 
 # --------------------------------------------------------------------------- the migration and the CLI
