@@ -150,3 +150,16 @@ def test_a_batch_adds_its_items_costs_up_per_step_and_exports_them(pg, queue_db,
         done = [r for r in rows if r.step <= entry["step"]]
         assert entry["cost_per_item"]["llm_requests"] == pytest.approx(sum(r.llm_requests for r in done) / 2)
         assert entry["cost_per_item"]["tokens"] == pytest.approx(20 * sum(r.llm_requests for r in done) / 2)
+
+    # The batch page: totals as whole numbers, means per item to one decimal (not 2,262.643).
+    from web import create_app
+
+    app = create_app({"DATABASE_URL": pg, "WTF_CSRF_ENABLED": False, "TESTING": True})
+    page = app.test_client().get("/batches/costs").get_data(as_text=True)
+    each = cost["per_item"]
+    assert f"{cost['prompt_tokens']:,} in prompts" in page
+    assert f"per item: {each['llm_requests']:,.1f} LLM request(s), tokens {each['prompt_tokens']:,.1f} in prompts" in page
+    with app.app_context():  # a mean of three items, as the compare page showed it before it was rounded
+        spent = app.jinja_env.get_template("_cost.html").module.spent
+        shown = " ".join(str(spent(dict(each, llm_requests=7.929, prompt_tokens=2262.643, rejected_lines=28.571))).split())
+    assert "7.9 LLM request(s), tokens 2,262.6 in prompts" in shown and "28.6 answer line(s)" in shown
