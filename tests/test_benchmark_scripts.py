@@ -141,3 +141,19 @@ def test_gpu_e2e_tiny_runs_a_real_worker_against_transformers_serve(tmp_path, mi
         assert split["step_seconds"] > 0 and split["llm_seconds"] > 0
         assert split["llm_seconds"] + split["scoring_seconds"] <= split["step_seconds"] + 1e-3, split
     assert "| in flight |" in run.stdout
+
+
+def test_compare_intervals_agrees_with_a_stored_comparison_and_catches_a_changed_one(tmp_path):
+    """The stored comparison of BENCHMARKS.md rechecked with scipy directly; an interval moved by a
+    hundredth is reported, exit status 1."""
+    stored = BENCHMARKS / "results" / "compare_ours_own.json"
+    script = [sys.executable, str(BENCHMARKS / "compare_intervals.py")]
+    same = subprocess.run([*script, str(stored)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout.count(": equal") == 2 and "DIFFERENT" not in same.stdout
+    changed = json.loads(stored.read_text())
+    changed["paired"][0]["metrics"]["METEOR"]["low"] -= 0.01
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    moved = subprocess.run([*script, str(tmp_path / "changed.json")], cwd=ROOT, env=_env(), capture_output=True,
+                           text=True, timeout=120)
+    assert moved.returncode == 1 and "METEOR" in moved.stdout and "DIFFERENT" in moved.stdout
