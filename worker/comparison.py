@@ -78,15 +78,22 @@ def compare_batches(sessions: sessionmaker[Session], names: Sequence[str], refer
                                                         batch["settings"]["steps"])
     baseline = names[0]
     shared = set(captions[baseline][0]).intersection(*(captions[n][0] for n in names)) & set(refs)
-    metrics, per_item = {}, {}
+    # Every batch's runs (final, each step, the shared items' finals) in one evaluation: one Java
+    # tokenizer and one METEOR process for the whole comparison; each run is still scored alone.
+    runs = {}
     for name in names:
         final, by_step = captions[name]
-        computed = caption_metrics(refs, {"final": final, **by_step})
-        metrics[name] = {"final": computed["final"],
-                         "per_step": [{"step": step, **computed[step]} for step in sorted(by_step)]}
+        runs[name, "final"] = final
+        runs.update(((name, step), texts) for step, texts in by_step.items())
         if shared:
-            paired_run = caption_metrics(refs, {"shared": {k: final[k] for k in shared}}, per_item=PAIRED_METRICS)
-            per_item[name] = paired_run["shared"]["per_item"]
+            runs[name, "shared"] = {k: final[k] for k in shared}
+    computed = caption_metrics(refs, runs, per_item=PAIRED_METRICS)
+    per_item = {name: computed.pop((name, "shared"))["per_item"] for name in names if shared}
+    for values in computed.values():
+        values.pop("per_item", None)
+    metrics = {name: {"final": computed[name, "final"],
+                      "per_step": [{"step": step, **computed[name, step]} for step in sorted(captions[name][1])]}
+               for name in names}
     keys = sorted(shared)
     paired = []
     for name in names[1:]:
