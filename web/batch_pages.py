@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from web import auth
 from web.db import get_session, session_factory
 from web.downloads import results_response
-from web.errors import form_refused
+from web.errors import quota_headers
 from web.forms import BatchForm, VariantForm, offer_models
 from web.params import batch_item_args, batch_list_args, int_arg
 from web.submission import submit_batch_from, variant_from
@@ -56,16 +56,16 @@ def new_batch():
     offer_models(form, current_app.config["MODELS"])
     if request.method == "POST":
         auth.check_may_submit((request.form.get("name") or "").strip())
+    status, headers = (400 if request.method == "POST" else 200), {}
     if form.validate_on_submit():
         try:
             report = submit_batch_from(request.form, request.files, others="ignore", token_id=auth.acting_token_id())
         except BrokerError as exc:
             flash(str(exc), "error")
             return redirect(url_for("batch_pages.batches"))
-        except QuotaExceeded as exc:  # beside the form, which keeps what was typed
+        except QuotaExceeded as exc:  # the form again, with what was typed; 429 as the API answers
             form.form_errors.append(str(exc))
-            return form_refused(render_template("batch_new.html", form=form, dataset_root=config.dataset_root(),
-                                                raw_specs=auth.raw_specs_allowed()), exc)
+            status, headers = 429, quota_headers(exc)
         except (ManifestError, MediaError, SettingsError, ModelLoadError, QueryError, JobError) as exc:
             form.form_errors.append(str(exc))
         else:
@@ -76,9 +76,8 @@ def new_batch():
             if len(report.rejected) > 20:
                 flash(f"… and {len(report.rejected) - 20} more rejected: see the items marked rejected", "error")
             return redirect(url_for("batch_pages.batch", name=report.name))
-    status = 400 if request.method == "POST" else 200
     return render_template("batch_new.html", form=form, dataset_root=config.dataset_root(),
-                           raw_specs=auth.raw_specs_allowed()), status
+                           raw_specs=auth.raw_specs_allowed()), status, headers
 
 
 def _items_context(batch_id: int) -> dict:

@@ -71,14 +71,14 @@ def _known_error(exc: Exception):
     # Stored but not queued: the body names the job to resume.
     extra = {"job_id": exc.job_id} if isinstance(exc, BrokerError) else {}
     body, status = error_response(status, str(exc), **extra)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QuotaExceeded) else {}
+    headers = quota_headers(exc) if isinstance(exc, QuotaExceeded) else {}
     return body, status, headers
 
 
-def form_refused(page: str, exc: QuotaExceeded):
-    """A form page shown again with the over-limit message beside it: 429 with Retry-After, as the
-    API answers (the message is in the form's errors already)."""
-    return page, 429, {"Retry-After": str(exc.retry_after)}
+def quota_headers(exc: QuotaExceeded) -> dict[str, str]:
+    """A 429's Retry-After (seconds until one of the token's jobs in flight may have finished), for
+    an error page, a JSON error or a form shown again."""
+    return {"Retry-After": str(exc.retry_after)}
 
 
 def _unexpected_error(exc: Exception):

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from web import auth
 from web.db import get_session, session_factory
 from web.downloads import add_download_routes
-from web.errors import form_refused
+from web.errors import quota_headers
 from web.forms import SubmitForm, offer_models
 from web.params import candidate_args, int_arg, job_list_args
 from web.submission import submit_from
@@ -50,6 +50,7 @@ def submit():
     offer_models(form, current_app.config["MODELS"])
     if request.method == "POST":
         auth.check_may_submit()
+    status, headers = (400 if request.method == "POST" else 200), {}
     if form.validate_on_submit():
         try:
             job_id = submit_from(request.form, request.files, file_field=form.image.name, others="ignore",
@@ -57,17 +58,16 @@ def submit():
         except BrokerError as exc:  # stored, not queued: its page says so
             flash(str(exc), "error")
             return redirect(url_for("pages.job", job_id=exc.job_id))
-        except QuotaExceeded as exc:  # beside the form, which keeps what was typed
+        except QuotaExceeded as exc:  # the form again, with what was typed; 429 as the API answers
             form.form_errors.append(str(exc))
-            return form_refused(render_template("submit.html", form=form, raw_specs=auth.raw_specs_allowed()), exc)
+            status, headers = 429, quota_headers(exc)
         except (MediaError, SettingsError, ModelLoadError, QueryError) as exc:
             form.form_errors.append(str(exc))
         else:
             parts = " with its parts' jobs" if form.task.data == "arithmetic" else ""
             flash(f"job {job_id} submitted{parts}")
             return redirect(url_for("pages.job", job_id=job_id))
-    status = 400 if request.method == "POST" else 200
-    return render_template("submit.html", form=form, raw_specs=auth.raw_specs_allowed()), status
+    return render_template("submit.html", form=form, raw_specs=auth.raw_specs_allowed()), status, headers
 
 
 def _history_context(job_id: int, steps_total: int) -> dict:
